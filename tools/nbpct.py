@@ -7,7 +7,7 @@ Cells are separated by lines `# %%` (code) or `# %% [markdown]` (markdown; each 
 body is prefixed with `# `). The notebook in nbs/ stays the source of truth: the text form is a
 scratch copy for editing with ordinary tools; run nbdev_clean after converting back.
 """
-import json, sys
+import hashlib, json, sys
 from pathlib import Path
 
 def _nb(cells):
@@ -37,6 +37,8 @@ def to_nb(src: Path, dst: Path):
         else:
             buf.append(line)
     flush()
+    for i, c in enumerate(cells):  # stable ids: nbdev_export writes them into the module, so they must not change on re-export
+        c["id"] = hashlib.sha1(f"{i}:{c['cell_type']}:{''.join(c['source'])}".encode()).hexdigest()[:8]
     dst.write_text(json.dumps(_nb(cells), indent=1, ensure_ascii=False) + "\n")
 
 def to_pct(src: Path, dst: Path):
