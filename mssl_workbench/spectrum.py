@@ -161,7 +161,7 @@ def as_run(
     if isinstance(run, (dict, torch.Tensor, np.ndarray)): return Run.from_embeddings(run)
     raise TypeError(f"expected a run directory, a Run or embeddings, got {type(run).__name__}")
 
-# %% ../nbs/06_spectrum.ipynb #95d16ed9
+# %% ../nbs/06_spectrum.ipynb #873d8208
 @contextlib.contextmanager
 def _single_thread():
     "torch on one thread for the block: the small matrices here gain nothing from more, and lose a lot on a busy machine"
@@ -254,9 +254,9 @@ def make_synthetic_run(
     if n_samples < 2 * dim: raise ValueError(f"n_samples={n_samples} must be at least 2 * dim = {2 * dim} (the backbone space's dimension)")
     if epochs < 1: raise ValueError(f"epochs={epochs}: need at least 1")
     path.mkdir(parents=True, exist_ok=True)
-    cfg = {"method": method, "preset": "synthetic", "backbone": "synthetic", "epochs": epochs,
-           "synthetic": {"dim": dim, "alpha": alpha, "alpha_start": alpha + 1.5 if alpha_start is None else alpha_start,
-                         "n_samples": n_samples, "steps_per_epoch": steps_per_epoch}}
+    cfg = {"method": str(method), "preset": "synthetic", "backbone": "synthetic", "epochs": int(epochs),
+           "synthetic": {"dim": int(dim), "alpha": float(alpha), "alpha_start": float(alpha + 1.5 if alpha_start is None else alpha_start),
+                         "n_samples": int(n_samples), "steps_per_epoch": int(steps_per_epoch)}}
     (path/"config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     extend_synthetic_run(path, epochs + 1 if written is None else written + 1, seed=seed)
     if partial_last_line:
