@@ -33,7 +33,7 @@ def find_runs(
         level = [c for p in level if p not in found for c in sorted(p.iterdir()) if c.is_dir() and not c.name.startswith(".")]
     return sorted(found)
 
-# %% ../nbs/07_dashboard.ipynb #c396375b
+# %% ../nbs/07_dashboard.ipynb #a792db53
 def _signature(path: Path) -> tuple:
     "What changes when the engine appends to a run: (size, mtime) of each of its files"
     return tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in (path/f for f in RUN_FILES))
@@ -63,13 +63,14 @@ class Dashboard:
         self.table = W.HTML()
         self.table.add_class("mssl-table")
         self.spectrum_fig = go.FigureWidget(layout=dict(
-            template="plotly_white", height=420, margin=dict(t=50, r=20), legend=dict(font=dict(size=11)),
+            template="plotly_white", height=420, margin=dict(t=50, r=20), showlegend=True, legend=dict(font=dict(size=11)),
             xaxis=dict(type="log", title="eigenvalue index i (1 = largest)"),
             yaxis=dict(type="log", title="eigenvalue λ<sub>i</sub> (variance, units²)", exponentformat="power")))
         self.metrics_fig = go.FigureWidget(layout=dict(
-            template="plotly_white", height=360, margin=dict(t=40, r=60), title="rank metrics over epochs",
-            xaxis=dict(title="epoch (0 = before training)"), yaxis=dict(title="dimensions"),
-            yaxis2=dict(title="α-ReQ (slope)", overlaying="y", side="right", showgrid=False)))
+            template="plotly_white", height=420, margin=dict(t=40, r=60), title="rank metrics over epochs",
+            legend=dict(orientation="h", yanchor="top", y=-0.22, font=dict(size=11)),
+            xaxis=dict(title="epoch (0 = before training)", dtick=1), yaxis=dict(title="dimensions"),
+            yaxis2=dict(title="α-ReQ (slope)", overlaying="y", side="right", showgrid=False, tickformat=".2f")))
         spectrum_box, metrics_box = W.Box([self.spectrum_fig]), W.Box([self.metrics_fig])
         spectrum_box.add_class("mssl-spectrum"); metrics_box.add_class("mssl-metrics")
         self.widget = W.VBox([
@@ -142,14 +143,16 @@ class Dashboard:
                     fig.data = []
                     for _ in runs: fig.add_scatter(mode="lines", x=[], y=[])
                 for trace, run, (color, dash) in zip(fig.data, runs, _styles(runs)):
-                    try: values = run.spectrum(epoch, self.space)
-                    except RunDirError: values = np.zeros(0)
+                    # a run that has not reached the slider's epoch shows its latest one, labelled as such
+                    shown = max((e for e in run.spectrum_epochs(self.space) if e <= epoch), default=None)
+                    values = run.spectrum(shown, self.space) if shown is not None else np.zeros(0)
                     keep = values > 0
                     alpha, _ = fit_alpha(values) if len(values) else (None, None)
+                    label = f"{run.name} ({run.method})" + ("" if shown == epoch else
+                                                           f", epoch {shown}" if shown is not None else f": no epoch ≤ {epoch}")
                     trace.update(x=np.arange(1, len(values) + 1)[keep], y=values[keep], line=dict(color=color, dash=dash),
-                                 name=f"{run.name} ({run.method})" + (f": α = {alpha:.3f}" if alpha is not None else "")
-                                      + ("" if len(values) else f" — no epoch {epoch}"),
-                                 hovertemplate=f"{run.name}, epoch {epoch}<br>i = %{{x}}<br>λ<sub>i</sub> = %{{y:.6g}}<extra></extra>")
+                                 name=label + (f": α = {alpha:.3f}" if alpha is not None else ""), meta=shown,
+                                 hovertemplate=f"{run.name}, epoch {shown}<br>i = %{{x}}<br>λ<sub>i</sub> = %{{y:.6g}}<extra></extra>")
                 fig.layout.title = f"{self.space} eigenspectrum at epoch {epoch}"
                 self.metrics_fig.layout.shapes = [dict(type="line", xref="x", yref="paper", x0=epoch, x1=epoch, y0=0, y1=1,
                                                        line=dict(color="grey", dash="dot"))]
