@@ -18,11 +18,11 @@ from .spectrum import (METRIC_LABELS, RUN_FILES, SPACES, Run, RunDirError, _styl
 # %% auto #0
 __all__ = ['find_runs', 'Dashboard']
 
-# %% ../nbs/07_dashboard.ipynb #5d9c19ef
+# %% ../nbs/07_dashboard.ipynb #c690a79f
 def find_runs(
     root: str | Path, # a folder of run directories (or a run directory itself)
     *,
-    depth: int=2,     # how many levels below `root` to look
+    depth: int=2,     # how many levels below root to look
 ) -> list[Path]:      # run directories, sorted by path
     "Run directories under `root`: folders holding any of config.yaml, metrics.jsonl, epochs.jsonl, spectra.jsonl"
     root = Path(root)
@@ -33,7 +33,7 @@ def find_runs(
         level = [c for p in level if p not in found for c in sorted(p.iterdir()) if c.is_dir() and not c.name.startswith(".")]
     return sorted(found)
 
-# %% ../nbs/07_dashboard.ipynb #a792db53
+# %% ../nbs/07_dashboard.ipynb #e0ddd6e9
 def _signature(path: Path) -> tuple:
     "What changes when the engine appends to a run: (size, mtime) of each of its files"
     return tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in (path/f for f in RUN_FILES))

@@ -32,7 +32,7 @@ __all__ = ['RUN_FILES', 'SPACES', 'MONITOR_KEYS', 'METHOD_COLORS', 'DASHES', 'ME
            'fig_compare_spectra', 'fig_loss_terms', 'summary_rows', 'summary_html', 'report_figures', 'write_report',
            'main']
 
-# %% ../nbs/06_spectrum.ipynb #5d31fb9c
+# %% ../nbs/06_spectrum.ipynb #6d46104f
 RUN_FILES = ("config.yaml", "metrics.jsonl", "epochs.jsonl", "spectra.jsonl")
 SPACES = ("backbone", "embedding")
 MONITOR_KEYS = ("erank", "rankme", "rankme_cov", "alpha_req", "alpha_req_r2")
@@ -69,12 +69,12 @@ def read_jsonl(
             raise RunDirError(f"{path}:{i+1}: not valid JSON ({e.msg}); the file is damaged: delete that line or re-run") from e
     return rows
 
-# %% ../nbs/06_spectrum.ipynb #6dbd51fa
+# %% ../nbs/06_spectrum.ipynb #358a66c7
 @dataclass
 class Run:
     "The content of one run directory (or of embeddings in memory), as the figures use it"
     name: str                                         # label in legends: the folder's name by default
-    method: str                                       # `config.yaml`'s `method`; picks the colour
+    method: str                                       # config.yaml's method; picks the colour
     config: dict = field(default_factory=dict)        # the resolved configuration
     metrics: list = field(default_factory=list)       # rows of metrics.jsonl
     epochs: list = field(default_factory=list)        # rows of epochs.jsonl
@@ -153,7 +153,7 @@ def load_run(
                spectra=read_jsonl(path/"spectra.jsonl"))
 
 def as_run(
-    run, # a `Run`, a run directory, an (n, d) embedding matrix, or {epoch: embeddings}
+    run, # a Run, a run directory, an (n, d) embedding matrix, or {epoch: embeddings}
 ) -> Run:
     "Whatever the figures accept, as a `Run`"
     if isinstance(run, Run): return run
@@ -161,7 +161,7 @@ def as_run(
     if isinstance(run, (dict, torch.Tensor, np.ndarray)): return Run.from_embeddings(run)
     raise TypeError(f"expected a run directory, a Run or embeddings, got {type(run).__name__}")
 
-# %% ../nbs/06_spectrum.ipynb #873d8208
+# %% ../nbs/06_spectrum.ipynb #015b03bb
 @contextlib.contextmanager
 def _single_thread():
     "torch on one thread for the block: the small matrices here gain nothing from more, and lose a lot on a busy machine"
@@ -211,7 +211,7 @@ def _append_jsonl(path: Path, rows: list):
         for r in rows: f.write(json.dumps(r) + "\n")
 
 def extend_synthetic_run(
-    path: str | Path, # a run made by `make_synthetic_run`
+    path: str | Path, # a run made by make_synthetic_run
     n: int=1,         # how many more epochs to write
     *,
     seed: int | None=None, # for reproducible noise; None: fresh
@@ -236,7 +236,7 @@ def extend_synthetic_run(
 def make_synthetic_run(
     path: str | Path,          # the run directory to create (may exist, must not hold a run)
     *,
-    method: str="matrix_ssl",  # written as config.yaml's `method`
+    method: str="matrix_ssl",  # written as config.yaml's method
     epochs: int=5,             # training epochs (epoch 0, before training, comes on top)
     dim: int=128,              # embedding dimension (the backbone space gets 2 * dim)
     alpha: float=1.5,          # power-law exponent of the embedding spectrum at the last epoch
@@ -264,7 +264,7 @@ def make_synthetic_run(
             with (path/f).open("a") as fh: fh.write('{"epoch": 99, "half-writ')
     return path
 
-# %% ../nbs/06_spectrum.ipynb #17d0ed0e
+# %% ../nbs/06_spectrum.ipynb #5f6adb64
 METHOD_COLORS = {"matrix_ssl": "#1f77b4", "mec": "#ff7f0e", "simclr": "#2ca02c", "byol": "#d62728",
                  "barlow_twins": "#9467bd", "vicreg": "#8c564b", "m_mae": "#e377c2", "u_mae": "#7f7f7f",
                  "mae": "#bcbd22", "simsiam": "#17becf"}
@@ -299,7 +299,7 @@ def _epoch_colorbar(epochs: list[int]) -> go.Scatter:
                       marker=dict(colorscale="Viridis", cmin=min(epochs), cmax=max(epochs), color=[max(epochs)],
                                   showscale=True, colorbar=dict(title="epoch", thickness=14)))
 
-# %% ../nbs/06_spectrum.ipynb #91ec58c5
+# %% ../nbs/06_spectrum.ipynb #8572e9d2
 def _alpha_fit(values: np.ndarray, start: int, stop: int) -> tuple[float, float, np.ndarray, np.ndarray] | None:
     "(alpha, r2, x, y) of the α-ReQ fit, x and y drawing the fitted line over the fitted indices; None if too short"
     alpha, r2 = fit_alpha(values, start, stop)
@@ -312,7 +312,7 @@ def _alpha_fit(values: np.ndarray, start: int, stop: int) -> tuple[float, float,
     return alpha, r2, idx, np.exp(b - alpha * i)
 
 def fig_eigenspectrum(
-    run,                          # a run directory, a `Run`, or embeddings (see `as_run`)
+    run,                          # a run directory, a Run, or embeddings (see as_run)
     *,
     space: str="embedding",       # "embedding" or "backbone"
     epochs: list[int] | None=None, # which epochs to draw; default all
@@ -344,9 +344,9 @@ def fig_eigenspectrum(
                       legend=dict(x=1.12), height=450)
     return fig
 
-# %% ../nbs/06_spectrum.ipynb #466e8741
+# %% ../nbs/06_spectrum.ipynb #6ff361b0
 def fig_rank_metrics(
-    runs,                    # one run or a list of runs (directories, `Run`s or embeddings)
+    runs,                    # one run or a list of runs (directories, Runs or embeddings)
     *,
     space: str="embedding",  # "embedding" or "backbone"
     metrics: tuple=("erank", "rankme", "rankme_cov", "alpha_req"), # which monitor keys to draw
@@ -380,7 +380,7 @@ def fig_rank_metrics(
     fig.update_layout(title=f"Rank metrics of the {space} over epochs", template="plotly_white", height=250 + 200 * len(panels))
     return fig
 
-# %% ../nbs/06_spectrum.ipynb #1057ce4d
+# %% ../nbs/06_spectrum.ipynb #8ac90bcd
 def explained_variance(
     values: np.ndarray, # eigenvalues, descending
 ) -> np.ndarray:        # cumulative fractions, ending at 1
@@ -389,7 +389,7 @@ def explained_variance(
     return np.cumsum(values) / values.sum()
 
 def fig_explained_variance(
-    run,                          # a run directory, a `Run`, or embeddings
+    run,                          # a run directory, a Run, or embeddings
     *,
     space: str="embedding",       # "embedding" or "backbone"
     epochs: list[int] | None=None, # which epochs to draw; default all
@@ -416,9 +416,9 @@ def fig_explained_variance(
                       yaxis=dict(title="fraction of total variance", tickformat=".0%", range=[0, 1.02]), legend=dict(x=1.12), height=420)
     return fig
 
-# %% ../nbs/06_spectrum.ipynb #ad7e610f
+# %% ../nbs/06_spectrum.ipynb #30a60676
 def fig_compare_spectra(
-    runs,                     # runs to overlay (directories, `Run`s or embeddings)
+    runs,                     # runs to overlay (directories, Runs or embeddings)
     *,
     epoch: int | None=None,   # the epoch to compare; None: each run's last
     space: str="embedding",   # "embedding" or "backbone"
@@ -444,11 +444,11 @@ def fig_compare_spectra(
                                  title="fraction of total variance λ<sub>i</sub> / Σλ" if normalize else f"eigenvalue λ<sub>i</sub> ({space} units²)"))
     return fig
 
-# %% ../nbs/06_spectrum.ipynb #b7146407
+# %% ../nbs/06_spectrum.ipynb #ac5ce5ca
 def fig_loss_terms(
     runs,                         # one run or a list of runs
     *,
-    terms: tuple | None=("uniformity", "alignment"), # which `terms` keys to draw; None: every key found
+    terms: tuple | None=("uniformity", "alignment"), # which terms keys to draw; None: every key found
 ) -> go.Figure:
     "Loss terms (uniformity vs alignment) over optimiser steps, one panel per term"
     runs = [as_run(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
@@ -471,9 +471,9 @@ def fig_loss_terms(
     fig.update_layout(title="Loss terms over training", template="plotly_white", height=200 + 220 * len(found))
     return fig
 
-# %% ../nbs/06_spectrum.ipynb #2dd08052
+# %% ../nbs/06_spectrum.ipynb #ec8250a0
 def summary_rows(
-    runs,                    # runs (directories, `Run`s or embeddings)
+    runs,                    # runs (directories, Runs or embeddings)
     *,
     space: str="embedding",  # the space whose rank metrics are reported
 ) -> list[dict]:             # one dict per run
@@ -499,7 +499,7 @@ def summary_html(rows: list[dict]) -> str:
             f"<tbody>{body}</tbody></table>")
 
 def report_figures(
-    runs,                    # runs (directories, `Run`s or embeddings)
+    runs,                    # runs (directories, Runs or embeddings)
     *,
     space: str="embedding",  # "embedding" or "backbone"
 ) -> list[go.Figure]:
@@ -516,7 +516,7 @@ def report_figures(
     return figs
 
 def write_report(
-    runs,                    # run directories or `Run`s
+    runs,                    # run directories or Runs
     out: str | Path,         # the HTML file to write
     *,
     space: str="embedding",  # "embedding" or "backbone"
@@ -544,7 +544,7 @@ table.mssl-summary{{border-collapse:collapse}} .mssl-summary td,.mssl-summary th
     out.write_text(page, encoding="utf-8")
     return out
 
-# %% ../nbs/06_spectrum.ipynb #6e17c917
+# %% ../nbs/06_spectrum.ipynb #d348ed09
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `mssl-spectrum` console script"
     p = argparse.ArgumentParser(prog="mssl-spectrum", description="Write a self-contained HTML report of the eigenspectra, "
