@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['EIG_EPS', 'center_rows_normalize', 'cross_covariance', 'covariance', 'gram', 'logm_psd', 'logm_taylor',
-           'trace_logm_taylor', 'trace_product_logm_taylor', 'lowrank_trace_logm_taylor',
+__all__ = ['EIG_EPS', 'center_rows_normalize', 'cross_covariance', 'covariance', 'gram', 'logm_psd', 'trace_logm_psd',
+           'logm_taylor', 'trace_logm_taylor', 'trace_product_logm_taylor', 'lowrank_trace_logm_taylor',
            'lowrank_trace_product_logm_taylor', 'lowrank_trace_logm', 'lowrank_trace_product_logm',
            'matrix_cross_entropy', 'matrix_entropy', 'von_neumann_entropy', 'matrix_kl', 'renyi_entropy',
            'joint_renyi_entropy', 'matrix_mutual_information', 'tcr_logdet', 'eigenspectrum', 'erank_from_values',
@@ -164,7 +164,19 @@ def logm_psd(
     divided = lambda lam: _log_divided_differences(lam.clamp_min(eps))
     return _SymmetricMatrixFunction.apply(A, f, divided, eigh64)
 
-# %% ../nbs/00_matrix.ipynb #73711c5b
+# %% ../nbs/00_matrix.ipynb #d5dfc726
+@_full_precision
+def trace_logm_psd(
+    A: Tensor,            # (..., d, d) symmetric positive semi-definite (symmetrised as (A + Aᵀ)/2)
+    *,
+    eps: float=EIG_EPS,   # eigenvalues below eps are clamped to eps
+    eigh64: bool=True,    # run eigvalsh in float64
+) -> Tensor:              # (...) scalar
+    "Exact tr log A = Σ log max(λ, eps) of a symmetric PSD matrix, from its eigenvalues only"
+    _check_matrix(A, "A")
+    return _eigvalsh(A.to(_dtype(A)), eigh64).clamp_min(eps).log().sum(-1)
+
+# %% ../nbs/00_matrix.ipynb #0b564737
 def _taylor_coefficients(order: int) -> list[float]:
     "c_k = (−1)^(k+1)/k for k = 0..order (c_0 = 0): log(1 + x) ≈ Σ c_k x^k"
     if not isinstance(order, int) or order < 1: raise ValueError(f"order must be a positive integer, got {order!r}")
@@ -186,7 +198,7 @@ def logm_taylor(
         out = out + coefficients[k] * power
     return out
 
-# %% ../nbs/00_matrix.ipynb #a59ba840
+# %% ../nbs/00_matrix.ipynb #5086960a
 def _powers(X: Tensor, h: int) -> list[Tensor | None]:
     "[None, X, X², ..., X^h] (h − 1 products)"
     powers = [None, X]
@@ -239,7 +251,7 @@ def trace_product_logm_taylor(
     traces = _product_traces(P, powers, order + 1)
     return sum(c * t for c, t in zip(coefficients[1:], traces[1:]))
 
-# %% ../nbs/00_matrix.ipynb #8e146c39
+# %% ../nbs/00_matrix.ipynb #e69e3d43
 def _taylor_shift_coefficients(order: int, mu: float) -> list[float]:
     "a_j with logT(μ + x) = Σ_j a_j x^j, j = 0..order (logT the order-K Taylor log around 1)"
     coefficients, nu = _taylor_coefficients(order), mu - 1.0
@@ -300,7 +312,7 @@ def lowrank_trace_product_logm_taylor(
     trace_PlogQ = a[0] * y.square().sum((-2, -1)) / m + sum(a[j] * traces_MG[j - 1] for j in range(1, order + 1))
     return mu_p * trace_logQ + trace_PlogQ
 
-# %% ../nbs/00_matrix.ipynb #104c7653
+# %% ../nbs/00_matrix.ipynb #fb248321
 def _log1p_ratio(t: Tensor) -> Tensor:
     "h(t) = log(1 + t)/t for t ≥ 0, h(0) = 1"
     zero = t == 0
@@ -362,7 +374,7 @@ def lowrank_trace_product_logm(
     trace_PlogQ = math.log(mu_q) * y.square().sum((-2, -1)) / m + _trace_of_product(K.mT @ K, R)
     return mu_p * trace_logQ + trace_PlogQ
 
-# %% ../nbs/00_matrix.ipynb #c8b36c49
+# %% ../nbs/00_matrix.ipynb #73ba0241
 def _xlogx(lam: Tensor, eps: float) -> Tensor:
     "λ log λ for λ ≥ 0 (negatives from rounding clamped to 0), 0 log 0 = 0, finite gradient −log max(λ, eps) − 1"
     lam = lam.clamp_min(0)
@@ -415,7 +427,7 @@ def matrix_kl(
     "Matrix KL (von Neumann / Bregman divergence) tr(P log P − P log Q − P + Q) = MCE(P, Q) − ME(P)"
     return matrix_cross_entropy(P, Q, eps=eps, eigh64=eigh64) - matrix_entropy(P, eps=eps, eigh64=eigh64)
 
-# %% ../nbs/00_matrix.ipynb #4be02ba3
+# %% ../nbs/00_matrix.ipynb #526512a0
 @_full_precision
 def renyi_entropy(
     K: Tensor,           # (..., n, n) symmetric PSD Gram matrix (normalised by its trace)
@@ -445,8 +457,10 @@ def joint_renyi_entropy(
     **kwargs,         # passed to renyi_entropy (eps, eigh64)
 ) -> Tensor:          # (...) scalar
     "Joint matrix Rényi-α entropy H_α(K1 ∘ K2) (Hadamard product)"
+    _check_matrix(K1, "K1"); _check_matrix(K2, "K2")
     if K1.shape != K2.shape: raise ValueError(f"K1 and K2 must have the same shape, got {tuple(K1.shape)} and {tuple(K2.shape)}")
-    return renyi_entropy(K1 * K2, alpha, **kwargs)
+    dtype = _dtype(K1, K2)
+    return renyi_entropy(K1.to(dtype) * K2.to(dtype), alpha, **kwargs)
 
 def matrix_mutual_information(
     K1: Tensor,       # (..., n, n) Gram matrix of the first representation
@@ -457,7 +471,7 @@ def matrix_mutual_information(
     "Matrix mutual information H_α(K1) + H_α(K2) − H_α(K1 ∘ K2)"
     return renyi_entropy(K1, alpha, **kwargs) + renyi_entropy(K2, alpha, **kwargs) - joint_renyi_entropy(K1, K2, alpha, **kwargs)
 
-# %% ../nbs/00_matrix.ipynb #32969681
+# %% ../nbs/00_matrix.ipynb #486d5da7
 @_full_precision
 def tcr_logdet(
     z: Tensor,      # (..., m, d) embeddings, used as given
@@ -473,7 +487,7 @@ def tcr_logdet(
     L = torch.linalg.cholesky(_eye(S.shape[-1], S) + c * _sym(S))
     return 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
 
-# %% ../nbs/00_matrix.ipynb #63816cc9
+# %% ../nbs/00_matrix.ipynb #4bc77369
 @_full_precision
 def eigenspectrum(
     z: Tensor,              # (m, d) embeddings
@@ -541,7 +555,9 @@ def alpha_req(
     stop: int=100,        # one past the last 0-based position
 ) -> tuple[float, float]: # (alpha, R²)
     "α-ReQ (Agrawal et al. 2022): WLS fit of log λ_i = −α log(i+1) + b, weights 1/(i+1), over positions start..stop−1"
-    values = torch.as_tensor(eigenvalues).detach().to("cpu", torch.float64).flatten().sort(descending=True).values
+    values = torch.as_tensor(eigenvalues).detach().to("cpu", torch.float64)
+    if values.ndim != 1: raise ValueError(f"eigenvalues must be 1-D (one spectrum), got shape {tuple(values.shape)}")
+    values = values.sort(descending=True).values
     if not 0 <= start < stop - 1: raise ValueError(f"need 0 <= start < stop - 1, got start={start}, stop={stop}")
     if len(values) < stop:
         raise ValueError(f"alpha_req needs at least stop={stop} eigenvalues, got {len(values)}: pass a smaller stop or a wider representation")
