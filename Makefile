@@ -20,7 +20,7 @@ install: $(STAMP)
 
 ## (1) install and run the main job on the embedded data
 quickstart: install
-	$(BIN)/mssl-train --data-summary
+	$(BIN)/mssl-train --preset quickstart
 
 ## (2) install and run every test: all notebooks (slow cells included) and pytest
 test: install

@@ -17,16 +17,15 @@ def test_mssl_train_help_and_version(console):
     assert r.returncode == 0 and r.stdout.strip() == f"mssl-train {mssl_workbench.__version__}"
 
 
-def test_mssl_train_data_summary_uses_embedded_sample(console, tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "MSSL_DATA": str(tmp_path)}  # empty $MSSL_DATA: nothing to find there
-    r = run(console("mssl-train"), "--data-summary", "--data-root", str(ROOT / "data" / "fashion-mnist-sample"), env=env)
+def test_mssl_train_data_summary_of_the_quickstart_preset(console):
+    r = run(console("mssl-train"), "--data-summary", "--preset", "quickstart")
     assert r.returncode == 0, r.stderr
-    assert "10000 images of shape (28, 28)" in r.stdout and "2000 images" in r.stdout
+    assert "10000 images of shape (28, 28)" in r.stdout and "2000 images" in r.stdout and "fashion-mnist-sample" in r.stdout
 
 
-def test_mssl_train_bad_root_exits_2_with_one_line(console, tmp_path):
+def test_mssl_train_missing_data_folder_exits_2_with_one_line(console, tmp_path):
     missing = tmp_path / "nowhere"
-    r = run(console("mssl-train"), "--data-summary", "--data-root", str(missing))
+    r = run(console("mssl-train"), "--data-summary", env={"PATH": "/usr/bin:/bin", "MSSL_DATA": str(missing)})
     assert r.returncode == 2
     assert str(missing) in r.stderr and r.stderr.count("\n") == 1
 
