@@ -4,6 +4,7 @@
     python tools/build_docs.py --skip-flags slow    # quicker: leave `#| slow` cells out (as nbdev_test does by default)
     python tools/build_docs.py --execute none       # render the outputs saved in the notebooks, execute nothing
     python tools/build_docs.py --execute 06_spectrum.ipynb --out /tmp/site   # execute some, saved outputs for the rest
+    python tools/build_docs.py --only index.ipynb,06_spectrum.ipynb --out /tmp/site   # a partial site (what the test builds)
 
 What it does, per notebook of nbs/ (nbdev's file selection, index.ipynb included):
 1. execute it (unless told otherwise) in the notebook's folder with execnb, the engine of nbdev_test, skipping
@@ -306,7 +307,7 @@ def notebooks(nbs: Path) -> list[Path]:
     return sorted(found, key=lambda p: (p.name != "index.ipynb", p.relative_to(nbs).as_posix()))
 
 
-def build(out: Path, *, execute_what: str="all", skip_flags: list[str]=(), n_workers: int=1) -> list[Path]:
+def build(out: Path, *, execute_what: str="all", skip_flags: list[str]=(), n_workers: int=1, only: str="") -> list[Path]:
     "The whole site into `out`; returns the pages written"
     import plotly
     from nbdev.config import get_config
@@ -316,6 +317,11 @@ def build(out: Path, *, execute_what: str="all", skip_flags: list[str]=(), n_wor
     prefix = f"{cfg.doc_host.rstrip('/')}{cfg.doc_baseurl.rstrip('/')}/"
     paths = notebooks(nbs)
     if not paths: raise SystemExit(f"build_docs: no notebooks under {nbs}")
+    if only:
+        keep = {w.strip() for w in only.split(",") if w.strip()}
+        missing = keep - {p.name for p in paths} - {p.stem for p in paths}
+        if missing: raise SystemExit(f"build_docs: --only names unknown notebooks {sorted(missing)}; choose from {[p.name for p in paths]}")
+        paths = [p for p in paths if p.name in keep or p.stem in keep]
     wanted = {w.strip() for w in execute_what.split(",")} if execute_what not in ("all", "none") else set()
     unknown = wanted - {p.name for p in paths} - {p.stem for p in paths}
     if unknown: raise SystemExit(f"build_docs: --execute names unknown notebooks {sorted(unknown)}; choose from {[p.name for p in paths]}")
@@ -351,13 +357,15 @@ def main(argv=None) -> int:
                    help="which notebooks to execute; the others render their saved outputs (default: all)")
     p.add_argument("--skip-flags", default="", help="comma-separated cell flags not to execute, e.g. slow (default: none)")
     p.add_argument("--n-workers", type=int, default=1, help="notebooks processed in parallel (default: 1)")
+    p.add_argument("--only", default="", metavar="NB[,NB...]",
+                   help="a partial site of just these notebooks (the navigation lists only them); default: all")
     args = p.parse_args(argv)
     from nbdev.config import get_config
     os.chdir(ROOT)
     out = Path(args.out) if args.out else Path(get_config().config_path) / get_config().doc_path
     start = time.time()
     pages = build(out.resolve(), execute_what=args.execute, skip_flags=[f for f in args.skip_flags.split(",") if f],
-                  n_workers=args.n_workers)
+                  n_workers=args.n_workers, only=args.only)
     print(f"wrote {len(pages)} pages to {out} in {time.time() - start:.0f}s; open {out / 'index.html'}")
     return 0
 
