@@ -28,7 +28,7 @@ from .matrix import alpha_req, effective_rank, eigenspectrum, erank_from_values,
 # %% auto #0
 __all__ = ['RUN_FILES', 'SPACES', 'MONITOR_KEYS', 'METHOD_COLORS', 'DASHES', 'METRIC_LABELS', 'RunDirError', 'fit_alpha',
            'read_jsonl', 'Run', 'load_run', 'as_run', 'extend_synthetic_run', 'make_synthetic_run', 'method_color',
-           'fig_eigenspectrum', 'fig_rank_metrics', 'explained_variance', 'fig_explained_variance',
+           'run_styles', 'fig_eigenspectrum', 'fig_rank_metrics', 'explained_variance', 'fig_explained_variance',
            'fig_compare_spectra', 'fig_loss_terms', 'summary_rows', 'summary_html', 'report_figures', 'write_report',
            'main']
 
@@ -264,7 +264,7 @@ def make_synthetic_run(
             with (path/f).open("a") as fh: fh.write('{"epoch": 99, "half-writ')
     return path
 
-# %% ../nbs/06_spectrum.ipynb #5f6adb64
+# %% ../nbs/06_spectrum.ipynb #c46aba91
 METHOD_COLORS = {"matrix_ssl": "#1f77b4", "mec": "#ff7f0e", "simclr": "#2ca02c", "byol": "#d62728",
                  "barlow_twins": "#9467bd", "vicreg": "#8c564b", "m_mae": "#e377c2", "u_mae": "#7f7f7f",
                  "mae": "#bcbd22", "simsiam": "#17becf"}
@@ -280,8 +280,10 @@ def method_color(
     key = method.lower().replace("-", "_")
     return METHOD_COLORS.get(key) or _PALETTE[zlib.crc32(key.encode()) % len(_PALETTE)]
 
-def _styles(runs: list[Run]) -> list[tuple[str, str]]:
-    "(colour, dash) per run: colour from the method, dash counting repeats of a method"
+def run_styles(
+    runs: list[Run], # runs in legend order
+) -> list[tuple[str, str]]: # (colour, dash) per run
+    "Line style per run: colour from the method, dash counting repeats of a method"
     seen, out = {}, []
     for r in runs:
         k = seen[r.method] = seen.get(r.method, -1) + 1
@@ -344,7 +346,7 @@ def fig_eigenspectrum(
                       legend=dict(x=1.12), height=450)
     return fig
 
-# %% ../nbs/06_spectrum.ipynb #6ff361b0
+# %% ../nbs/06_spectrum.ipynb #3981a400
 def fig_rank_metrics(
     runs,                    # one run or a list of runs (directories, Runs or embeddings)
     *,
@@ -360,7 +362,7 @@ def fig_rank_metrics(
     panels = [p for p in (ranks, slopes) if p]
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.08)
     drawn = 0
-    for run, (color, _) in zip(runs, _styles(runs)):
+    for run, (color, _) in zip(runs, run_styles(runs)):
         for row, panel in enumerate(panels, 1):
             for metric in panel:
                 x, y = run.monitor(metric, space)
@@ -416,7 +418,7 @@ def fig_explained_variance(
                       yaxis=dict(title="fraction of total variance", tickformat=".0%", range=[0, 1.02]), legend=dict(x=1.12), height=420)
     return fig
 
-# %% ../nbs/06_spectrum.ipynb #30a60676
+# %% ../nbs/06_spectrum.ipynb #9bac4d8c
 def fig_compare_spectra(
     runs,                     # runs to overlay (directories, Runs or embeddings)
     *,
@@ -427,7 +429,7 @@ def fig_compare_spectra(
     "The spectra of several runs (or methods) overlaid at one epoch, α-ReQ in the legend"
     runs = [as_run(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
     fig = go.Figure()
-    for run, (color, dash) in zip(runs, _styles(runs)):
+    for run, (color, dash) in zip(runs, run_styles(runs)):
         values = run.spectrum(epoch, space)
         e = run.spectrum_epochs(space)[-1] if epoch is None else epoch
         alpha, r2 = fit_alpha(values)
@@ -444,7 +446,7 @@ def fig_compare_spectra(
                                  title="fraction of total variance λ<sub>i</sub> / Σλ" if normalize else f"eigenvalue λ<sub>i</sub> ({space} units²)"))
     return fig
 
-# %% ../nbs/06_spectrum.ipynb #ac5ce5ca
+# %% ../nbs/06_spectrum.ipynb #56af62b1
 def fig_loss_terms(
     runs,                         # one run or a list of runs
     *,
@@ -458,7 +460,7 @@ def fig_loss_terms(
         raise RunDirError(f"{runs[0].where('metrics.jsonl')}: no logged loss terms {list(terms)} yet; "
                           "wait for the first logged step (or pass terms=None to draw whatever is logged)")
     fig = make_subplots(rows=len(found), cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=found)
-    for run, (color, dash) in zip(runs, _styles(runs)):
+    for run, (color, dash) in zip(runs, run_styles(runs)):
         for row, term in enumerate(found, 1):
             pts = [(m["step"], m["terms"][term]) for m in run.metrics if m.get("terms", {}).get(term) is not None]
             if not pts: continue

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the browser tests (tests/test_dashboard_browser.py, tests/test_docs_site.py) need:
-# Debian's `chromium` (the browser; Playwright's own downloaded browsers do not work offline) and
-# Playwright for Python (the driver) in the project's virtual environment.
+# Debian's `chromium` (the browser; Playwright's own downloaded browsers do not work offline),
+# Playwright for Python (the driver) in the project's virtual environment, and — when `make install`
+# has not already put them there — JupyterLab, anywidget, nbconvert and latex2mathml.
 # Idempotent: when both are present it only checks and exits within a second or two.
 # Usage: tools/install_browser.sh [VENV]   (default: .venv next to this script's parent folder)
 set -euo pipefail
@@ -37,9 +38,23 @@ else
   "$CHROMIUM" --version
 fi
 
-if "$PY" -c "import playwright.sync_api" 2>/dev/null; then
-  echo "playwright: present ($("$PY" -m pip show playwright 2>/dev/null | sed -n 's/^Version: //p'))"
+if "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('playwright') is None)"; then
+  echo "playwright: present"
 else
   echo "playwright: installing into $VENV (never 'playwright install': the tests drive $CHROMIUM)"
   "$PY" -m pip install -q "playwright>=1.40"
+fi
+
+# one interpreter start, no imports: find_spec only looks the modules up
+read -r -a missing <<< "$("$PY" - <<'PYEOF'
+import importlib.util
+wanted = {"jupyterlab": "jupyterlab>=4", "anywidget": "anywidget>=0.9", "nbconvert": "nbconvert>=7", "latex2mathml": "latex2mathml>=3"}
+print(" ".join(req for mod, req in wanted.items() if importlib.util.find_spec(mod) is None))
+PYEOF
+)"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "python packages: installing ${missing[*]}"
+  "$PY" -m pip install -q "${missing[@]}"
+else
+  echo "python packages: jupyterlab, anywidget, nbconvert, latex2mathml present"
 fi
