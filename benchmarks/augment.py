@@ -8,7 +8,9 @@ Both read the same generated ImageNet-layout folder of 224-px JPEGs with the sam
 - batched (mssl_workbench.data): workers decode with torchvision.io.decode_jpeg and take the two random resized crops
   (uint8); the main process runs MultiViewAugment on the whole uint8 batch (GPU when present, else CPU).
 
-    python benchmarks/augment.py [--quick] [--images 2000] [--workers 2] [--batch 128] [--out benchmarks/results/augment.json]
+    python benchmarks/augment.py [--quick] [--images 2000] [--workers 2] [--batch 128] [--threads N] [--out benchmarks/results/augment.json]
+
+Images/s counts source images; each yields two views.
 """
 import argparse, json, os, platform, random, shutil, tempfile, time, warnings
 from pathlib import Path
@@ -69,13 +71,14 @@ if __name__ == "__main__":
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers, the same for both pipelines")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2, help="passes per pipeline, alternating; the best is reported")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads of the main process (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of the main process (default: 1 on CPU, so that it does not spin against the workers)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the batched ops run")
     ap.add_argument("--out", default="benchmarks/results/augment.json")
     args = ap.parse_args()
     if args.quick: args.images, args.repeats = 400, 1
-    if args.threads: torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads or (1 if device.type == "cpu" else torch.get_num_threads()))
     work = Path(tempfile.mkdtemp(prefix="mssl-augment-bench-"))
     try:
         t0 = time.perf_counter()

@@ -273,7 +273,7 @@ def colour_jitter_affine(
                   saturation=torch.where(jit, sf, 1.0), hue=torch.where(jit, hf, 0.0), order=order, gray=gray)
     return A, b, params
 
-# %% ../nbs/02_data.ipynb #b569d43b
+# %% ../nbs/02_data.ipynb #363c3f46
 def gaussian_kernels(
     sigma: Tensor,  # (n,) standard deviations in pixels
     radius: int,    # half-width; the kernels have 2*radius+1 taps
@@ -324,9 +324,11 @@ def gaussian_blur_batch(
         Mw = torch.where(f[:, None, None], Mw.flip(1), Mw)
     out_dtype = x.dtype if x.is_floating_point() else torch.float32
     dt = compute_dtype or (torch.bfloat16 if _bf16_matmul_ok(x.device) else out_dtype)
-    y = torch.bmm(x.reshape(n, C * H, W).to(dt), Mw.transpose(1, 2).to(dt))      # along W
-    y = torch.matmul(Mh.to(dt)[:, None], y.reshape(n, C, H, W))                 # along H
-    return y.to(out_dtype)
+    # layout (n, H, C, W): both axes are then plain batched matmuls, and the layout changes ride on the dtype casts
+    y = torch.empty(n, H, C, W, dtype=dt, device=x.device).copy_(x.permute(0, 2, 1, 3))   # one pass: cast + relayout
+    y = torch.bmm(y.view(n, H * C, W), Mw.transpose(1, 2).to(dt))               # along W
+    y = torch.bmm(Mh.to(dt), y.view(n, H, C * W))                               # along H
+    return torch.empty(n, C, H, W, dtype=out_dtype, device=x.device).copy_(y.view(n, H, C, W).permute(0, 2, 1, 3))
 
 # %% ../nbs/02_data.ipynb #ed7aa2fd
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -587,7 +589,7 @@ def scan_image_folder(
         except OSError as e: warnings.warn(f"cannot write the file-list cache {cache} ({e}); listing again next time")
     return classes, [(str(folder / f), l) for f, l in samples]
 
-# %% ../nbs/02_data.ipynb #46b07aa1
+# %% ../nbs/02_data.ipynb #b07e359b
 class UnreadableImageWarning(UserWarning):
     "An image file that could not be decoded was skipped"
 
@@ -660,8 +662,10 @@ class FileImageDataset(Dataset):
         S = self.size
         if self.mode == "views":
             H, W = img.shape[1:]
-            return torch.stack([TF.resized_crop(img, *random_resized_crop_box(H, W, self.crop_scale, self.crop_ratio), [S, S], antialias=True)
-                                for _ in range(self.views)])
+            out = torch.empty(self.views, img.shape[0], S, S, dtype=torch.uint8)
+            for v in range(self.views):
+                out[v] = TF.resized_crop(img, *random_resized_crop_box(H, W, self.crop_scale, self.crop_ratio), [S, S], antialias=True)
+            return out
         short = S if self.mode == "resize" else int(round(S / 0.875))
         return TF.center_crop(TF.resize(img, short, antialias=True), [S, S])
 
