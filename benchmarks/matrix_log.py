@@ -1,7 +1,7 @@
 """Time the ways of evaluating the Matrix-SSL log-trace tr log(C + mu*I), forward + backward; print a table, write JSON.
 
     python benchmarks/matrix_log.py            # (m, d) in {(256, 2048), (512, 2048), (256, 8192)}
-    python benchmarks/matrix_log.py --quick    # smaller sizes, one repeat: a smoke run of a minute or less
+    python benchmarks/matrix_log.py --quick    # smaller sizes: a smoke run of well under a minute on an idle machine
     python benchmarks/matrix_log.py --max-cell-seconds 60 --out benchmarks/results/matrix_log.json
 
 Each cell starts from raw embeddings z (m, d) and p = z + noise/2 (two correlated views; the gradient goes into z, as
@@ -17,12 +17,13 @@ in Matrix-SSL where p is the target branch), prepares them (row L2-normalise, co
                     the m x m matrix z_c p_c^T / m, no d x d matrix (falls back to dense when m >= d)
   batch exact       mssl_workbench.matrix.lowrank_trace_logm: the exact column's value from the m x m eigenvalues
 
-Times are the best of --repeat runs (one run when the first takes over 20 s). Ratios are to dense Taylor-4 of the
+Times are wall-clock, the best of --repeat runs (one run when the first takes over 20 s); the JSON also holds the
+process CPU time of that run and the load average before and after, since a shared machine inflates wall-clock times. Ratios are to dense Taylor-4 of the
 same row. A cell whose estimated time (scaled from a smaller d of the same method by (d/d0)^3, or from the dense
 cell of its row) exceeds --max-cell-seconds is not run: the table says "skipped (est. N s)". The "agree" column is
 the largest relative difference between the Taylor columns and between the two exact columns.
 """
-import argparse, json, math, platform, time
+import argparse, json, os, platform, time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -70,19 +71,21 @@ def sync(device):
     if device.type == "cuda": torch.cuda.synchronize()
 
 def run_once(fn, p, z):
+    "Wall-clock and process CPU seconds of one forward + backward, and the value"
     x = z.detach().clone().requires_grad_()
-    sync(x.device); t0 = time.perf_counter()
+    sync(x.device); t0, c0 = time.perf_counter(), time.process_time()
     value = fn(p, x)
     value.backward()
     sync(x.device)
-    return time.perf_counter() - t0, float(value.detach())
+    return time.perf_counter() - t0, time.process_time() - c0, float(value.detach())
 
 def time_cell(fn, p, z, repeat):
-    first, value = run_once(fn, p, z)
-    times = [first]
-    if first < 20:
-        for _ in range(repeat - 1): times.append(run_once(fn, p, z)[0])
-    return min(times), value, len(times)
+    "Best wall-clock time over the runs (one run when it takes over 20 s), the CPU time of that run, the value"
+    runs = [run_once(fn, p, z)]
+    if runs[0][0] < 20:
+        runs += [run_once(fn, p, z) for _ in range(repeat - 1)]
+    wall, cpu, value = min(runs)
+    return dict(seconds=wall, cpu_seconds=cpu, value=value, runs=len(runs))
 
 def estimate(method, m, d, done):
     "Seconds expected for (method, m, d) from measured cells: the same method at a smaller d (cubic or m^2 d scaling)"
@@ -100,17 +103,18 @@ def fmt_time(row):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, one repeat")
+    ap.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES} instead of {SIZES}")
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell (best is kept); one when a run takes over 20 s")
     ap.add_argument("--max-cell-seconds", type=float, default=600.0, help="skip a cell estimated to take longer than this")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--out", default="benchmarks/results/matrix_log.json")
     args = ap.parse_args(argv)
-    sizes, repeat = (QUICK_SIZES, 1) if args.quick else (SIZES, args.repeat)
+    sizes = QUICK_SIZES if args.quick else SIZES
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, {args.dtype}, mu={MU}, K={ORDER}, "
-          f"forward + backward, best of {repeat}")
+    load_before = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
+          f"{load_before:.1f}, {device}, {args.dtype}, mu={MU}, K={ORDER}, forward + backward, best of {args.repeat}")
     for fn in METHODS.values():  # warm-up: first-call costs (allocator, thread pool, LAPACK set-up) stay out of the table
         run_once(fn, torch.randn(64, 128, dtype=dtype, device=device), torch.randn(64, 128, dtype=dtype, device=device))
     done, rows = {}, []
@@ -124,8 +128,7 @@ def main(argv=None):
             if est is not None and est > args.max_cell_seconds:
                 cells[name] = dict(skipped=True, estimate_s=round(est, 1), seconds=None)
             else:
-                seconds, value, runs = time_cell(fn, p, z, repeat)
-                cells[name] = dict(skipped=False, seconds=seconds, value=value, runs=runs)
+                cells[name] = dict(skipped=False, **time_cell(fn, p, z, args.repeat))
             done[(name, m, d)] = cells[name]
             print(f"  ({m}, {d}) {name:16s} {fmt_time(cells[name])}", flush=True)
         base = cells["dense Taylor-4"].get("seconds")
@@ -151,13 +154,17 @@ def main(argv=None):
         a = row["agree"]
         agree = " / ".join("-" if a[k] is None else f"{a[k]:.1e}" for k in ("taylor", "exact"))
         print(f"({row['m']}, {row['d']})".ljust(13) + "".join(f"{s:>{width}s}" for s in parts) + f"{agree:>26s}")
-    print("ratios are to dense Taylor-4 of the same row (x < 1 is faster)")
+    load_after = os.getloadavg()[0]
+    print("ratios are to dense Taylor-4 of the same row (x < 1 is faster); wall-clock times (CPU times are in the JSON)")
+    if max(load_before, load_after) > (os.cpu_count() or 1):
+        print(f"note: load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs: other processes shared "
+              "the cores, so times are inflated and noisy")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), torch=torch.__version__,
-                threads=torch.get_num_threads(), device=str(device), dtype=args.dtype, machine=platform.machine(),
-                mu=MU, order=ORDER, repeat=repeat, quick=args.quick, max_cell_seconds=args.max_cell_seconds)
+                threads=torch.get_num_threads(), cpus=os.cpu_count(), load_average=[load_before, load_after], device=str(device), dtype=args.dtype, machine=platform.machine(),
+                mu=MU, order=ORDER, repeat=args.repeat, quick=args.quick, max_cell_seconds=args.max_cell_seconds)
     out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     print("wrote", out)
 

@@ -164,7 +164,7 @@ def logm_psd(
     divided = lambda lam: _log_divided_differences(lam.clamp_min(eps))
     return _SymmetricMatrixFunction.apply(A, f, divided, eigh64)
 
-# %% ../nbs/00_matrix.ipynb #d5dfc726
+# %% ../nbs/00_matrix.ipynb #08b0eb73
 @_full_precision
 def trace_logm_psd(
     A: Tensor,            # (..., d, d) symmetric positive semi-definite (symmetrised as (A + Aᵀ)/2)
@@ -174,7 +174,9 @@ def trace_logm_psd(
 ) -> Tensor:              # (...) scalar
     "Exact tr log A = Σ log max(λ, eps) of a symmetric PSD matrix, from its eigenvalues only"
     _check_matrix(A, "A")
-    return _eigvalsh(A.to(_dtype(A)), eigh64).clamp_min(eps).log().sum(-1)
+    lam = _eigvalsh(A.to(_dtype(A)), eigh64)
+    lam = lam + (lam.clamp_min(eps) - lam).detach()  # clamp the value, keep the gradient 1/max(λ, eps) as logm_psd does
+    return lam.log().sum(-1)
 
 # %% ../nbs/00_matrix.ipynb #0b564737
 def _taylor_coefficients(order: int) -> list[float]:
