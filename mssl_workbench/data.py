@@ -367,7 +367,7 @@ def _small(in_chans: int) -> tuple[ViewSpec, ...]:
 
 AUGMENTS: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = dict(byol=_byol, simclr=_simclr, mae=_mae, small=_small)
 
-# %% ../nbs/02_data.ipynb #b6a4b861
+# %% ../nbs/02_data.ipynb #62713da8
 def _crop_flip_batch(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
     "Bilinear resized crops of float images (n, C, H, W) to (n, C, size, size), flipped where `flip`"
     n, _, H, W = x.shape
@@ -406,6 +406,8 @@ class MultiViewAugment(nn.Module):
         self.register_buffer("_hi", (1 - self.mean) / self.std, persistent=False)
         self.register_buffer("_half", (0.5 - self.mean) / self.std, persistent=False)
         self.register_buffer("_mirror", (1 - 2 * self.mean) / self.std, persistent=False)
+        self._mean_cpu, self._std_cpu = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        self._bounds = [(float(l), float(h)) for l, h in zip(self._lo.view(-1), self._hi.view(-1))]  # no device syncs later
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.last_params: list[dict[str, Tensor]] = []
 
@@ -445,10 +447,10 @@ class MultiViewAugment(nn.Module):
         A, b, p = colour_jitter_affine(means, brightness=spec.brightness, contrast=spec.contrast, saturation=spec.saturation,
                                        hue=spec.hue, jitter_p=spec.jitter_p, gray_p=spec.gray_p, generator=g)
         # colour map, uint8 scaling and normalisation in one: u = (A x/255 + b - mean) / std, clipped where x/255 would be
-        mean, std = self.mean.view(C).cpu(), self.std.view(C).cpu()
+        mean, std = self._mean_cpu, self._std_cpu
         A = A / (255 * std[None, :, None]); b = (b - mean) / std
         y = torch.baddbmm(b.to(dev)[:, :, None], A.to(dev), y.reshape(n, C, S * S)).reshape(n, C, S, S)
-        for c in range(C): y[:, c].clamp_(float(self._lo.view(-1)[c]), float(self._hi.view(-1)[c]))   # scalar clamps are fast
+        for c, (lo, hi) in enumerate(self._bounds): y[:, c].clamp_(lo, hi)   # scalar clamps are fast
         solar = torch.rand(n, generator=g) < spec.solarize_p
         if solar.any():   # v >= 0.5 -> 1 - v, on normalised values u = (v - mean) / std
             idx = solar.nonzero()[:, 0].to(dev)
