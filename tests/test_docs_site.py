@@ -51,6 +51,8 @@ def test_every_page_is_built_and_hidden_cells_are_gone(site):
         assert gone not in spectrum, gone
     assert re.search(r"<h3[^>]*>fig_eigenspectrum<", spectrum), "show_doc entry missing"
     assert "<math" in spectrum and "$\\lambda" not in spectrum   # LaTeX became MathML
+    printed = re.search(r"matrix_ssl \[0, 1, 2, 3, 4\] 40 steps; alpha asked [\d.]+, monitor says [\d.]+\n", spectrum)
+    assert printed and "['matrix_ssl" not in spectrum, "a print()'s output is missing or shown as a list"
     for page in site.glob("*.html"):   # nothing is fetched from the network
         assert not re.search(r"<(script|link)[^>]*(src|href)=\"https?://", page.read_text()), page.name
 

@@ -290,7 +290,7 @@ def render(staged: list[tuple[Path, Path, str]], out: Path, name: str, prefix: s
                     title_html=inline_code(d["title"]), description_html=inline_code(d["description"]),
                     pages=[dict(p, current=(p["href"] == d["href"])) for p in pages],
                     prev=pages[i - 1] if i > 0 else None, next=pages[i + 1] if i + 1 < len(pages) else None)
-        nb = nbformat.from_dict(json.loads(json.dumps(d["nb"])))
+        nb = nbformat.reads(json.dumps(d["nb"]), as_version=4)   # reads joins multi-line lists (stream text) into strings
         body, _ = exporter.from_notebook_node(nb, resources={"site": site, "metadata": {"name": d["title"]}})
         dest = out / d["href"]
         dest.parent.mkdir(parents=True, exist_ok=True)
