@@ -66,7 +66,7 @@ def run_batched(root, workers, batch, device, cache_dir):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="400 images, one repeat (a smoke run)")
+    ap.add_argument("--quick", action="store_true", help="400 images, one repeat: a smoke run (worker start-up weighs more, so the ratio is lower)")
     ap.add_argument("--images", type=int, default=2000, help="images in the generated folder (10 classes)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers, the same for both pipelines")
     ap.add_argument("--batch", type=int, default=128)
@@ -84,7 +84,7 @@ if __name__ == "__main__":
         t0 = time.perf_counter()
         root = make_imagefolder(work / "imagenet-like", per_class={"train": args.images // 10}, num_classes=10, size=224)
         print(f"generated {args.images} JPEGs (224 px) in {time.perf_counter() - t0:.1f} s under {root}")
-        results = {"pil": [], "batched": []}
+        results, load_before = {"pil": [], "batched": []}, os.getloadavg()
         for r in range(args.repeats):                       # alternate, so that load changes hit both alike
             results["pil"].append(run_pil(root, args.workers, args.batch))
             results["batched"].append(run_batched(root, args.workers, args.batch, device, work / "cache"))
@@ -104,7 +104,7 @@ if __name__ == "__main__":
         out = dict(benchmark="augment", recipe="byol", views=2, size=224, images=args.images, workers=args.workers,
                    batch=args.batch, device=str(device), cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
                    repeats=args.repeats, quick=args.quick, torch=torch.__version__, python=platform.python_version(),
-                   rows=rows, speedup=round(speedup, 2), all_seconds={k: [round(t[1], 2) for t in v] for k, v in results.items()})
+                   rows=rows, speedup=round(speedup, 2), load_average_before=load_before, load_average_after=os.getloadavg(), all_seconds={k: [round(t[1], 2) for t in v] for k, v in results.items()})
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))
         print("wrote", args.out)
