@@ -194,8 +194,10 @@ def to_plain(nb, prefix: str) -> tuple[dict, bool]:
                 if PLOTLY in data:
                     has_plotly = True
                     o["data"] = {"text/html": plotly_html(data[PLOTLY])}
+                elif WIDGET in data:   # no kernel behind a static page: say so instead of the widget's repr
+                    o["data"] = {"text/html": '<p class="mssl-widget-note"><em>Interactive widget: run this notebook in '
+                                              'JupyterLab to use it.</em></p>'}
                 else:
-                    data.pop(WIDGET, None)
                     h = _join(data.get("text/html", ""))
                     if "cdn.plot.ly" in h or "require.config" in h or "window.PlotlyConfig" in h: continue  # plotly's CDN loader
                     if "text/markdown" in data: data["text/markdown"] = tex_to_mathml(relink(_join(data["text/markdown"]), prefix))
