@@ -526,26 +526,26 @@ def fraction_indices(
         chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
     return torch.cat(chosen).sort().values
 
-# %% ../nbs/02_data.ipynb #977d8f10
+# %% ../nbs/02_data.ipynb #f9c95a54
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 def _default_cache_dir() -> Path:
     return Path(os.environ.get("MSSL_CACHE") or Path.home() / ".cache" / "mssl_workbench")
 
 def _walk_images(folder: Path, extensions) -> tuple[list[str], dict[str, int]]:
-    "Relative paths of the image files below `folder` (sorted) and the mtime of every folder visited"
-    files, mtimes, stack = [], {}, [folder]
+    "Paths relative to `folder` of the image files below it (sorted) and the mtime of every folder visited"
+    files, mtimes, stack, cut = [], {}, [str(folder)], len(str(folder)) + 1
     while stack:
         d = stack.pop()
-        mtimes[str(d)] = d.stat().st_mtime_ns
+        mtimes[d] = os.stat(d).st_mtime_ns
         with os.scandir(d) as it:
             for e in it:
-                if e.is_dir(follow_symlinks=True): stack.append(Path(e.path))
-                elif e.name.lower().endswith(extensions): files.append(os.path.relpath(e.path, folder))
+                if e.is_dir(follow_symlinks=True): stack.append(e.path)
+                elif e.name.lower().endswith(extensions): files.append(e.path[cut:])
     return sorted(files), mtimes
 
 def _cache_valid(entry: dict) -> bool:
-    try: return all(Path(d).stat().st_mtime_ns == t for d, t in entry["mtimes"].items())
+    try: return all(os.stat(d).st_mtime_ns == t for d, t in entry["mtimes"].items())
     except OSError: return False
 
 def scan_image_folder(
@@ -562,33 +562,34 @@ def scan_image_folder(
     extensions = tuple(e.lower() for e in extensions)
     key = hashlib.sha1(f"{folder}|{labeled}|{extensions}".encode()).hexdigest()[:16]
     cache = Path(cache_dir or _default_cache_dir()) / f"filelist-{key}.json"
+    prefix = str(folder) + os.sep
     if use_cache and cache.is_file():
         try:
             entry = json.loads(cache.read_text())
             if entry["root"] == str(folder) and _cache_valid(entry):
-                return tuple(entry["classes"]), [(str(folder / f), int(l)) for f, l in entry["samples"]]
+                return tuple(entry["classes"]), list(zip([prefix + f for f in entry["files"]], entry["labels"]))
         except (OSError, ValueError, KeyError): pass                      # unreadable cache: list again
     if labeled:
         classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir()))
         if not classes: raise FileNotFoundError(f"no class folders under {folder}: expected {folder}/<class>/<image> (ImageNet layout)")
-        samples, mtimes = [], {str(folder): folder.stat().st_mtime_ns}
+        files, labels, mtimes = [], [], {str(folder): folder.stat().st_mtime_ns}
         for i, c in enumerate(classes):
-            files, m = _walk_images(folder / c, extensions)
-            if not files: raise FileNotFoundError(f"class folder {folder / c} holds no images ({', '.join(extensions)}): add images or remove the folder")
-            samples += [(os.path.join(c, f), i) for f in files]; mtimes.update(m)
+            found, m = _walk_images(folder / c, extensions)
+            if not found: raise FileNotFoundError(f"class folder {folder / c} holds no images ({', '.join(extensions)}): add images or remove the folder")
+            files += [c + os.sep + f for f in found]; labels += [i] * len(found); mtimes.update(m)
     else:
         classes = ()
         files, mtimes = _walk_images(folder, extensions)
         if not files: raise FileNotFoundError(f"no images under {folder} ({', '.join(extensions)}): point root at a folder of images")
-        samples = [(f, -1) for f in files]
+        labels = [-1] * len(files)
     if use_cache:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmpfile = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmpfile.write_text(json.dumps(dict(root=str(folder), classes=classes, mtimes=mtimes, samples=samples)))
+            tmpfile.write_text(json.dumps(dict(root=str(folder), classes=classes, mtimes=mtimes, files=files, labels=labels)))
             tmpfile.replace(cache)                                        # atomic: concurrent readers see old or new
         except OSError as e: warnings.warn(f"cannot write the file-list cache {cache} ({e}); listing again next time")
-    return classes, [(str(folder / f), l) for f, l in samples]
+    return classes, list(zip([prefix + f for f in files], labels))
 
 # %% ../nbs/02_data.ipynb #b07e359b
 class UnreadableImageWarning(UserWarning):
