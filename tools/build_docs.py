@@ -39,6 +39,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+class BuildError(Exception):
+    "A problem with the command's input (a name, a folder): one line on stderr, exit code 2"
+
 # -- step 1: execution -------------------------------------------------------------------------------------------
 
 _re_directive = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -314,19 +318,21 @@ def build(out: Path, *, execute_what: str="all", skip_flags: list[str]=(), n_wor
     import plotly
     from nbdev.config import get_config
     os.chdir(ROOT)
+    if out.exists() and any(out.iterdir()) and not (out / ".nojekyll").exists() and not (out / "index.html").exists():
+        raise BuildError(f"{out} holds files that are not a built site; pick an empty or new --out folder")
     cfg = get_config()
     nbs = Path(cfg.config_path) / cfg.nbs_path
     prefix = f"{cfg.doc_host.rstrip('/')}{cfg.doc_baseurl.rstrip('/')}/"
     paths = notebooks(nbs)
-    if not paths: raise SystemExit(f"build_docs: no notebooks under {nbs}")
+    if not paths: raise BuildError(f"no notebooks under {nbs}")
     if only:
         keep = {w.strip() for w in only.split(",") if w.strip()}
         missing = keep - {p.name for p in paths} - {p.stem for p in paths}
-        if missing: raise SystemExit(f"build_docs: --only names unknown notebooks {sorted(missing)}; choose from {[p.name for p in paths]}")
+        if missing: raise BuildError(f"--only names unknown notebooks {sorted(missing)}; choose from {[p.name for p in paths]}")
         paths = [p for p in paths if p.name in keep or p.stem in keep]
     wanted = {w.strip() for w in execute_what.split(",")} if execute_what not in ("all", "none") else set()
     unknown = wanted - {p.name for p in paths} - {p.stem for p in paths}
-    if unknown: raise SystemExit(f"build_docs: --execute names unknown notebooks {sorted(unknown)}; choose from {[p.name for p in paths]}")
+    if unknown: raise BuildError(f"--execute names unknown notebooks {sorted(unknown)}; choose from {[p.name for p in paths]}")
     run = lambda p: execute_what == "all" or (execute_what != "none" and (p.name in wanted or p.stem in wanted))
     staging = Path(tempfile.mkdtemp(prefix="mssl-docs-"))
     try:
@@ -366,8 +372,12 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     out = Path(args.out) if args.out else Path(get_config().config_path) / get_config().doc_path
     start = time.time()
-    pages = build(out.resolve(), execute_what=args.execute, skip_flags=[f for f in args.skip_flags.split(",") if f],
-                  n_workers=args.n_workers, only=args.only)
+    try:
+        pages = build(out.resolve(), execute_what=args.execute, skip_flags=[f for f in args.skip_flags.split(",") if f],
+                      n_workers=args.n_workers, only=args.only)
+    except BuildError as e:
+        print(f"build_docs: error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {len(pages)} pages to {out} in {time.time() - start:.0f}s; open {out / 'index.html'}")
     return 0
 
