@@ -314,7 +314,7 @@ def lowrank_trace_product_logm_taylor(
     trace_PlogQ = a[0] * y.square().sum((-2, -1)) / m + sum(a[j] * traces_MG[j - 1] for j in range(1, order + 1))
     return mu_p * trace_logQ + trace_PlogQ
 
-# %% ../nbs/00_matrix.ipynb #fb248321
+# %% ../nbs/00_matrix.ipynb #27dd8b65
 def _log1p_ratio(t: Tensor) -> Tensor:
     "h(t) = log(1 + t)/t for t ≥ 0, h(0) = 1"
     zero = t == 0
@@ -369,16 +369,16 @@ def lowrank_trace_product_logm(
         eye = _eye(d, z)
         return _trace_of_product(y.mT @ y / m + mu_p * eye, logm_psd(z.mT @ z / m + mu_q * eye, eigh64=eigh64))
     G, K = z @ z.mT / m, y @ z.mT / m
-    trace_logQ = lowrank_trace_logm(z, mu=mu_q, eigh64=eigh64)
     f = lambda lam: _log1p_ratio(lam.clamp_min(0) / mu_q) / mu_q
     divided = lambda lam: _log1p_ratio_divided_differences(lam.clamp_min(0) / mu_q) / mu_q ** 2
     R = _SymmetricMatrixFunction.apply(_sym(G), f, divided, eigh64)  # r(G), r(x) = log(1 + x/μ_q)/x
+    trace_logQ = d * math.log(mu_q) + _trace_of_product(G, R)         # Σ log(1 + s/μ_q) = tr(G r(G)): one eigh for both
     trace_PlogQ = math.log(mu_q) * y.square().sum((-2, -1)) / m + _trace_of_product(K.mT @ K, R)
     return mu_p * trace_logQ + trace_PlogQ
 
-# %% ../nbs/00_matrix.ipynb #73ba0241
+# %% ../nbs/00_matrix.ipynb #ccca9f02
 def _xlogx(lam: Tensor, eps: float) -> Tensor:
-    "λ log λ for λ ≥ 0 (negatives from rounding clamped to 0), 0 log 0 = 0, finite gradient −log max(λ, eps) − 1"
+    "λ log max(λ, eps) for λ ≥ 0 (negatives from rounding count as 0): 0 log 0 = 0, and a finite gradient everywhere"
     lam = lam.clamp_min(0)
     return lam * lam.clamp_min(eps).log()
 
