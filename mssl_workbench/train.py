@@ -545,7 +545,7 @@ def build_model(cfg: Config, info: DistInfo) -> nn.Module:
     if m.channels_last: model = model.to(memory_format=torch.channels_last)
     return model
 
-# %% ../nbs/04_train.ipynb #6b3412eb
+# %% ../nbs/04_train.ipynb #1136ffa2
 def train_step(run: Run, images: Tensor) -> tuple[Tensor, dict]:
     "One iteration: augment, forward, backward, optimiser step (every `accumulate` iterations), EMA update"
     cfg, opt = run.cfg, run.optimizer
@@ -569,7 +569,7 @@ def train_step(run: Run, images: Tensor) -> tuple[Tensor, dict]:
         if run.ema_base is not None:
             momentum = momentum_schedule(run.step, run.total_steps, base=run.ema_base, final=cfg.train.ema_final)
             run.model.momentum_update(momentum)
-    return loss.detach(), {"lr": lr, "momentum": momentum, **{k: v.detach() for k, v in terms.items()}}
+    return loss.detach(), {"lr": lr, "momentum": momentum, "terms": {k: v.detach() for k, v in terms.items()}}
 
 def fit(cfg: Config, *, resume: str | None = None, hooks: list[Hook] | None = None) -> Run:
     "Pre-train as `cfg` says; returns the finished `Run`"
@@ -596,7 +596,7 @@ def fit(cfg: Config, *, resume: str | None = None, hooks: list[Hook] | None = No
     for h in hooks: h.after_fit(run)
     return run
 
-# %% ../nbs/04_train.ipynb #302fc46e
+# %% ../nbs/04_train.ipynb #21334217
 def _jsonable(v):
     if isinstance(v, Tensor): return v.item() if v.numel() == 1 else v.tolist()
     return v
@@ -622,12 +622,14 @@ class MetricsLogger(Hook):
         if not self.active: return
         self.bar.update(1)
         if run.step % run.cfg.train.log_every and run.step != run.total_steps: return
-        last = {k: _jsonable(v) for k, v in run.last.items()}
-        terms = {k: v for k, v in last.items() if k not in ("loss", "lr", "momentum", "img_per_s", "data_wait")}
+        last = {k: _jsonable(v) for k, v in run.last.items() if k != "terms"}
+        terms = {k: _jsonable(v) for k, v in run.last["terms"].items()}
         rec = {"step": run.step, "epoch": run.epoch, "loss": last["loss"], "terms": terms, "lr": last["lr"],
-               "momentum": last["momentum"], "img_per_s": last["img_per_s"], "data_wait": last["data_wait"]}
+               "momentum": last["momentum"], "img_per_s": last["img_per_s"], "data_wait": last["data_wait"],
+               **{k: last[k] for k in ("probe_loss", "probe_train_acc") if k in last}}
         _append_jsonl(run.out_dir / "metrics.jsonl", rec)
-        for k in ("loss", "lr", "img_per_s", "data_wait"): self.tb.add_scalar(f"train/{k}", rec[k], run.step)
+        for k in ("loss", "lr", "img_per_s", "data_wait", "probe_loss", "probe_train_acc"):
+            if k in rec: self.tb.add_scalar(f"train/{k}", rec[k], run.step)
         if rec["momentum"] is not None: self.tb.add_scalar("train/momentum", rec["momentum"], run.step)
         for k, v in terms.items(): self.tb.add_scalar(f"loss_terms/{k}", v, run.step)
         self.bar.set_postfix(loss=f"{rec['loss']:.4g}", lr=f"{rec['lr']:.3g}", refresh=False)
