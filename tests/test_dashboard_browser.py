@@ -132,9 +132,8 @@ def test_dashboard_in_jupyterlab(tmp_path):
 
     with Lab(nbdir, tmp_path, {"MSSL_RUNS": str(runs)}) as lab, sync_playwright() as pw:
         ctx = launch(pw, tmp_path)
+        page, console = ctx.new_page(), []
         try:
-            page = ctx.new_page()
-            console = []
             page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
             page.goto(f"{lab.base}/lab/tree/07_dashboard.ipynb?token={lab.token}", timeout=60_000)
             page.wait_for_function(KERNEL_IDLE, timeout=120_000, polling=500)
@@ -150,7 +149,7 @@ def test_dashboard_in_jupyterlab(tmp_path):
             page.locator(".mssl-dashboard").scroll_into_view_if_needed()
             # the kernel is idle; the browser may still be applying the last widget messages
             page.wait_for_function(f"() => {{ const s = ({PLOT_STATE})(); return s && s.title.endsWith('epoch 5') && s.ys.length == 2; }}",
-                                   timeout=60_000, polling=250)
+                                   timeout=90_000, polling=250)
             before = page.evaluate(PLOT_STATE)
             assert before["title"].endswith("epoch 5") and len(before["ys"]) == 2 and len(before["ys"][0]) == 128, before["title"]
             truth = load_run(runs / "matrix_ssl")
@@ -176,7 +175,7 @@ def test_dashboard_in_jupyterlab(tmp_path):
             page.wait_for_function(f"() => ({PLOT_STATE})().title.endsWith('epoch 5')", timeout=30_000, polling=200)
             page.locator(".mssl-dashboard .mssl-live").click()
             extend_synthetic_run(runs / "matrix_ssl")
-            page.wait_for_function(f"() => ({PLOT_STATE})().title.endsWith('epoch 6')", timeout=60_000, polling=250)
+            page.wait_for_function(f"() => ({PLOT_STATE})().title.endsWith('epoch 6')", timeout=90_000, polling=250)
             live = page.evaluate(PLOT_STATE)
             new = load_run(runs / "matrix_ssl").spectrum(6)
             assert abs(live["ys"][0][3] - new[3]) < 1e-9 * new[0]
@@ -185,5 +184,13 @@ def test_dashboard_in_jupyterlab(tmp_path):
             widget_errors = [m for m in console if any(w in m.lower() for w in ("plotly", "anywidget", "widget"))]
             assert not widget_errors, widget_errors
             print("screenshots:", *sorted(tmp_path.glob("*.png")), "console errors:", console, sep="\n")
+        except Exception:
+            # leave evidence next to the screenshots: what the page showed and what the dashboard said
+            page.screenshot(path=str(tmp_path / "failure.png"))
+            state = page.evaluate(PLOT_STATE)
+            status = page.eval_on_selector_all(".mssl-dashboard .widget-html-content", "els => els.map(e => e.textContent)")
+            print(f"failure screenshot: {tmp_path / 'failure.png'}\nplot: {state and state['title']}\n"
+                  f"dashboard text: {status}\nconsole errors: {console}\nserver log: {lab.log}")
+            raise
         finally:
             ctx.close()
