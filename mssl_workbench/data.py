@@ -273,7 +273,7 @@ def colour_jitter_affine(
                   saturation=torch.where(jit, sf, 1.0), hue=torch.where(jit, hf, 0.0), order=order, gray=gray)
     return A, b, params
 
-# %% ../nbs/02_data.ipynb #d812b8d5
+# %% ../nbs/02_data.ipynb #f8f74bb8
 def gaussian_kernels(
     sigma: Tensor,  # (n,) standard deviations in pixels
     radius: int,    # half-width; the kernels have 2*radius+1 taps
@@ -287,6 +287,7 @@ def blur_matrices(
     kernels: Tensor, # (n, 2r+1) 1-d kernels
     length: int,     # L, the length of the axis (r < L)
     flip: Tensor | None=None, # (n,) bool: reverse the output order of these samples (a flip after the blur)
+    dtype: torch.dtype | None=None, # dtype of the matrices (default: the kernels')
 ) -> Tensor:         # (n, L, L): row i holds the kernel centred on pixel i, reflect boundary folded in
     "Matrices of 1-d convolutions with reflect padding (torch's 'reflect': the edge pixel is not repeated)"
     n, taps = kernels.shape
@@ -295,11 +296,12 @@ def blur_matrices(
     j = i[:, None] + torch.arange(-r, r + 1, device=kernels.device)[None]   # (L, taps) source pixel of each tap
     j = torch.where(j < 0, -j, j)
     j = torch.where(j > length - 1, 2 * (length - 1) - j, j)
-    M = torch.zeros(n, length, length, dtype=kernels.dtype, device=kernels.device)
+    dtype = dtype or kernels.dtype
+    M = torch.zeros(n, length, length, dtype=dtype, device=kernels.device)
     rows = i[None, :, None].expand(n, length, taps)
     if flip is not None: rows = torch.where(flip.to(rows.device)[:, None, None], length - 1 - rows, rows)
     M.index_put_((torch.arange(n, device=kernels.device)[:, None, None].expand(n, length, taps), rows, j[None].expand(n, -1, -1)),
-                 kernels[:, None, :].expand(n, length, taps), accumulate=True)
+                 kernels.to(dtype)[:, None, :].expand(n, length, taps), accumulate=True)
     return M
 
 def _bf16_matmul_ok(device: torch.device) -> bool:
@@ -319,14 +321,14 @@ def gaussian_blur_batch(
     if n == 0: return x
     radius = min(max(1, math.ceil(3 * float(sigma.max()))), min(H, W) - 1)   # reflect padding needs r < size
     k = gaussian_kernels(sigma.to(x.device, torch.float32), radius)
-    Mw = blur_matrices(k, W, flip if flip is not None and flip.any() else None)
-    Mh = blur_matrices(k, H)
     out_dtype = x.dtype if x.is_floating_point() else torch.float32
     dt = compute_dtype or (torch.bfloat16 if _bf16_matmul_ok(x.device) else out_dtype)
+    Mw = blur_matrices(k, W, flip if flip is not None and flip.any() else None, dtype=dt)
+    Mh = blur_matrices(k, H, dtype=dt)
     # layout (n, H, C, W): both axes are then plain batched matmuls, and the layout changes ride on the dtype casts
     y = torch.empty(n, H, C, W, dtype=dt, device=x.device).copy_(x.permute(0, 2, 1, 3))   # one pass: cast + relayout
-    y = torch.bmm(y.view(n, H * C, W), Mw.transpose(1, 2).to(dt))               # along W
-    y = torch.bmm(Mh.to(dt), y.view(n, H, C * W))                               # along H
+    y = torch.bmm(y.view(n, H * C, W), Mw.transpose(1, 2))                      # along W
+    y = torch.bmm(Mh, y.view(n, H, C * W))                                      # along H
     return torch.empty(n, C, H, W, dtype=out_dtype, device=x.device).copy_(y.view(n, H, C, W).permute(0, 2, 1, 3))
 
 # %% ../nbs/02_data.ipynb #ed7aa2fd
