@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test test-fast install check-sync readme export clean-nbs data-full
+.PHONY: quickstart test test-fast install check-sync readme export clean-nbs data-full docs bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,9 @@ install: $(STAMP)
 quickstart: install
 	$(BIN)/mssl-train --preset quickstart
 
-## (2) install and run every test: all notebooks (slow cells included) and pytest
+## (2) install and run every test: all notebooks (slow cells included) and pytest (browser tests included)
 test: install
+	bash tools/install_browser.sh $(VENV)
 	$(BIN)/nbdev_test --flags slow --n_workers 2
 	$(BIN)/pytest -q tests
 
@@ -37,6 +38,14 @@ export: install
 
 clean-nbs: install
 	$(BIN)/nbdev_clean
+
+## the documentation site, offline, into _docs/ (every notebook executed; see tools/build_docs.py)
+docs: install
+	$(BIN)/python tools/build_docs.py --n-workers 2
+
+## benchmarks: each prints a table and writes JSON to benchmarks/results/
+bench: install
+	for b in data_load matrix_log losses augment train_step; do $(BIN)/python benchmarks/$$b.py --quick || exit 1; done
 
 readme: install
 	$(BIN)/python tools/make_readme.py
