@@ -16,10 +16,10 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['EIG_EPS', 'center_rows_normalize', 'cross_covariance', 'covariance', 'gram', 'logm_psd', 'trace_logm_psd',
            'logm_taylor', 'trace_logm_taylor', 'trace_product_logm_taylor', 'lowrank_trace_logm_taylor',
-           'lowrank_trace_product_logm_taylor', 'lowrank_trace_logm', 'lowrank_trace_product_logm',
-           'matrix_cross_entropy', 'matrix_entropy', 'von_neumann_entropy', 'matrix_kl', 'renyi_entropy',
-           'joint_renyi_entropy', 'matrix_mutual_information', 'tcr_logdet', 'eigenspectrum', 'erank_from_values',
-           'effective_rank', 'rankme', 'rankme_cov', 'alpha_req', 'alpha_req_embeddings']
+           'lowrank_trace_product_logm_taylor', 'lowrank_matrix_ssl_taylor', 'lowrank_trace_logm',
+           'lowrank_trace_product_logm', 'matrix_cross_entropy', 'matrix_entropy', 'von_neumann_entropy', 'matrix_kl',
+           'renyi_entropy', 'joint_renyi_entropy', 'matrix_mutual_information', 'tcr_logdet', 'eigenspectrum',
+           'erank_from_values', 'effective_rank', 'rankme', 'rankme_cov', 'alpha_req', 'alpha_req_embeddings']
 
 # %% ../nbs/00_matrix.ipynb #e6048e91
 def _dtype(*xs: Tensor) -> torch.dtype:
@@ -253,7 +253,7 @@ def trace_product_logm_taylor(
     traces = _product_traces(P, powers, order + 1)
     return sum(c * t for c, t in zip(coefficients[1:], traces[1:]))
 
-# %% ../nbs/00_matrix.ipynb #e69e3d43
+# %% ../nbs/00_matrix.ipynb #ac27a03a
 def _taylor_shift_coefficients(order: int, mu: float) -> list[float]:
     "a_j with logT(μ + x) = Σ_j a_j x^j, j = 0..order (logT the order-K Taylor log around 1)"
     coefficients, nu = _taylor_coefficients(order), mu - 1.0
@@ -305,14 +305,38 @@ def lowrank_trace_product_logm_taylor(
     if m >= d:
         eye = _eye(d, z)
         return trace_product_logm_taylor(y.mT @ y / m + mu_p * eye, z.mT @ z / m + mu_q * eye, order)
-    a = _taylor_shift_coefficients(order, mu_q)         # logT(μ_q + x) = Σ a_j x^j
-    G, K = z @ z.mT / m, y @ z.mT / m                   # (m, m) each
+    return _lowrank_product_taylor(z @ z.mT / m, y @ z.mT / m, y.square().sum((-2, -1)) / m, d, mu_p, mu_q, order)
+
+def _lowrank_product_taylor(G, K, trace_Cy, d, mu_p, mu_q, order):
+    "tr((C_y + μ_p I) logT(C_z + μ_q I)) from G = zzᵀ/m, K = yzᵀ/m and tr C_y = ‖y‖²/m (three m×m products at K = 4)"
+    a = _taylor_shift_coefficients(order, mu_q)           # logT(μ_q + x) = Σ a_j x^j
     powers = _powers(G, (order + 1) // 2)
-    trace_G = _traces_from_powers(powers, order)        # tr G^j, j = 1..K
+    trace_G = _traces_from_powers(powers, order)          # tr G^j = tr C_z^j, j = 1..K
     trace_logQ = d * a[0] + sum(a[j] * trace_G[j - 1] for j in range(1, order + 1))
-    traces_MG = _product_traces(K.mT @ K, powers, order)  # tr(KᵀK G^i), i = 0..K−1
-    trace_PlogQ = a[0] * y.square().sum((-2, -1)) / m + sum(a[j] * traces_MG[j - 1] for j in range(1, order + 1))
+    traces_MG = _product_traces(K.mT @ K, powers, order)  # tr(KᵀK G^i) = tr(C_y C_z^(i+1)), i = 0..K−1
+    trace_PlogQ = a[0] * trace_Cy + sum(a[j] * traces_MG[j - 1] for j in range(1, order + 1))
     return mu_p * trace_logQ + trace_PlogQ
+
+@_full_precision
+def lowrank_matrix_ssl_taylor(
+    p: Tensor,     # (..., m, d) prepared target-branch embeddings
+    z: Tensor,     # (..., m, d) prepared online-branch embeddings
+    *,
+    mu: float,     # the ridge μ of every matrix
+    order: int=4,  # K
+) -> tuple[Tensor, Tensor]:  # (tr logT(pᵀz/m + μI), tr((pᵀp/m + μI) logT(zᵀz/m + μI)))
+    "Both traces of the official Matrix-SSL loss for one pair, sharing the m×d×m product p zᵀ (two instead of three)"
+    _check_pair(p, z, "pz")
+    dtype = _dtype(p, z)
+    p, z = p.to(dtype), z.to(dtype)
+    m, d = z.shape[-2:]
+    if m >= d:
+        eye = _eye(d, z)
+        return (trace_logm_taylor(p.mT @ z / m + mu * eye, order),
+                trace_product_logm_taylor(p.mT @ p / m + mu * eye, z.mT @ z / m + mu * eye, order))
+    K = p @ z.mT / m                                      # = (z pᵀ/m)ᵀ, whose trace-powers are those of pᵀz/m
+    uniformity = trace_logm_taylor(K + mu * _eye(m, K), order) + (d - m) * _taylor_shift_coefficients(order, mu)[0]
+    return uniformity, _lowrank_product_taylor(z @ z.mT / m, K, p.square().sum((-2, -1)) / m, d, mu, mu, order)
 
 # %% ../nbs/00_matrix.ipynb #27dd8b65
 def _log1p_ratio(t: Tensor) -> Tensor:
