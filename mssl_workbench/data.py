@@ -331,7 +331,7 @@ def gaussian_blur_batch(
     y = torch.bmm(Mh, y.view(n, H, C * W))                                      # along H
     return torch.empty(n, C, H, W, dtype=out_dtype, device=x.device).copy_(y.view(n, H, C, W).permute(0, 2, 1, 3))
 
-# %% ../nbs/02_data.ipynb #ed7aa2fd
+# %% ../nbs/02_data.ipynb #166eb660
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
@@ -366,7 +366,10 @@ def _small(in_chans: int) -> tuple[ViewSpec, ...]:
     colour = dict(saturation=0.4, hue=0.1, gray_p=0.2) if in_chans == 3 else {}
     return (ViewSpec(crop_scale=(0.25, 1.0), jitter_p=0.8, brightness=0.4, contrast=0.4, **colour),)
 
-AUGMENTS: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = dict(byol=_byol, simclr=_simclr, mae=_mae, small=_small)
+def _none(in_chans: int) -> tuple[ViewSpec, ...]:
+    return (ViewSpec(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0),)
+
+AUGMENTS: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = dict(byol=_byol, simclr=_simclr, mae=_mae, small=_small, none=_none)
 
 # %% ../nbs/02_data.ipynb #aceff219
 def _crop_flip_batch(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
