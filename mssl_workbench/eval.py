@@ -16,7 +16,7 @@ from .matrix import alpha_req, eigenspectrum, effective_rank, erank_from_values,
 # %% auto #0
 __all__ = ['extract_features', 'knn_predict', 'knn_accuracy', 'OnlineLinearProbe', 'spectral_monitor']
 
-# %% ../nbs/05_eval.ipynb #ce170a51
+# %% ../nbs/05_eval.ipynb #3606aa79
 @torch.no_grad()
 def extract_features(
     encoder: Callable[[Tensor], Tensor],   # image batch -> (b, d) features
@@ -27,7 +27,9 @@ def extract_features(
     device: torch.device | str | None = None, # where the encoder runs (default: images' device)
 ) -> Tensor:                               # (n, d) float32 features, on the CPU
     "Run `encoder` over `images` in eval mode, chunk by chunk, without gradients"
-    module = encoder if isinstance(encoder, nn.Module) else None
+    # a module, or a bound method of one (`model.features`): either way the module goes to eval mode
+    owner = encoder if isinstance(encoder, nn.Module) else getattr(encoder, "__self__", None)
+    module = owner if isinstance(owner, nn.Module) else None
     was_training = module.training if module is not None else False
     if module is not None: module.eval()
     try:

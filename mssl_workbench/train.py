@@ -249,7 +249,7 @@ def create_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         return Lars(groups, lr=cfg.lr, momentum=o.momentum)
     raise ConfigError(f"optim.name must be one of sgd, lars, adamw, got {o.name!r}")
 
-# %% ../nbs/04_train.ipynb #0b346f41
+# %% ../nbs/04_train.ipynb #d67c97a7
 @dataclass
 class DistInfo:
     rank: int = 0
@@ -307,7 +307,9 @@ def convert_distributed_batchnorm(module: nn.Module) -> nn.Module:
     "Replace every BatchNorm1d/2d/3d by a `DistributedBatchNorm` holding the same parameters and buffers"
     if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):   # exact types: subclasses such as timm's BatchNormAct2d add ops
         new = DistributedBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
-        new.load_state_dict(module.state_dict())
+        if module.affine: new.weight, new.bias = module.weight, module.bias   # the same Parameters: requires_grad kept (frozen teacher)
+        if module.track_running_stats:
+            new.running_mean, new.running_var, new.num_batches_tracked = module.running_mean, module.running_var, module.num_batches_tracked
         new.train(module.training)
         return new
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, DistributedBatchNorm):
