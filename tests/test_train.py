@@ -14,7 +14,8 @@ import torch
 
 from mssl_workbench.data import SAMPLE_FASHION_MNIST
 from mssl_workbench.models import METHODS
-from mssl_workbench.train import config_from_dict, fit, latest_checkpoint, load_checkpoint
+from mssl_workbench.train import (Checkpointer, Hook, NonFiniteError, config_from_dict, default_hooks, fit,
+                                  latest_checkpoint, load_checkpoint)
 
 TINY = {
     "data": {"root": str(SAMPLE_FASHION_MNIST), "fraction": 0.03},
@@ -127,3 +128,35 @@ def test_cli_bad_input_exits_2(argv, words, tmp_path, console):
     r = subprocess.run([console("mssl-train"), *argv, "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert words in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+class PoisonWeights(Hook):
+    "Turns one weight to NaN after step `at` (a stand-in for a diverging run)"
+    order = 1
+    def __init__(self, at): self.at = at
+    def after_step(self, run):
+        if run.step == self.at:
+            with torch.no_grad(): next(run.model.parameters()).view(-1)[0] = float("nan")
+
+
+def test_non_finite_weights_stop_the_run_without_a_bad_checkpoint(tmp_path):
+    cfg = tiny(tmp_path / "nan", train={"checkpoint_every_steps": 1, "epochs": 1})
+    with pytest.raises(NonFiniteError, match=r"at step 2 .*last good checkpoint: .*step_00000001\.pt"):
+        fit(cfg, hooks=default_hooks(cfg) + [PoisonWeights(at=2)])
+    path, state = latest_checkpoint(tmp_path / "nan")
+    assert path.name == "step_00000001.pt"
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_loss_names_the_step(tmp_path):
+    cfg = tiny(tmp_path / "nanloss", train={"checkpoint_every_steps": 0, "epochs": 1})
+    hooks = [h for h in default_hooks(cfg) if not isinstance(h, Checkpointer)] + [PoisonWeights(at=1)]
+    with pytest.raises(NonFiniteError, match=r"loss is nan at step 1 \(epoch 0\)"):
+        fit(cfg, hooks=hooks)
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
+    run = fit(tiny(tmp_path / "bf16", model={"channels_last": True}, train={"precision": "bf16", "max_steps": 3}))
+    losses = [r["loss"] for r in read_jsonl(tmp_path / "bf16" / "metrics.jsonl")]
+    assert len(losses) == 3 and all(map(lambda x: x == x, losses))   # finite, not NaN
+    assert run.model.backbone.model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
