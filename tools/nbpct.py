@@ -39,6 +39,7 @@ def to_nb(src: Path, dst: Path):
     flush()
     for i, c in enumerate(cells):  # stable ids: nbdev_export writes them into the module, so they must not change on re-export
         c["id"] = hashlib.sha1(f"{i}:{c['cell_type']}:{''.join(c['source'])}".encode()).hexdigest()[:8]
+    cells = [dict(sorted(c.items())) for c in cells]   # nbdev_clean's key order, so cleaning changes nothing
     dst.write_text(json.dumps(_nb(cells), indent=1, ensure_ascii=False) + "\n")
 
 def to_pct(src: Path, dst: Path):
