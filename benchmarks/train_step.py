@@ -63,8 +63,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--method", default="matrix_ssl")
-    ap.add_argument("--backbone", default="resnet10t")
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--backbone", default="resnet10t_mini")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--small-input", action="store_true", help="small-image stem (16x the compute at 28 px)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="benchmarks/results/train_step.json")
     args = ap.parse_args()
@@ -74,7 +75,7 @@ if __name__ == "__main__":
     out = Path(tempfile.mkdtemp())
     def cfg():
         return config_from_dict({"output": str(out / "run"), "data": {"root": str(SAMPLE_FASHION_MNIST)},
-                                 "model": {"method": args.method, "backbone": args.backbone},
+                                 "model": {"method": args.method, "backbone": args.backbone, "small_input": args.small_input},
                                  "optim": {"warmup_epochs": 0.0},
                                  "train": {"epochs": 1, "batch_size": args.batch, "quiet": True, "log_every": 10},
                                  "eval": {"monitor_samples": 256, "knn_train_samples": 512, "probe": True}})
