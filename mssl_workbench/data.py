@@ -33,7 +33,7 @@ __all__ = ['FASHION_MNIST_CLASSES', 'FASHION_MNIST_FILES', 'DEBIAN_FASHION_MNIST
            'IMAGENET_STD', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'AUGMENTS', 'IMG_EXTENSIONS', 'DATASETS',
            'IDXError', 'read_idx', 'write_idx', 'find_fashion_mnist', 'ImageSplit', 'load_fashion_mnist',
            'random_resized_crop_boxes', 'random_resized_crop_box', 'colour_jitter_affine', 'gaussian_kernels',
-           'blur_matrices', 'gaussian_blur_batch', 'ViewSpec', 'MultiViewAugment', 'create_augment',
+           'blur_matrices', 'Workspace', 'gaussian_blur_batch', 'ViewSpec', 'MultiViewAugment', 'create_augment',
            'TensorImageDataset', 'fraction_indices', 'scan_image_folder', 'UnreadableImageWarning', 'decode_image_file',
            'FileImageDataset', 'make_imagefolder', 'create_dataset']
 
@@ -273,7 +273,7 @@ def colour_jitter_affine(
                   saturation=torch.where(jit, sf, 1.0), hue=torch.where(jit, hf, 0.0), order=order, gray=gray)
     return A, b, params
 
-# %% ../nbs/02_data.ipynb #f8f74bb8
+# %% ../nbs/02_data.ipynb #7b1f5ca6
 def gaussian_kernels(
     sigma: Tensor,  # (n,) standard deviations in pixels
     radius: int,    # half-width; the kernels have 2*radius+1 taps
@@ -309,27 +309,44 @@ def _bf16_matmul_ok(device: torch.device) -> bool:
     try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError): return False
 
+class Workspace:
+    "Named scratch tensors reused across calls on CPU (elsewhere every request is a fresh `torch.empty`)"
+    def __init__(self): self._buffers: dict[str, Tensor] = {}
+    def get(self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+        "An uninitialised tensor; on CPU the same storage as the last request of `name` when the size still fits"
+        device = torch.device(device)
+        if device.type != "cpu": return torch.empty(shape, dtype=dtype, device=device)
+        numel, buf = math.prod(shape), self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < numel:
+            buf = self._buffers[name] = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(shape)
+
 def gaussian_blur_batch(
     x: Tensor,      # (n, C, H, W) images, float or uint8
     sigma: Tensor,  # (n,) per-sample sigma in pixels
     *,
     flip: Tensor | None=None, # (n,) bool: also flip these samples horizontally
     compute_dtype: torch.dtype | None=None, # dtype of the products; None: bfloat16 on CPUs with bf16 matrix units, else x's
-) -> Tensor:        # (n, C, H, W) blurred, dtype of x (float32 for uint8 input)
+    out: Tensor | None=None,  # (n, C, H, W) float tensor to write into (any strides); None: a new tensor
+    workspace: Workspace | None=None, # scratch buffers to reuse between calls
+) -> Tensor:        # (n, C, H, W) blurred, dtype of x (float32 for uint8 input) or of `out`
     "Separable Gaussian blur with its own sigma per sample (radius ceil(3 sigma_max), reflect padding) as two batched matmuls"
     n, C, H, W = x.shape
-    if n == 0: return x
+    out_dtype = out.dtype if out is not None else (x.dtype if x.is_floating_point() else torch.float32)
+    if n == 0: return out if out is not None else torch.empty(x.shape, dtype=out_dtype, device=x.device)
     radius = min(max(1, math.ceil(3 * float(sigma.max()))), min(H, W) - 1)   # reflect padding needs r < size
     k = gaussian_kernels(sigma.to(x.device, torch.float32), radius)
-    out_dtype = x.dtype if x.is_floating_point() else torch.float32
     dt = compute_dtype or (torch.bfloat16 if _bf16_matmul_ok(x.device) else out_dtype)
+    ws = workspace or Workspace()
     Mw = blur_matrices(k, W, flip if flip is not None and flip.any() else None, dtype=dt)
     Mh = blur_matrices(k, H, dtype=dt)
-    # layout (n, H, C, W): both axes are then plain batched matmuls, and the layout changes ride on the dtype casts
-    y = torch.empty(n, H, C, W, dtype=dt, device=x.device).copy_(x.permute(0, 2, 1, 3))   # one pass: cast + relayout
-    y = torch.bmm(y.view(n, H * C, W), Mw.transpose(1, 2))                      # along W
-    y = torch.bmm(Mh, y.view(n, H, C * W))                                      # along H
-    return torch.empty(n, C, H, W, dtype=out_dtype, device=x.device).copy_(y.view(n, H, C, W).permute(0, 2, 1, 3))
+    xc = ws.get("blur_in", (n, C * H, W), dt, x.device); xc.view(n, C, H, W).copy_(x)  # cast; a no-op layout change
+    # along W, written transposed as (n, W, C*H) (BLAS reads a transposed operand in place) ...
+    t = torch.bmm(Mw, xc.transpose(1, 2), out=ws.get("blur_w", (n, W, C * H), dt, x.device))
+    # ... so that the pass along H is one product per sample with rows (w, c); its result is (n, H, W, C)
+    u = torch.bmm(Mh, t.view(n, W * C, H).transpose(1, 2), out=ws.get("blur_h", (n, H, W * C), dt, x.device))
+    out = out if out is not None else torch.empty(n, C, H, W, dtype=out_dtype, device=x.device)
+    return out.copy_(u.view(n, H, W, C).permute(0, 3, 1, 2))                   # cast and back to (n, C, H, W)
 
 # %% ../nbs/02_data.ipynb #166eb660
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -371,7 +388,7 @@ def _none(in_chans: int) -> tuple[ViewSpec, ...]:
 
 AUGMENTS: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = dict(byol=_byol, simclr=_simclr, mae=_mae, small=_small, none=_none)
 
-# %% ../nbs/02_data.ipynb #aceff219
+# %% ../nbs/02_data.ipynb #51a4567a
 def _crop_flip_batch(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
     "Bilinear resized crops of float images (n, C, H, W) to (n, C, size, size), flipped where `flip`"
     n, _, H, W = x.shape
@@ -405,15 +422,15 @@ class MultiViewAugment(nn.Module):
             raise ValueError(f"mean/std need {in_chans} values for in_chans={in_chans}, got {len(mean)} and {len(std)}")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        # in normalised units: the images of 0 and 1 (clamp bounds), of 0.5 (solarise threshold), and of v -> 1 - v
+        # in normalised units: the images of 0 and 1 (clamp bounds) and the sum u + u' of v and v' = 1 - v (solarise)
         self.register_buffer("_lo", -self.mean / self.std, persistent=False)
         self.register_buffer("_hi", (1 - self.mean) / self.std, persistent=False)
-        self.register_buffer("_half", (0.5 - self.mean) / self.std, persistent=False)
         self.register_buffer("_mirror", (1 - 2 * self.mean) / self.std, persistent=False)
         self._mean_cpu, self._std_cpu = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
         self._bounds = [(float(l), float(h)) for l, h in zip(self._lo.view(-1), self._hi.view(-1))]  # no device syncs later
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.last_params: list[dict[str, Tensor]] = []
+        self.workspace = Workspace()   # scratch reused between batches: on CPU a fresh 100 MB tensor costs ~40 ms of page faults
 
     def extra_repr(self): return f"views={self.views}, size={self.size}, in_chans={self.in_chans}"
 
@@ -430,39 +447,43 @@ class MultiViewAugment(nn.Module):
     def _view(self, x: Tensor, spec: ViewSpec, precropped: bool) -> tuple[Tensor, dict]:
         g, n, dev, S, C = self.generator, x.shape[0], x.device, self.size, self.in_chans
         flip = torch.rand(n, generator=g) < spec.flip_p
+        blur = torch.rand(n, generator=g) < spec.blur_p
+        sigma = _uniform(n, *spec.blur_sigma, g) * (S / 224)
+        # the geometry and the blur fill Y = (n, C+1, S, S) float32 whose last channel is ones: the colour
+        # map below is then a single batched product that adds its offset too
+        Y = self.workspace.get(f"homogeneous{C}", (n, C + 1, S, S), torch.float32, dev)
+        Y[:, C].fill_(1.0)
+        Yc = Y[:, :C]
         if precropped:
             boxes, src = None, x
             if x.shape[-2:] != (S, S): src = F.interpolate(x.float(), size=(S, S), mode="bilinear", antialias=True, align_corners=False)
+            plain = ~blur
+            if dev.type == "cpu":   # one copy per sample: a flip costs nothing extra, no full-batch temporaries
+                for i in plain.nonzero()[:, 0].tolist(): Yc[i].copy_(src[i].flip(-1) if flip[i] else src[i])
+            else: Yc.copy_(torch.where(flip.to(dev)[:, None, None, None], src.flip(-1), src))
+            if blur.all(): gaussian_blur_batch(src, sigma, flip=flip, out=Yc, workspace=self.workspace)   # flip folded in
+            elif blur.any():
+                idx = blur.nonzero()[:, 0]
+                Yc[idx.to(dev)] = gaussian_blur_batch(src[idx.to(dev)], sigma[idx], flip=flip[idx], workspace=self.workspace)
         else:
             boxes = random_resized_crop_boxes(n, x.shape[2], x.shape[3], scale=spec.crop_scale, ratio=spec.crop_ratio, generator=g)
-            src = _crop_flip_batch(x.float(), boxes, flip, S)
-        # blur first: it is linear like the colour map, so the two commute (up to the colour map's clipping)
-        blur = torch.rand(n, generator=g) < spec.blur_p
-        sigma = _uniform(n, *spec.blur_sigma, g) * (S / 224)
-        flip_in_blur = flip & blur if precropped else torch.zeros(n, dtype=torch.bool)
-        flip_rest = flip & ~blur if precropped else torch.zeros(n, dtype=torch.bool)
-        if blur.all(): y = gaussian_blur_batch(src, sigma, flip=flip_in_blur)     # straight from uint8 when pre-cropped
-        else:
-            if flip_rest.any():   # flip the unblurred samples while they are still uint8 (a quarter of the traffic)
-                src = src.clone(); idx = flip_rest.nonzero()[:, 0].to(dev)
-                src[idx] = src[idx].flip(-1)
-            y = torch.empty(src.shape, dtype=torch.float32, device=dev).copy_(src)   # x[:, v] is strided
+            Yc.copy_(_crop_flip_batch(x.float(), boxes, flip, S))          # flips ride on the sampling grid
             if blur.any():
                 idx = blur.nonzero()[:, 0].to(dev)
-                y[idx] = gaussian_blur_batch(y[idx], sigma[blur], flip=flip_in_blur[blur])
+                Yc[idx] = gaussian_blur_batch(Yc[idx], sigma[blur], workspace=self.workspace)
         step = max(1, S // 56)   # contrast needs the mean gray level; every 4th pixel per axis at 224 px is plenty
-        means = y[:, :, ::step, ::step].mean((2, 3)).cpu() / 255 if spec.jitter_p > 0 else torch.zeros(n, C)
+        means = Yc[:, :, ::step, ::step].mean((2, 3)).cpu() / 255 if spec.jitter_p > 0 else torch.zeros(n, C)
         A, b, p = colour_jitter_affine(means, brightness=spec.brightness, contrast=spec.contrast, saturation=spec.saturation,
                                        hue=spec.hue, jitter_p=spec.jitter_p, gray_p=spec.gray_p, generator=g)
         # colour map, uint8 scaling and normalisation in one: u = (A x/255 + b - mean) / std, clipped where x/255 would be
         mean, std = self._mean_cpu, self._std_cpu
-        A = A / (255 * std[None, :, None]); b = (b - mean) / std
-        y = torch.baddbmm(b.to(dev)[:, :, None], A.to(dev), y.reshape(n, C, S * S)).reshape(n, C, S, S)
+        Ab = torch.cat([A / (255 * std[None, :, None]), ((b - mean) / std)[:, :, None]], 2)       # (n, C, C+1)
+        y = torch.bmm(Ab.to(dev), Y.view(n, C + 1, S * S)).view(n, C, S, S)
         for c, (lo, hi) in enumerate(self._bounds): y[:, c].clamp_(lo, hi)   # scalar clamps are fast
         solar = torch.rand(n, generator=g) < spec.solarize_p
-        if solar.any():   # v >= 0.5 -> 1 - v, on normalised values u = (v - mean) / std
-            idx = solar.nonzero()[:, 0].to(dev)
-            ys = y[idx]; y[idx] = torch.where(ys >= self._half, self._mirror - ys, ys)
+        # solarise: v >= 1/2 -> 1 - v is min(v, 1 - v); a positive affine map keeps the min, so on
+        # normalised values u = (v - mean) / std it is min(u, mirror - u), in place per sample
+        for i in solar.nonzero()[:, 0].tolist(): torch.minimum(y[i], self._mirror[0] - y[i], out=y[i])
         return y, dict(p, flip=flip, boxes=boxes, blur=blur, sigma=torch.where(blur, sigma, 0.0), solarize=solar)
 
     @torch.no_grad()
@@ -488,7 +509,7 @@ def create_augment(
         raise ValueError(f"unknown augmentation recipe {recipe!r}: valid names are {sorted(AUGMENTS)}")
     return MultiViewAugment(AUGMENTS[recipe](in_chans), size=size, in_chans=in_chans, views=views, mean=mean, std=std, seed=seed)
 
-# %% ../nbs/02_data.ipynb #bf03b150
+# %% ../nbs/02_data.ipynb #ffff5f9c
 class TensorImageDataset(Dataset):
     "uint8 images held in memory (n, C, H, W) with int64 labels; items are (image (C,H,W), label)"
     skipped = 0  # nothing on disk, nothing to skip
@@ -514,7 +535,7 @@ class TensorImageDataset(Dataset):
         return TensorImageDataset(self.images[indices], self.labels[indices], self.classes, self.source)
     def __repr__(self): return f"TensorImageDataset({len(self)} images {tuple(self.images.shape[1:])}, {self.num_classes} classes, {self.source})"
 
-# %% ../nbs/02_data.ipynb #71df94a3
+# %% ../nbs/02_data.ipynb #b4517ad8
 def fraction_indices(
     labels: Tensor,  # (n,) labels, -1 for unlabeled
     fraction: float, # in (0, 1]
@@ -531,7 +552,7 @@ def fraction_indices(
         chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
     return torch.cat(chosen).sort().values
 
-# %% ../nbs/02_data.ipynb #f9c95a54
+# %% ../nbs/02_data.ipynb #44fbfd0e
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 def _default_cache_dir() -> Path:
@@ -596,7 +617,7 @@ def scan_image_folder(
         except OSError as e: warnings.warn(f"cannot write the file-list cache {cache} ({e}); listing again next time")
     return classes, list(zip([prefix + f for f in files], labels))
 
-# %% ../nbs/02_data.ipynb #b07e359b
+# %% ../nbs/02_data.ipynb #ea3c2267
 class UnreadableImageWarning(UserWarning):
     "An image file that could not be decoded was skipped"
 
@@ -689,7 +710,7 @@ class FileImageDataset(Dataset):
             return self._transform(img), self._label_list[j]
         raise RuntimeError(f"no readable image left in {self.source or 'the data set'}: all {n} files failed to decode")
 
-# %% ../nbs/02_data.ipynb #ae7d96c5
+# %% ../nbs/02_data.ipynb #276d66ed
 def make_imagefolder(
     dest: str | Path,              # root of the tree to write (created)
     *,
@@ -719,7 +740,7 @@ def make_imagefolder(
             used += k
     return dest
 
-# %% ../nbs/02_data.ipynb #89909acb
+# %% ../nbs/02_data.ipynb #95856ccd
 def _fashion_mnist(root, split, *, fraction=None, seed=0, **_) -> TensorImageDataset:
     split = {"val": "test"}.get(split, split)
     data = load_fashion_mnist(split, root)
