@@ -598,13 +598,19 @@ def fit(cfg: Config, *, resume: str | None = None, hooks: list[Hook] | None = No
     for h in hooks: h.after_fit(run)
     return run
 
-# %% ../nbs/04_train.ipynb #21334217
+# %% ../nbs/04_train.ipynb #c645e57a
 def _jsonable(v):
     if isinstance(v, Tensor): return v.item() if v.numel() == 1 else v.tolist()
     return v
 
 def _append_jsonl(path: Path, record: dict):
     with open(path, "a") as f: f.write(json.dumps(record) + "\n")
+
+def _add_scalars(tb, prefix: str, values: dict, step: int) -> list[str]:
+    "TensorBoard scalars `prefix/key`, skipping values a run could not compute (None); returns the keys written"
+    written = [k for k, v in values.items() if v is not None]
+    for k in written: tb.add_scalar(f"{prefix}/{k}", values[k], step)
+    return written
 
 class MetricsLogger(Hook):
     "config.yaml, metrics.jsonl, TensorBoard scalars and the tqdm progress bar (rank 0)"
@@ -630,10 +636,9 @@ class MetricsLogger(Hook):
                "momentum": last["momentum"], "img_per_s": last["img_per_s"], "data_wait": last["data_wait"],
                **{k: last[k] for k in ("probe_loss", "probe_train_acc") if k in last}}
         _append_jsonl(run.out_dir / "metrics.jsonl", rec)
-        for k in ("loss", "lr", "img_per_s", "data_wait", "probe_loss", "probe_train_acc"):
-            if k in rec: self.tb.add_scalar(f"train/{k}", rec[k], run.step)
-        if rec["momentum"] is not None: self.tb.add_scalar("train/momentum", rec["momentum"], run.step)
-        for k, v in terms.items(): self.tb.add_scalar(f"loss_terms/{k}", v, run.step)
+        keys = ("loss", "lr", "momentum", "img_per_s", "data_wait", "probe_loss", "probe_train_acc")
+        _add_scalars(self.tb, "train", {k: rec[k] for k in keys if k in rec}, run.step)
+        _add_scalars(self.tb, "loss_terms", terms, run.step)
         self.bar.set_postfix(loss=f"{rec['loss']:.4g}", lr=f"{rec['lr']:.3g}", refresh=False)
 
     def after_fit(self, run):
@@ -707,10 +712,8 @@ class Monitor(Hook):
         _append_jsonl(run.out_dir / "epochs.jsonl", rec)
         tb = getattr(run, "tb", None)
         if tb is not None:
-            for k in ("knn_acc", "probe_acc"):
-                if rec[k] is not None: tb.add_scalar(f"eval/{k}", rec[k], run.step)
-            for space, m in rec["monitor"].items():
-                for k, v in m.items(): tb.add_scalar(f"{space}/{k}", v, run.step)
+            _add_scalars(tb, "eval", {k: rec[k] for k in ("knn_acc", "probe_acc")}, run.step)
+            for space, m in rec["monitor"].items(): _add_scalars(tb, space, m, run.step)   # α-ReQ is None below rank 12
         run.last_eval = rec
 
 class Checkpointer(Hook):
