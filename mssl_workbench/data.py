@@ -388,7 +388,7 @@ def _none(in_chans: int) -> tuple[ViewSpec, ...]:
 
 AUGMENTS: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = dict(byol=_byol, simclr=_simclr, mae=_mae, small=_small, none=_none)
 
-# %% ../nbs/02_data.ipynb #51a4567a
+# %% ../nbs/02_data.ipynb #d935474c
 def _crop_flip_batch(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
     "Bilinear resized crops of float images (n, C, H, W) to (n, C, size, size), flipped where `flip`"
     n, _, H, W = x.shape
@@ -458,9 +458,8 @@ class MultiViewAugment(nn.Module):
             boxes, src = None, x
             if x.shape[-2:] != (S, S): src = F.interpolate(x.float(), size=(S, S), mode="bilinear", antialias=True, align_corners=False)
             plain = ~blur
-            if dev.type == "cpu":   # one copy per sample: a flip costs nothing extra, no full-batch temporaries
-                for i in plain.nonzero()[:, 0].tolist(): Yc[i].copy_(src[i].flip(-1) if flip[i] else src[i])
-            else: Yc.copy_(torch.where(flip.to(dev)[:, None, None, None], src.flip(-1), src))
+            # one copy per sample (one code path on every device): a flip costs nothing extra, no full-batch temporaries
+            for i in plain.nonzero()[:, 0].tolist(): Yc[i].copy_(src[i].flip(-1) if flip[i] else src[i])
             if blur.all(): gaussian_blur_batch(src, sigma, flip=flip, out=Yc, workspace=self.workspace)   # flip folded in
             elif blur.any():
                 idx = blur.nonzero()[:, 0]
