@@ -1,7 +1,7 @@
 """End-to-end: the dashboard notebook in a real JupyterLab, in headless Chromium (Debian's, driven by Playwright).
 
 A JupyterLab server starts on 127.0.0.1 (free port, random token, throw-away settings/runtime folders) serving a
-copy of nbs/07_dashboard.ipynb; $MSSL_RUNS points the notebook at two synthetic runs made here. The test runs all
+copy of nbs/13_dashboard.ipynb; $MSSL_RUNS points the notebook at two synthetic runs made here. The test runs all
 cells, checks that no cell failed, drags the epoch slider and asserts that the spectrum plot's data changed,
 then turns on live mode, appends an epoch to a run and waits for the plot to follow it. Screenshots go to the
 test's temp dir. Needs /usr/bin/chromium and Playwright for Python: tools/install_browser.sh installs both
@@ -128,14 +128,14 @@ def test_dashboard_in_jupyterlab(tmp_path):
     make_synthetic_run(runs / "matrix_ssl", method="matrix_ssl", epochs=5, alpha=1.3)
     make_synthetic_run(runs / "mec", method="mec", epochs=5, alpha=1.8)
     nbdir.mkdir()
-    shutil.copy(ROOT / "nbs" / "07_dashboard.ipynb", nbdir / "07_dashboard.ipynb")
+    shutil.copy(ROOT / "nbs" / "13_dashboard.ipynb", nbdir / "13_dashboard.ipynb")
 
     with Lab(nbdir, tmp_path, {"MSSL_RUNS": str(runs)}) as lab, sync_playwright() as pw:
         ctx = launch(pw, tmp_path)
         page, console = ctx.new_page(), []
         try:
             page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
-            page.goto(f"{lab.base}/lab/tree/07_dashboard.ipynb?token={lab.token}", timeout=60_000)
+            page.goto(f"{lab.base}/lab/tree/13_dashboard.ipynb?token={lab.token}", timeout=60_000)
             page.wait_for_function(KERNEL_IDLE, timeout=120_000, polling=500)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_selector(PLOT, timeout=120_000)

@@ -19,7 +19,7 @@ from conftest import ROOT
 from test_dashboard_browser import ensure_browser, launch
 
 
-PAGES = ("index.ipynb", "06_spectrum.ipynb", "07_dashboard.ipynb")
+PAGES = ("index.ipynb", "12_spectrum.ipynb", "13_dashboard.ipynb")
 
 
 def build_docs_module():
@@ -33,7 +33,7 @@ def build_docs_module():
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "_docs"
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--only", ",".join(PAGES),
-                        "--execute", "06_spectrum.ipynb", "--out", str(out), "--n-workers", "2"],
+                        "--execute", "12_spectrum.ipynb", "--out", str(out), "--n-workers", "2"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     return out
