@@ -29,7 +29,8 @@ def cases(quick: bool):
            ("moco_v2 (queue 16384)", "moco_v2", {"size": MOCO_QUEUE}, "main"),
            ("byol", "byol", {}, "main"), ("simsiam", "simsiam", {}, "main"), ("barlow_twins", "barlow_twins", {}, "main"),
            ("vicreg", "vicreg", {}, "main"), ("spectral", "spectral", {}, "main"), ("tcr", "tcr", {}, "main"),
-           ("umae", "umae", {}, "main"),
+           ("umae", "umae", {}, "main"), ("frossl", "frossl", {}, "main"), ("mmcr", "mmcr", {}, "main"),
+           ("ivne", "ivne", {}, "main"),
            ("matrix_ssl official (auto: batch space)", "matrix_ssl", {}, "wide"),
            ("matrix_ssl paper (auto: batch space)", "matrix_ssl", {"form": "paper"}, "wide")]
     return out
@@ -40,7 +41,7 @@ def size_of(key: str, quick: bool):
     return (m // 4, d // 4) if quick else (m, d)
 
 
-def dense_official(z1, z2, p1, p2, lamda=1.0, mu=1.0, gamma=1.0, order=4):
+def dense_official(z1, z2, t1, t2, lamda=1.0, mu=1.0, gamma=1.0, order=4):
     "The official algorithm as written: J_m product, d×d matrices, K dense Taylor products, trace of a full product"
     import torch
     def taylor_log(Q):
@@ -50,20 +51,20 @@ def dense_official(z1, z2, p1, p2, lamda=1.0, mu=1.0, gamma=1.0, order=4):
             out = out + (-1) ** (k + 1) / k * term
             term = term @ X
         return out
-    def mce(p, z, correlation):
-        p, z = torch.nn.functional.normalize(p), torch.nn.functional.normalize(z)
+    def mce(t, z, correlation):
+        t, z = torch.nn.functional.normalize(t), torch.nn.functional.normalize(z)
         m, d = z.shape
         J = torch.eye(m, device=z.device) - torch.ones(m, m, device=z.device) / m
         I = torch.eye(d, device=z.device)
-        P, Q = (lamda * I, p.T @ J @ z / m + mu * I) if correlation else (p.T @ J @ p / m + mu * I, z.T @ J @ z / m + mu * I)
+        P, Q = (lamda * I, t.T @ J @ z / m + mu * I) if correlation else (t.T @ J @ t / m + mu * I, z.T @ J @ z / m + mu * I)
         return torch.trace(-P @ taylor_log(Q))
-    p1, p2 = p1.detach(), p2.detach()
-    return 0.5 * (mce(p2, z1, True) + mce(p1, z2, True) + gamma * mce(p2, z1, False) + gamma * mce(p1, z2, False))
+    t1, t2 = t1.detach(), t2.detach()
+    return 0.5 * (mce(t2, z1, True) + mce(t1, z2, True) + gamma * mce(t2, z1, False) + gamma * mce(t1, z2, False))
 
 
 def run_case(name: str, options: dict, m: int, d: int, repeat: int, device: str, threads: int) -> dict:
     "Time forward+backward of one loss in this process and measure its peak memory above the inputs' level"
-    import inspect, torch
+    import torch
     from mssl_workbench.losses import LOSSES, get_loss
     torch.manual_seed(0)
     if device == "cpu": torch.set_num_threads(threads)
@@ -71,8 +72,8 @@ def run_case(name: str, options: dict, m: int, d: int, repeat: int, device: str,
         fn, arity = dense_official, 4
     else:
         fn = get_loss(name, **({"dim": d} if name == "moco_v2" else {}), **options).to(device)
-        arity = len(inspect.signature(LOSSES[name].forward).parameters) - 1
-    xs = [torch.randn(m, d, device=device, requires_grad=i < 2 or arity < 4) for i in range(arity)]
+        arity = len(LOSSES[name].inputs)
+    xs = [torch.randn(m, d, device=device, requires_grad=i < 2 or arity < 4) for i in range(arity)]   # targets t1, t2: no grad
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     def step():
         for x in xs: x.grad = None

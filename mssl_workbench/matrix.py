@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['EIG_EPS', 'center_rows_normalize', 'cross_covariance', 'covariance', 'gram', 'logm_psd', 'trace_logm_psd',
-           'logm_taylor', 'trace_logm_taylor', 'trace_product_logm_taylor', 'lowrank_trace_logm_taylor',
-           'lowrank_trace_product_logm_taylor', 'lowrank_matrix_ssl_taylor', 'lowrank_trace_logm',
-           'lowrank_trace_product_logm', 'matrix_cross_entropy', 'matrix_entropy', 'von_neumann_entropy', 'matrix_kl',
-           'renyi_entropy', 'joint_renyi_entropy', 'matrix_mutual_information', 'tcr_logdet', 'eigenspectrum',
-           'erank_from_values', 'effective_rank', 'rankme', 'rankme_cov', 'alpha_req', 'alpha_req_embeddings']
+__all__ = ['EIG_EPS', 'normalize_rows', 'center_rows_normalize', 'cross_covariance', 'covariance', 'gram', 'logm_psd',
+           'trace_logm_psd', 'logm_taylor', 'trace_logm_taylor', 'trace_product_logm_taylor',
+           'lowrank_trace_logm_taylor', 'lowrank_trace_product_logm_taylor', 'lowrank_matrix_ssl_taylor',
+           'lowrank_trace_logm', 'lowrank_trace_product_logm', 'matrix_cross_entropy', 'matrix_entropy',
+           'von_neumann_entropy', 'matrix_kl', 'renyi_entropy', 'joint_renyi_entropy', 'matrix_mutual_information',
+           'tcr_logdet', 'nuclear_norm', 'eigenspectrum', 'erank_from_values', 'effective_rank', 'rankme', 'rankme_cov',
+           'alpha_req', 'alpha_req_embeddings']
 
 # %% ../nbs/01_matrix.ipynb #e6048e91
 def _dtype(*xs: Tensor) -> torch.dtype:
@@ -64,7 +65,20 @@ def _eigvalsh(A: Tensor, eigh64: bool) -> Tensor:
     A = _sym(A)
     return torch.linalg.eigvalsh(A.to(torch.float64) if eigh64 else A).to(A.dtype)
 
-# %% ../nbs/01_matrix.ipynb #2b78efec
+# %% ../nbs/01_matrix.ipynb #bafcbdb4
+@_full_precision
+def normalize_rows(
+    z: Tensor,          # (..., m, d) rows to normalise
+    *,
+    eps: float=1e-12,   # rows whose (rescaled) norm is below eps stay (near) zero, as in F.normalize
+) -> Tensor:            # (..., m, d) unit rows (zero rows stay zero), in float32/float64
+    "Overflow-safe L2 row normalisation: rows scaled by their max |entry| (detached), then F.normalize"
+    _check_matrix(z, "z", square=False)
+    z = z.to(_dtype(z))
+    scale = z.detach().abs().amax(dim=-1, keepdim=True)
+    scale = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
+    return F.normalize(z / scale, dim=-1, eps=eps)
+
 @_full_precision
 def center_rows_normalize(
     z: Tensor,             # (..., m, d) embeddings, one row per sample
@@ -75,7 +89,7 @@ def center_rows_normalize(
     "Rows L2-normalised, then columns centred: the prepared embeddings whose covariance is zᵀz/m (Matrix-SSL official code)"
     _check_matrix(z, "z", square=False)
     z = z.to(_dtype(z))
-    if normalize: z = F.normalize(z, dim=-1)
+    if normalize: z = normalize_rows(z)
     if center: z = z - z.mean(dim=-2, keepdim=True)
     return z
 
@@ -513,7 +527,16 @@ def tcr_logdet(
     L = torch.linalg.cholesky(_eye(S.shape[-1], S) + c * _sym(S))
     return 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
 
-# %% ../nbs/01_matrix.ipynb #4bc77369
+# %% ../nbs/01_matrix.ipynb #034fe050
+@_full_precision
+def nuclear_norm(
+    A: Tensor,  # (..., m, n) any matrix
+) -> Tensor:    # (...) scalar ≥ 0
+    "Nuclear norm ‖A‖_* = Σ σ_i(A), the sum of the singular values (over the last two dims)"
+    _check_matrix(A, "A", square=False)
+    return torch.linalg.svdvals(A.to(_dtype(A))).sum(-1)
+
+# %% ../nbs/01_matrix.ipynb #5a3fa1fb
 @_full_precision
 def eigenspectrum(
     z: Tensor,              # (m, d) embeddings

@@ -122,7 +122,8 @@ PLOT_STATE = f"""() => {{
 def test_dashboard_in_jupyterlab(tmp_path):
     ensure_browser()
     from playwright.sync_api import sync_playwright
-    from mssl_workbench.spectrum import extend_synthetic_run, load_run, make_synthetic_run
+    from mssl_workbench.spectrum import extend_synthetic_run, make_synthetic_run
+    from mssl_workbench.runs import read_run as load_run
 
     runs, nbdir = tmp_path / "runs", tmp_path / "notebooks"
     make_synthetic_run(runs / "matrix_ssl", method="matrix_ssl", epochs=5, alpha=1.3)

@@ -24,6 +24,8 @@ OPTIONS = {   # small, fast settings; every registered loss is covered
     "mec": [dict(lamda_inv=4.0)], "simclr": [dict()], "moco_v2": [dict(dim=D, size=30)], "byol": [dict()],
     "simsiam": [dict()], "barlow_twins": [dict()], "vicreg": [dict()], "spectral": [dict()],
     "tcr": [dict(mu=2.0)], "umae": [dict()],
+    "frossl": [dict(), dict(low_rank=True, invariance_weight=2.0)], "mmcr": [dict(), dict(lamda=0.5)],
+    "ivne": [dict(), dict(low_rank=True)],
 }
 CASES = [(name, kw) for name in LOSSES for kw in OPTIONS[name]]
 TIMEOUT_S = 240

@@ -14,26 +14,34 @@ from pathlib import Path
 import pytest
 import torch
 
+from mssl_workbench.config import config_from_dict
 from mssl_workbench.data import SAMPLE_FASHION_MNIST
-from mssl_workbench.models import METHODS
-from mssl_workbench.train import (Checkpointer, Hook, NonFiniteError, config_from_dict, default_hooks, fit,
-                                  latest_checkpoint, load_checkpoint)
+from mssl_workbench.hooks import Checkpointer, Hook, NonFiniteError, default_hooks
+from mssl_workbench.losses import mec_lamda_inv_schedule
+from mssl_workbench.methods import PAIR_BUILDER, get_method, list_methods
+from mssl_workbench.runs import latest_checkpoint, load_checkpoint
+from mssl_workbench.train import fit
 
 TINY = {
     "data": {"root": str(SAMPLE_FASHION_MNIST), "fraction": 0.03},
-    "model": {"backbone": "resnet10t_mini", "proj_dim": 64, "proj_hidden": 128, "pred_hidden": 32},
-    "optim": {"base_lr": 0.5, "warmup_epochs": 0.5},
+    "model": {"backbone": "resnet10t_mini", "proj_dim": 64, "proj_hidden": 128},
+    "optim": {"warmup_epochs": 0.5},
     "train": {"epochs": 2, "batch_size": 64, "log_every": 1, "quiet": True},
     "eval": {"monitor_samples": 256, "knn_train_samples": 300, "batch_size": 256, "probe": False},
 }
 
 
 def tiny(out, **sections):
+    "A seconds-long run of the method in sections['model'] (default Matrix-SSL), with its own recipe at tiny sizes"
     d = json.loads(json.dumps(TINY))
     for section, values in sections.items():
         d.setdefault(section, {}).update(values)
+    if get_method(d["model"].get("method", "matrix_ssl")).heads.get("pred_hidden"): d["model"].setdefault("pred_hidden", 32)
     d["output"] = str(out)
     return config_from_dict(d)
+
+
+PAIR_METHODS = [m for m in list_methods() if get_method(m).builder == PAIR_BUILDER]
 
 
 def read_jsonl(path):
@@ -65,13 +73,14 @@ class ObjectiveOnFixedViews(Hook):
         self.before, self.after = (self.objective(m, run.model.loss) for m in (self.initial, run.model))
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", PAIR_METHODS)
 def test_every_method_trains_and_writes_the_run_directory(method, tmp_path):
-    # each method with its own optimiser settings from the registry, as the fmnist-<method> presets use them
-    m = METHODS[method]
-    optim = {"name": m.optimizer, "base_lr": m.lr, "weight_decay": m.weight_decay, "momentum": m.momentum}
+    # each method with its own optimiser, augmentation and loss settings from the registry (nothing overridden
+    # but sizes), as the fmnist-<method> presets use them
     loss = {"size": 128} if method == "moco_v2" else {}          # a queue that real keys fill within the run
-    cfg = tiny(tmp_path / method, model={"method": method, "loss": loss}, optim=optim, train={"epochs": 2})
+    cfg = tiny(tmp_path / method, model={"method": method, "loss": loss}, train={"epochs": 2})
+    spec = get_method(method)
+    assert (cfg.optim.name, cfg.optim.base_lr, cfg.data.augment) == (spec.optim["name"], spec.optim["base_lr"], spec.augment)
     probe = ObjectiveOnFixedViews()
     run = fit(cfg, hooks=default_hooks(cfg) + [probe])
     files = {p.name for p in (tmp_path / method).iterdir()}
@@ -100,22 +109,19 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path):
 
 KILL_MID_WRITE = textwrap.dedent("""
     import os, signal, sys, torch
-    from mssl_workbench.train import save_checkpoint
-    folder = sys.argv[1]
-    save_checkpoint(f"{folder}/checkpoints/step_00000001.pt", {"w": torch.ones(1000)})
-    real_save = torch.save
-    def dying_save(obj, f, *a, **k):
-        f.write(b"PK\\x03\\x04 half a checkpoint")
-        f.flush()
+    from mssl_workbench.runs import RunWriter
+    writer = RunWriter(sys.argv[1]).start({}, method="matrix_ssl")
+    writer.save_checkpoint(1, {"w": torch.ones(1000)})
+    def dying_fsync(fd):                      # the process dies after the bytes went out, before the rename
         os.kill(os.getpid(), signal.SIGKILL)
-    torch.save = dying_save
-    save_checkpoint(f"{folder}/checkpoints/step_00000002.pt", {"w": torch.zeros(1000)})
+    os.fsync = dying_fsync
+    writer.save_checkpoint(2, {"w": torch.zeros(1000)})
 """)
 
 
 def test_killed_checkpoint_write_leaves_previous_loadable(tmp_path):
     r = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(tmp_path)], capture_output=True, timeout=120)
-    assert r.returncode == -signal.SIGKILL
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     assert not (tmp_path / "checkpoints" / "step_00000002.pt").exists()
     path, state = latest_checkpoint(tmp_path)
     assert path.name == "step_00000001.pt" and torch.equal(state["w"], torch.ones(1000))
@@ -145,6 +151,8 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     assert len(l1) == len(l2) == 3
     for a, b in zip(l1, l2):
         assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (l1, l2)
+    from test_runs_contract import check_run_contract
+    for run in ("one", "two"): check_run_contract(tmp_path / run, method="matrix_ssl")
 
 
 @pytest.mark.parametrize("argv,words", [
@@ -189,3 +197,20 @@ def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
     losses = [r["loss"] for r in read_jsonl(tmp_path / "bf16" / "metrics.jsonl")]
     assert len(losses) == 3 and all(map(lambda x: x == x, losses))   # finite, not NaN
     assert run.model.backbone.model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+class LamdaInvRecorder(Hook):
+    "Records the λ⁻¹ each step's forward used (runs before MECWarmup sets the next one)"
+    order = -1
+    def before_fit(self, run): self.seen = []
+    def after_step(self, run): self.seen.append(run.model.loss.lamda_inv)
+
+
+def test_mec_follows_its_schedule_whatever_hooks_say(tmp_path):
+    cfg = tiny(tmp_path / "mec", model={"method": "mec"}, train={"epochs": 1, "max_steps": 4})
+    rec = LamdaInvRecorder()
+    run = fit(cfg, hooks=[rec])                    # no default hooks at all: MEC's own is still installed
+    want = mec_lamda_inv_schedule(cfg.train.batch_size, cfg.model.proj_dim, run.total_steps,
+                                  min(run.warmup_steps, run.total_steps), eps_sq=cfg.model.loss["eps_sq"])
+    assert len(rec.seen) == 4 and rec.seen == [float(v) for v in want[:4]], (rec.seen, want[:4])
+    assert rec.seen[0] != rec.seen[-1]             # the warm-up moves it
