@@ -12,8 +12,11 @@ from pathlib import Path
 import torch
 
 from mssl_workbench.data import SAMPLE_FASHION_MNIST, create_augment, create_dataset
-from mssl_workbench.models import METHODS, create_ssl_model, momentum_schedule
-from mssl_workbench.train import Hook, config_from_dict, default_hooks, fit, lr_at
+from mssl_workbench.config import config_from_dict
+from mssl_workbench.hooks import Hook, default_hooks
+from mssl_workbench.methods import build_method_model, get_method
+from mssl_workbench.models import momentum_schedule
+from mssl_workbench.train import fit, lr_at
 
 
 class StepClock(Hook):
@@ -35,11 +38,10 @@ def bare_steps(cfg, steps):
     torch.manual_seed(cfg.train.seed)
     ds = create_dataset("fashion_mnist", root=cfg.data.root, fraction=cfg.data.fraction)
     m = cfg.model
-    model = create_ssl_model(m.method, backbone=m.backbone, in_chans=1, small_input=m.small_input, proj_dim=m.proj_dim,
-                             proj_hidden=m.proj_hidden, proj_layers=m.proj_layers, pred_hidden=m.pred_hidden, loss_kwargs=dict(m.loss))
+    model = build_method_model(get_method(m.method), m, in_chans=1, image_size=cfg.data.image_size)
     aug = create_augment(cfg.data.augment, size=cfg.data.image_size, in_chans=1)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay)
-    ema = METHODS[m.method].ema_base
+    ema = m.ema_base if model.has_teacher else None
     b = cfg.train.batch_size
     total = steps
     g = torch.Generator().manual_seed(0)
@@ -49,11 +51,11 @@ def bare_steps(cfg, steps):
         idx = order[(step * b) % (len(ds) - b):][:b]
         x1, x2 = aug(ds.images[idx])
         for group in opt.param_groups: group["lr"] = lr_at(step, total_steps=total, warmup_steps=1, peak=cfg.lr)
-        loss, _ = model(x1, x2)
+        loss = model(x1, x2).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if ema is not None: model.momentum_update(momentum_schedule(step, total, base=ema))
+        if ema is not None: model.momentum_update(momentum_schedule(step, total, base=ema, final=m.ema_final))
         loss.item()
         times.append(time.perf_counter())
     return [b - a for a, b in zip(times[1:], times[2:])]

@@ -34,8 +34,9 @@ __all__ = ['FASHION_MNIST_CLASSES', 'FASHION_MNIST_FILES', 'DEBIAN_FASHION_MNIST
            'IDXError', 'read_idx', 'write_idx', 'find_fashion_mnist', 'ImageSplit', 'load_fashion_mnist',
            'random_resized_crop_boxes', 'random_resized_crop_box', 'colour_jitter_affine', 'gaussian_kernels',
            'blur_matrices', 'Workspace', 'gaussian_blur_batch', 'ViewSpec', 'MultiViewAugment', 'create_augment',
-           'TensorImageDataset', 'fraction_indices', 'scan_image_folder', 'UnreadableImageWarning', 'decode_image_file',
-           'FileImageDataset', 'make_imagefolder', 'create_dataset']
+           'TensorImageDataset', 'fraction_indices', 'ImageFolderError', 'NoReadableImageError', 'SingleClassWarning',
+           'scan_image_folder', 'UnreadableImageWarning', 'decode_image_file', 'FileImageDataset', 'make_imagefolder',
+           'create_dataset']
 
 # %% ../nbs/03_data.ipynb #9a695c7c
 class IDXError(ValueError):
@@ -552,23 +553,54 @@ def fraction_indices(
         chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
     return torch.cat(chosen).sort().values
 
-# %% ../nbs/03_data.ipynb #44fbfd0e
+# %% ../nbs/03_data.ipynb #7e8031d3
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 def _default_cache_dir() -> Path:
     return Path(os.environ.get("MSSL_CACHE") or Path.home() / ".cache" / "mssl_workbench")
 
+class ImageFolderError(ValueError):
+    "An image folder that cannot be used as it is (classes that do not match, a folder that cannot be listed, ...)"
+
+class NoReadableImageError(ImageFolderError):
+    "Not one file of an image data set can be decoded"
+
+class SingleClassWarning(UserWarning):
+    "A labelled data set with one class: k-NN and probe accuracy are 100% whatever the model learnt"
+
+def _class_folders(folder: Path) -> tuple[str, ...]:
+    "The class names of a split folder: its sub-folders, sorted (torchvision's `find_classes`)"
+    try: return tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir()))
+    except OSError as e: raise ImageFolderError(f"cannot list {folder} ({e.strerror}): check its permissions") from None
+
 def _walk_images(folder: Path, extensions) -> tuple[list[str], dict[str, int]]:
     "Paths relative to `folder` of the image files below it (sorted) and the mtime of every folder visited"
-    files, mtimes, stack, cut = [], {}, [str(folder)], len(str(folder)) + 1
+    files, mtimes, stack, cut, seen = [], {}, [str(folder)], len(str(folder)) + 1, set()
+    top = os.path.realpath(folder)
     while stack:
         d = stack.pop()
-        mtimes[d] = os.stat(d).st_mtime_ns
-        with os.scandir(d) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=True): stack.append(e.path)
-                elif e.name.lower().endswith(extensions): files.append(e.path[cut:])
+        try:
+            st = os.stat(d)
+            if (st.st_dev, st.st_ino) in seen: continue   # a symlink back up the tree: list each folder once
+            seen.add((st.st_dev, st.st_ino)); mtimes[d] = st.st_mtime_ns
+            with os.scandir(d) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=True):
+                        # a symlink to a folder above this one (a loop) is not followed
+                        if not (e.is_symlink() and (top + os.sep).startswith(os.path.realpath(e.path) + os.sep)): stack.append(e.path)
+                    elif e.name.lower().endswith(extensions): files.append(e.path[cut:])
+        except OSError as e: raise ImageFolderError(f"cannot list {d} ({e.strerror}): check its permissions") from None
     return sorted(files), mtimes
+
+def _relabel(folder: Path, local: Sequence[str], classes: Sequence[str]) -> list[int]:
+    "Map the class folders found in `folder` (`local`, index = label there) onto the class index `classes`"
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = [c for c in local if c not in index]
+    if unknown:
+        raise ImageFolderError(f"{folder}: class folder(s) {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} "
+                               f"not among the {len(classes)} training classes; remove them or train with them "
+                               f"(every split is labelled with the training split's class index)")
+    return [index[c] for c in local]
 
 def _cache_valid(entry: dict) -> bool:
     try: return all(os.stat(d).st_mtime_ns == t for d, t in entry["mtimes"].items())
@@ -581,11 +613,20 @@ def scan_image_folder(
     extensions: Sequence[str]=IMG_EXTENSIONS, # file name endings that count as images (case-insensitive)
     cache_dir: str | Path | None=None, # where the JSON file list is cached; None: $MSSL_CACHE or ~/.cache/mssl_workbench
     use_cache: bool=True,          # False: always list the folder
+    classes: Sequence[str] | None=None, # the class index to label with (the training split's classes); None: this folder's
 ) -> tuple[tuple[str, ...], list[tuple[str, int]]]: # classes, and (path, label) per image
     "List an ImageFolder-layout split (torchvision semantics) or an unlabeled folder, with a validated file-list cache"
     folder = Path(folder).expanduser().resolve()
+    if folder.is_file(): raise FileNotFoundError(f"image folder {folder} is a file: pass the folder that holds <class>/<image>")
     if not folder.is_dir(): raise FileNotFoundError(f"image folder {folder} does not exist: check the path (ImageNet layout: root/train/<class>/*.JPEG)")
-    extensions = tuple(e.lower() for e in extensions)
+    local, samples = _scan(folder, labeled, tuple(e.lower() for e in extensions), cache_dir, use_cache)
+    if classes is None or not labeled: return local, samples
+    classes = tuple(classes)
+    labels = _relabel(folder, local, classes)
+    return classes, [(p, labels[l]) for p, l in samples]
+
+def _scan(folder: Path, labeled: bool, extensions: tuple[str, ...], cache_dir, use_cache: bool):
+    "scan_image_folder's listing, labelled with the folder's own class index, through the cache"
     key = hashlib.sha1(f"{folder}|{labeled}|{extensions}".encode()).hexdigest()[:16]
     cache = Path(cache_dir or _default_cache_dir()) / f"filelist-{key}.json"
     prefix = str(folder) + os.sep
@@ -594,9 +635,9 @@ def scan_image_folder(
             entry = json.loads(cache.read_text())
             if entry["root"] == str(folder) and _cache_valid(entry):
                 return tuple(entry["classes"]), list(zip([prefix + f for f in entry["files"]], entry["labels"]))
-        except (OSError, ValueError, KeyError): pass                      # unreadable cache: list again
+        except (OSError, ValueError, KeyError, TypeError, AttributeError): pass   # unreadable cache: list again
     if labeled:
-        classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir()))
+        classes = _class_folders(folder)
         if not classes: raise FileNotFoundError(f"no class folders under {folder}: expected {folder}/<class>/<image> (ImageNet layout)")
         files, labels, mtimes = [], [], {str(folder): folder.stat().st_mtime_ns}
         for i, c in enumerate(classes):
@@ -617,9 +658,15 @@ def scan_image_folder(
         except OSError as e: warnings.warn(f"cannot write the file-list cache {cache} ({e}); listing again next time")
     return classes, list(zip([prefix + f for f in files], labels))
 
-# %% ../nbs/03_data.ipynb #ea3c2267
+# %% ../nbs/03_data.ipynb #6295a81e
 class UnreadableImageWarning(UserWarning):
     "An image file that could not be decoded was skipped"
+
+def _check_range(name: str, value, *, upper: float, what: str):
+    "A (lo, hi) range with 0 < lo <= hi <= upper, or a one-line ValueError naming `name`"
+    try: lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError): raise ValueError(f"{what}: {name} must be a pair (lo, hi), got {value!r}") from None
+    if not (0 < lo <= hi <= upper): raise ValueError(f"{what}: {name} must satisfy 0 < lo <= hi{' <= 1' if upper == 1 else ''}, got {value!r}")
 
 # torchvision 0.29 marks its io decoders deprecated (torchcodec supersedes them); they are still the fast path here
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
@@ -651,17 +698,45 @@ class FileImageDataset(Dataset):
                  views: int=2,              # crops per image in "views" mode
                  crop_scale: tuple[float, float]=(0.2, 1.0), crop_ratio: tuple[float, float]=(3/4, 4/3), # RandomResizedCrop ranges
                  in_chans: int=3,           # 3 (RGB) or 1 (grayscale)
-                 source: str=""):           # where the files came from
+                 source: str="",            # where the files came from
+                 check: bool=True):         # decode files now until one works (NoReadableImageError when none does)
+        what = source or "FileImageDataset"
         if mode not in ("views", "resize", "eval"): raise ValueError(f"mode must be 'views', 'resize' or 'eval', got {mode!r}")
-        if not samples: raise ValueError(f"no samples given for {source or 'FileImageDataset'}")
-        self.paths = [p for p, _ in samples]
+        if not samples: raise ValueError(f"no samples given for {what}")
+        for name, v in (("size", size), ("views", views)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{what}: {name} must be a whole number >= 1, got {v!r}")
+        if in_chans not in (1, 3): raise ValueError(f"{what}: in_chans must be 1 (grayscale) or 3 (RGB), got {in_chans!r}")
+        _check_range("crop_scale", crop_scale, upper=1.0, what=what); _check_range("crop_ratio", crop_ratio, upper=math.inf, what=what)
+        self.paths = [str(p) for p, _ in samples]
         self.labels = torch.tensor([l for _, l in samples], dtype=torch.long)
         self.classes, self.source = tuple(classes), source
+        lo, hi = int(self.labels.min()), int(self.labels.max())
+        if not (lo == hi == -1 and not self.classes) and not (0 <= lo and hi < len(self.classes)):
+            raise ValueError(f"{what}: labels must lie in 0..{len(self.classes) - 1} (one per class name), or all be -1 with "
+                             f"no classes (unlabelled); got labels {lo}..{hi} with {len(self.classes)} classes")
         self.size, self.mode, self.views, self.in_chans = size, mode, views, in_chans
         self.crop_scale, self.crop_ratio = crop_scale, crop_ratio
         self._label_list = self.labels.tolist()
         self._bad = torch.zeros(len(self.paths), dtype=torch.uint8).share_memory_()  # shared with the workers
         self._bad_view = self._bad.numpy()   # numpy view of the same shared memory: cheap per-item checks
+        if check: self._first_readable()
+
+    def _first_readable(self) -> int:
+        "Index of the first file that decodes (bad ones on the way are flagged, with a warning); none: NoReadableImageError"
+        for j in range(len(self.paths)):
+            if self._readable(j) is not None: return j
+        raise NoReadableImageError(f"no readable image in {self.source or 'the data set'}: all {len(self.paths)} files failed "
+                                   f"to decode (first: {self.paths[0]}); check the files or point root at the right folder")
+
+    def _readable(self, j: int) -> Tensor | None:
+        "The decoded image `j`, or None (flagged and warned about once) when it cannot be decoded"
+        if self._bad_view[j]: return None
+        try: return decode_image_file(self.paths[j], self.in_chans)
+        except (RuntimeError, OSError) as err:
+            self._bad_view[j] = 1
+            warnings.warn(f"skipping unreadable image {err}; {self.skipped} skipped so far", UnreadableImageWarning)
+            return None
 
     def __getstate__(self):   # (spawned workers) the tensor travels as shared memory; the view is rebuilt
         return {k: v for k, v in self.__dict__.items() if k != "_bad_view"}
@@ -701,14 +776,9 @@ class FileImageDataset(Dataset):
         n = len(self.paths)
         for step in range(n):
             j = (i + step) % n
-            if self._bad_view[j]: continue
-            try: img = decode_image_file(self.paths[j], self.in_chans)
-            except (RuntimeError, OSError) as err:
-                self._bad_view[j] = 1
-                warnings.warn(f"skipping unreadable image {err}; {self.skipped} skipped so far", UnreadableImageWarning)
-                continue
-            return self._transform(img), self._label_list[j]
-        raise RuntimeError(f"no readable image left in {self.source or 'the data set'}: all {n} files failed to decode")
+            img = self._readable(j)
+            if img is not None: return self._transform(img), self._label_list[j]
+        raise NoReadableImageError(f"no readable image left in {self.source or 'the data set'}: all {n} files failed to decode")
 
 # %% ../nbs/03_data.ipynb #276d66ed
 def make_imagefolder(
@@ -740,24 +810,37 @@ def make_imagefolder(
             used += k
     return dest
 
-# %% ../nbs/03_data.ipynb #95856ccd
+# %% ../nbs/03_data.ipynb #1891dd36
 def _fashion_mnist(root, split, *, fraction=None, seed=0, **_) -> TensorImageDataset:
     split = {"val": "test"}.get(split, split)
     data = load_fashion_mnist(split, root)
     return TensorImageDataset(data.images, data.labels, data.classes, data.source)
 
 def _files(root, split, *, labeled, size=None, views=None, crop_scale=(0.2, 1.0), crop_ratio=(3/4, 4/3),
-           in_chans=3, cache_dir=None, **_) -> FileImageDataset:
+           in_chans=3, cache_dir=None, classes=None, **_) -> FileImageDataset:
     if root is None: raise ValueError("root is required for file-backed data sets: pass root=<folder>")
     root = Path(root).expanduser()
+    if root.is_file(): raise FileNotFoundError(f"dataset root {root} is a file: pass the folder that holds the images")
     if not root.is_dir(): raise FileNotFoundError(f"dataset root {root} does not exist: pass the folder that holds the images")
+    if labeled and (not isinstance(split, str) or not split or Path(split).name != split):
+        raise ValueError(f"split must be the name of a sub-folder of {root} (e.g. 'train', 'val'), got {split!r}")
     folder = root / split if labeled else root
     if labeled and not folder.is_dir():
-        have = sorted(e.name for e in os.scandir(root) if e.is_dir())
+        have = list(_class_folders(root))
         raise FileNotFoundError(f"no {split!r} split in {root}: expected {folder}/<class>/<image> (ImageNet layout); sub-folders there: {have}")
-    classes, samples = scan_image_folder(folder, labeled=labeled, cache_dir=cache_dir)
+    if labeled and classes is None and split != "train" and (root / "train").is_dir():
+        classes = _class_folders(root / "train")          # one class index for every split: the training split's
+    if labeled and classes is not None and not classes:
+        raise ImageFolderError(f"classes=() for the {split!r} split of {root}: pass the training split's class names")
+    classes, samples = scan_image_folder(folder, labeled=labeled, cache_dir=cache_dir, classes=classes)
+    if labeled and len(classes) == 1:
+        warnings.warn(f"{folder} has a single class ({classes[0]}): self-supervised training works, but k-NN and linear-probe "
+                      f"accuracy will be 100% whatever the model learnt and mean nothing; add class folders to evaluate, "
+                      f"or use dataset=folder for unlabelled images", SingleClassWarning, stacklevel=3)
+    if views is not None and (isinstance(views, bool) or not isinstance(views, (int, np.integer)) or views < 1):
+        raise ValueError(f"{folder}: views must be a whole number >= 1 (or None: crop on the batch), got {views!r}")
     mode = ("views" if views else "resize") if (split == "train" or not labeled) else "eval"
-    return FileImageDataset(samples, classes, size=size or 224, mode=mode, views=views or 1, crop_scale=crop_scale,
+    return FileImageDataset(samples, classes, size=224 if size is None else size, mode=mode, views=views or 1, crop_scale=crop_scale,
                             crop_ratio=crop_ratio, in_chans=in_chans, source=str(folder))
 
 DATASETS: dict[str, Callable] = dict(
@@ -778,10 +861,11 @@ def create_dataset(
     crop_ratio: tuple[float, float]=(3/4, 4/3), # file-backed: aspect-ratio range
     in_chans: int=3,                  # file-backed: 3 (RGB) or 1 (grayscale)
     cache_dir: str | Path | None=None, # file-list cache folder (file-backed sets)
+    classes: Sequence[str] | None=None, # imagefolder: the class index to label with (the training set's `classes`); None: root/train's
 ) -> TensorImageDataset | FileImageDataset:
     "Build a training/evaluation data set by name; items are (uint8 image, label or -1)"
     if name not in DATASETS: raise ValueError(f"unknown data set {name!r}: valid names are {sorted(DATASETS)}")
     ds = DATASETS[name](root, split, size=size, views=views, crop_scale=crop_scale, crop_ratio=crop_ratio,
-                        in_chans=in_chans, cache_dir=cache_dir)
+                        in_chans=in_chans, cache_dir=cache_dir, classes=classes)
     if fraction is not None: ds = ds.subset(fraction_indices(ds.labels, fraction, seed))
     return ds

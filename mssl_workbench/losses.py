@@ -113,7 +113,7 @@ def _gather(flag: bool, *xs: Tensor) -> tuple[Tensor, ...]:
     "Each of `xs` gathered over ranks when `flag`, else unchanged"
     return tuple(gather_embeddings(x) for x in xs) if flag else xs
 
-# %% ../nbs/02_losses.ipynb #cfd755d0
+# %% ../nbs/02_losses.ipynb #f2eb43eb
 MATRIX_SSL_FORMS = ("official", "paper")
 
 def _use_low_rank(low_rank: bool | str, m: int, d: int) -> bool:
@@ -210,22 +210,11 @@ def matrix_ssl_terms(
     return {"loss": uniformity + gamma * alignment, "uniformity": uniformity, "alignment": alignment}
 
 def matrix_ssl_loss(
-    z1: Tensor,               # (m, d) online predictor output, view 1 (receives the gradient)
-    z2: Tensor,               # (m, d) online predictor output, view 2
-    t1: Tensor,               # (m, d) target projector output, view 1 (detached here)
-    t2: Tensor,               # (m, d) target projector output, view 2 (detached here)
-    *,
-    lamda: float = 1.0,       # λ, uniformity weight (inside U)
-    mu: float = 1.0,          # μ, ridge of every covariance
-    gamma: float = 1.0,       # γ, alignment weight
-    order: int = 4,           # K, Taylor order (form="official")
-    form: str = "official",   # "official" (the authors' code) or "paper" (exact matrix cross-entropies)
-    low_rank: bool | str = "auto", # batch-space evaluation: True, False, or "auto" (when m < d)
-    gather_distributed: bool = False, # use the global batch across ranks
+    *args: Tensor,            # z1, z2, t1, t2 as in `matrix_ssl_terms`
+    **options,                # lamda, mu, gamma, order, form, low_rank, gather_distributed (see `matrix_ssl_terms`)
 ) -> Tensor:                  # scalar
-    "Matrix-SSL loss ½[U(z1,t2) + U(z2,t1) + γA(z1,t2) + γA(z2,t1)] (Zhang et al. 2024; official code by default)"
-    return matrix_ssl_terms(z1, z2, t1, t2, lamda=lamda, mu=mu, gamma=gamma, order=order, form=form,
-                            low_rank=low_rank, gather_distributed=gather_distributed)["loss"]
+    "Matrix-SSL loss ½[U(z1,t2) + U(z2,t1) + γA(z1,t2) + γA(z2,t1)] (Zhang et al. 2024; official code by default): `matrix_ssl_terms(...)['loss']`"
+    return matrix_ssl_terms(*args, **options)["loss"]
 
 class MatrixSSLLoss(nn.Module):
     """Matrix-SSL (Zhang et al., ICML 2024): `forward(z1, z2, t1, t2)`, z = online predictor outputs (gradient),

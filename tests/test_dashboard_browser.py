@@ -6,6 +6,12 @@ cells, checks that no cell failed, drags the epoch slider and asserts that the s
 then turns on live mode, appends an epoch to a run and waits for the plot to follow it. Screenshots go to the
 test's temp dir. Needs /usr/bin/chromium and Playwright for Python: tools/install_browser.sh installs both
 (the test runs it when either is missing and is skipped only if that fails).
+
+The test runs under load: for its whole duration it keeps $MSSL_BROWSER_LOAD (default 2) busy-loop processes
+running beside the server and the browser, as a training run does when someone watches it live. That is when a
+front end that depends on message timing loses updates (issue 11: with plotly's FigureWidget both panels stayed
+empty). MSSL_BROWSER_LOAD=0 turns the load off. Every browser console message is kept in console.log next to the
+screenshots; the load averages at start and end are printed.
 """
 import json
 import os
@@ -17,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -106,17 +113,43 @@ class Lab:
             self.proc.wait(timeout=10)
 
 
+@contextmanager
+def cpu_load(n: int):
+    "n busy-loop processes (each in its own session) for the duration of the block; killed, by their pids, on exit"
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+    try: yield procs
+    finally:
+        for p in procs:
+            try: os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError: pass
+            p.wait(timeout=10)
+
+
 KERNEL_IDLE = """() => {
   const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
   return !!k && k.status === 'idle' && !w.content.widgets.some(c => c.model.type === 'code' && c.promptNode && c.promptNode.textContent.includes('*'));
 }"""
 PLOT = ".mssl-dashboard .mssl-spectrum .js-plotly-plot"
+METRICS_PLOT = ".mssl-dashboard .mssl-metrics .js-plotly-plot"
 PLOT_STATE = f"""() => {{
   const el = document.querySelector('{PLOT}');
   if (!el || !el.data) return null;
   return {{title: (el.layout.title && el.layout.title.text) || '', ys: el.data.map(t => Array.from(t.y || []))}};
 }}"""
+METRICS_STATE = f"""() => {{
+  const el = document.querySelector('{METRICS_PLOT}');
+  if (!el || !el.data) return null;
+  return {{n: el.data.length, shown: el.data.filter(t => t.visible !== false && t.visible !== 'legendonly').length,
+          points: el.data.reduce((k, t) => k + (t.y ? t.y.length : 0), 0),
+          marker: el.layout.shapes && el.layout.shapes.length ? el.layout.shapes[0].x0 : null}};
+}}"""
+
+
+def plot_at(epoch: int) -> str:
+    "a page predicate: the spectrum plot is drawn and titled with `epoch` (null-safe: the plot may be re-rendering)"
+    return f"() => {{ const s = ({PLOT_STATE})(); return !!s && s.title.endsWith('epoch {epoch}'); }}"
 
 
 def test_dashboard_in_jupyterlab(tmp_path):
@@ -131,11 +164,17 @@ def test_dashboard_in_jupyterlab(tmp_path):
     nbdir.mkdir()
     shutil.copy(ROOT / "nbs" / "13_dashboard.ipynb", nbdir / "13_dashboard.ipynb")
 
-    with Lab(nbdir, tmp_path, {"MSSL_RUNS": str(runs)}) as lab, sync_playwright() as pw:
+    load = int(os.environ.get("MSSL_BROWSER_LOAD", "2"))
+    print(f"load: {load} busy-loop processes; load averages at start {os.getloadavg()}")
+    with cpu_load(load), Lab(nbdir, tmp_path, {"MSSL_RUNS": str(runs)}) as lab, sync_playwright() as pw:
         ctx = launch(pw, tmp_path)
-        page, console = ctx.new_page(), []
+        page, console, log = ctx.new_page(), [], []
         try:
-            page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+            def on_console(m):
+                log.append(f"[{m.type}] {m.text}")
+                if m.type == "error": console.append(m.text)
+            page.on("console", on_console)
+            page.on("pageerror", lambda e: (log.append(f"[pageerror] {e}"), console.append(f"pageerror: {e}")))
             page.goto(f"{lab.base}/lab/tree/13_dashboard.ipynb?token={lab.token}", timeout=60_000)
             page.wait_for_function(KERNEL_IDLE, timeout=120_000, polling=500)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
@@ -151,6 +190,11 @@ def test_dashboard_in_jupyterlab(tmp_path):
             # the kernel is idle; the browser may still be applying the last widget messages
             page.wait_for_function(f"() => {{ const s = ({PLOT_STATE})(); return s && s.title.endsWith('epoch 5') && s.ys.length == 2; }}",
                                    timeout=90_000, polling=250)
+            # the second panel too: 2 runs x 4 metrics, drawn with their points, three shown (α-ReQ r² is off)
+            page.wait_for_function(f"() => {{ const m = ({METRICS_STATE})(); return !!m && m.n == 8 && m.points > 0; }}",
+                                   timeout=90_000, polling=250)
+            metrics = page.evaluate(METRICS_STATE)
+            assert metrics["n"] == 8 and metrics["points"] == 8 * 6 and metrics["marker"] == 5, metrics
             before = page.evaluate(PLOT_STATE)
             assert before["title"].endswith("epoch 5") and len(before["ys"]) == 2 and len(before["ys"][0]) == 128, before["title"]
             truth = load_run(runs / "matrix_ssl")
@@ -164,8 +208,10 @@ def test_dashboard_in_jupyterlab(tmp_path):
             page.mouse.down()
             page.mouse.move(track["x"] + 1, handle["y"] + handle["height"] / 2, steps=12)
             page.mouse.up()
-            page.wait_for_function(f"() => ({PLOT_STATE})().title.endsWith('epoch 0')", timeout=30_000, polling=200)
+            page.wait_for_function(plot_at(0), timeout=30_000, polling=200)
             after = page.evaluate(PLOT_STATE)
+            page.wait_for_function(f"() => {{ const m = ({METRICS_STATE})(); return !!m && m.marker === 0; }}",  # its marker too
+                                   timeout=30_000, polling=200)
             assert after["ys"] != before["ys"]
             assert abs(after["ys"][0][3] - truth.spectrum(0)[3]) < 1e-9 * truth.spectrum(0)[0]
             page.locator(".mssl-dashboard").screenshot(path=str(tmp_path / "dashboard-epoch0.png"))
@@ -173,10 +219,10 @@ def test_dashboard_in_jupyterlab(tmp_path):
             # live mode: back to the last epoch, switch live on, the run gains an epoch, the plot follows
             page.locator(".mssl-dashboard .mssl-epoch .noUi-handle").focus()
             page.keyboard.press("End")
-            page.wait_for_function(f"() => ({PLOT_STATE})().title.endsWith('epoch 5')", timeout=30_000, polling=200)
+            page.wait_for_function(plot_at(5), timeout=30_000, polling=200)
             page.locator(".mssl-dashboard .mssl-live").click()
             extend_synthetic_run(runs / "matrix_ssl")
-            page.wait_for_function(f"() => ({PLOT_STATE})().title.endsWith('epoch 6')", timeout=90_000, polling=250)
+            page.wait_for_function(plot_at(6), timeout=90_000, polling=250)
             live = page.evaluate(PLOT_STATE)
             new = load_run(runs / "matrix_ssl").spectrum(6)
             assert abs(live["ys"][0][3] - new[3]) < 1e-9 * new[0]
@@ -185,13 +231,18 @@ def test_dashboard_in_jupyterlab(tmp_path):
             widget_errors = [m for m in console if any(w in m.lower() for w in ("plotly", "anywidget", "widget"))]
             assert not widget_errors, widget_errors
             print("screenshots:", *sorted(tmp_path.glob("*.png")), "console errors:", console, sep="\n")
+            print(f"load averages at end {os.getloadavg()}")
         except Exception:
             # leave evidence next to the screenshots: what the page showed and what the dashboard said
             page.screenshot(path=str(tmp_path / "failure.png"))
             state = page.evaluate(PLOT_STATE)
             status = page.eval_on_selector_all(".mssl-dashboard .widget-html-content", "els => els.map(e => e.textContent)")
+            widget_log = [m for m in log if any(w in m.lower() for w in ("plotly", "anywidget", "widget", "pageerror"))
+                          and "to activate" not in m]
             print(f"failure screenshot: {tmp_path / 'failure.png'}\nplot: {state and state['title']}\n"
-                  f"dashboard text: {status}\nconsole errors: {console}\nserver log: {lab.log}")
+                  f"metrics: {page.evaluate(METRICS_STATE)}\ndashboard text: {status}\nconsole errors: {console}\n"
+                  f"widget console messages: {widget_log[:20]}\nserver log: {lab.log}\nload averages {os.getloadavg()}")
             raise
         finally:
+            (tmp_path / "console.log").write_text("\n".join(log))
             ctx.close()

@@ -86,3 +86,36 @@ def test_fashion_mnist_with_workers_and_fraction():
     assert x.dtype == torch.uint8 and x.shape == (32, 1, 28, 28) and y.shape == (32,)
     v1, v2 = create_augment("small", size=28, in_chans=1)(x)
     assert v1.shape == (32, 1, 28, 28) and not torch.equal(v1, v2)
+
+
+def test_val_split_with_fewer_classes_keeps_the_training_labels(tmp_path):
+    "issue 11: val/ lacks a training class; through DataLoader workers every val label still names its folder's class"
+    import shutil
+    from pathlib import Path
+    torch.set_num_threads(1)
+    root = make_imagefolder(tmp_path / "tree", per_class={"train": 2, "val": 3}, num_classes=4, size=24)
+    shutil.rmtree(root / "val" / "n00000001")                       # a class missing from val shifts every later label
+    train = create_dataset("imagefolder", root=root, size=16, cache_dir=tmp_path)
+    val = create_dataset("imagefolder", root=root, split="val", size=16, cache_dir=tmp_path)
+    assert val.classes == train.classes and val.num_classes == 4
+    seen = []
+    for x, y in DataLoader(val, batch_size=4, num_workers=2):
+        seen += y.tolist()
+    assert sorted(seen) == sorted(val.labels.tolist()) and set(seen) == {0, 2, 3}
+    assert all(Path(p).parent.name == train.classes[l] for p, l in zip(val.paths, val.labels.tolist()))
+    (root / "val" / "n00000009").mkdir()
+    shutil.copy(val.paths[0], root / "val" / "n00000009" / "x.JPEG")
+    with pytest.raises(data.ImageFolderError, match="n00000009 not among the 4 training classes"):
+        create_dataset("imagefolder", root=root, split="val", cache_dir=tmp_path)
+
+
+def test_no_readable_image_is_one_error_before_any_worker_starts(tmp_path):
+    "a folder of undecodable files: NoReadableImageError (a ValueError: the CLI's one line) when the set is built"
+    for c in ("a", "b"):
+        (tmp_path / "bad" / "train" / c).mkdir(parents=True)
+        (tmp_path / "bad" / "train" / c / "0.JPEG").write_bytes(b"\xff\xd8\xff\xe0 garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.UnreadableImageWarning)
+        with pytest.raises(data.NoReadableImageError, match="no readable image in .*all 2 files failed to decode") as e:
+            create_dataset("imagefolder", root=tmp_path / "bad", cache_dir=tmp_path)
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)

@@ -1,0 +1,236 @@
+"""`mssl-eval` end to end: every subcommand through its command line (subprocess where the exit status matters),
+results written to RUN_DIR/eval/<kind>.json, the feature cache invalidated by a changed checkpoint, the COCO
+oracle scores through the CLI, detectron2 names for a ResNet-50 and a round trip back to torchvision, and the
+exit-2 errors of the issue's acceptance list. Run dirs are built by `random_init_run` (the runs module's writer)
+and, in the slow test, by the real `mssl-train`."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mssl_workbench.data import SAMPLE_FASHION_MNIST
+from mssl_workbench import evaluate as ev
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = str(SAMPLE_FASHION_MNIST)
+SMALL_HEADS = {"proj_dim": 64, "proj_hidden": 128, "pred_hidden": 32}
+
+
+def make_run(path, *, data=None, seed=0, **model):
+    "A run directory with the random-init model (step 0) of a small config over the embedded sample"
+    cfg = {"data": {"root": SAMPLE, **(data or {})}, "train": {"seed": seed},
+           "model": {"method": "matrix_ssl", "backbone": "resnet10t_mini", "small_input": False, **SMALL_HEADS, **model}}
+    return ev.random_init_run(path, cfg)
+
+
+def cli(*args, env_extra=None, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "mssl_workbench.evaluate", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    return {"a": make_run(base / "a"), "b": make_run(base / "b", seed=1, method="simsiam"), "base": base}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSSL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_help_lists_presets(capsys):
+    for sub in ("linear", "knn", "select", "semisup", "finetune", "coco", "coco-score", "export-detectron2"):
+        with pytest.raises(SystemExit) as e: ev.main([sub, "--help"])
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        assert "usage: mssl-eval " + sub in text
+        if sub in ev._KINDS: assert "presets:" in text and all(p in text for p in ev._KINDS[sub][1])
+        if sub == "coco": assert "R50-FPN" in text and "R50-C4" in text
+
+
+def test_linear_fast_path_and_cache_invalidation(tmp_path):
+    ckpt = make_run(tmp_path / "lin")
+    env = {"MSSL_CACHE": str(tmp_path / "cache")}
+    args = ["linear", ckpt, "--preset", "fmnist-fast", f"root={SAMPLE}", "train_fraction=0.1", "val_fraction=0.25", "epochs=3", "batch_size=256"]
+    r = cli(*args, env_extra=env)
+    assert r.returncode == 0, r.stderr
+    assert "the paper's code reports best" in r.stdout
+    out = json.loads((ckpt.parent.parent / "eval" / "linear.json").read_text())
+    assert out["feature_cache"] == {"train": "miss", "val": "miss"}
+    assert (out["n_train"], out["n_val"], len(out["history"])) == (1000, 500, 3)
+    assert out["top1_best"] == max(h["top1"] for h in out["history"]) and out["top1_last"] == out["history"][-1]["top1"]
+    assert out["reported"].startswith("top1_best") and 0.1 < out["top1_best"] <= 1 and out["top5_best"] >= out["top1_best"]
+    assert out["peak_lr"] == pytest.approx(0.48 * 256 / 4096)
+    r = cli(*args, env_extra=env)
+    again = json.loads((ckpt.parent.parent / "eval" / "linear.json").read_text())
+    assert again["feature_cache"] == {"train": "hit", "val": "hit"} and again["top1_last"] == out["top1_last"]
+    # a changed checkpoint (other weights, same file name) must not read the old features
+    state = torch.load(ckpt, weights_only=True)
+    state["model"] = {k: (v + 0.5 * torch.randn_like(v)) if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, ckpt)
+    r = cli(*args, env_extra=env)
+    changed = json.loads((ckpt.parent.parent / "eval" / "linear.json").read_text())
+    assert changed["feature_cache"] == {"train": "miss", "val": "miss"}
+    assert changed["checkpoint_sha256"] != out["checkpoint_sha256"] and changed["history"] != out["history"]
+
+
+def test_knn_matches_direct_computation(runs, cache):
+    out = ev.run_knn(runs["b"], ev.build_config(ev.KnnConfig, ev.KNN_PRESETS, "fmnist", [f"root={SAMPLE}", "val_fraction=0.2", "device=cpu"]))
+    assert set(out) >= {"k20", "k200"} and out["n_train"] == 10000 and out["n_val"] == 400
+    model, cfg = ev._load_trained(runs["b"])
+    train = ev.load_split(cfg, "train", root=SAMPLE)
+    val = ev.load_split(cfg, "test", root=SAMPLE, fraction=0.2)
+    from mssl_workbench.eval import knn_accuracy
+    tf, vf = ev.split_features(model, cfg, train), ev.split_features(model, cfg, val)
+    assert out["k20"] == pytest.approx(knn_accuracy(tf, train.labels, vf, val.labels, k=20, temperature=0.07, num_classes=10))
+    assert json.loads((runs["b"].parent.parent / "eval" / "knn.json").read_text())["k200"] == out["k200"]
+
+
+def test_select_ranks_and_reports(runs, capsys):
+    for name, acc in (("a", 0.6), ("b", 0.7)):
+        ev.write_eval(runs[name].parent.parent, "knn", {"k20": acc})
+    sc = ev.build_config(ev.SelectConfig, ev.SELECT_PRESETS, "fmnist", [f"root={SAMPLE}", "rankme_samples=512", "lidar_images=64", "lidar_views=3", "device=cpu"])
+    out = ev.run_select([runs["a"].parent.parent, runs["b"].parent.parent], sc)
+    assert len(out["runs"]) == 2 and {e["method"] for e in out["runs"]} == {"matrix_ssl", "simsiam"}
+    for e in out["runs"]:
+        assert 1 <= e["rankme"] <= 64 and 1 <= e["lidar"] <= 63 and (e["lidar_images"], e["lidar_views"]) == (64, 3)
+        assert json.loads(Path(e["run"], "eval", "select.json").read_text())["rankme"] == e["rankme"]
+    rep = out["report"]["all"]["rankme~knn"]
+    best = max(out["runs"], key=lambda e: e["rankme"])
+    assert rep["regret"] == pytest.approx(0.7 - best["accuracy"]["knn"]) and rep["kendall_tau"] in (-1.0, 1.0)
+    assert "method:matrix_ssl" not in out["report"]      # one run per method: no within-method figure
+    assert "kendall_tau" in capsys.readouterr().out
+
+
+def test_coco_score_cli_oracles_and_errors(tmp_path):
+    root = ev.make_synthetic_coco(tmp_path / "coco", splits={"val": 5})
+    gt_path = root / "annotations" / "instances_val2017.json"
+    gt = json.loads(gt_path.read_text())
+    (tmp_path / "perfect.json").write_text(json.dumps(ev.oracle_detections(gt)))
+    (tmp_path / "shifted.json").write_text(json.dumps(ev.oracle_detections(gt, shift_iou=0.6)))
+    r = cli("coco-score", "--gt", gt_path, "--detections", tmp_path / "perfect.json", "--output", tmp_path / "s.json")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["bbox AP 1.000 AP50 1.000 AP75 1.000", "segm AP 1.000 AP50 1.000 AP75 1.000"]
+    r = cli("coco-score", "--gt", gt_path, "--detections", tmp_path / "shifted.json")
+    line, = r.stdout.splitlines()
+    assert line.startswith("bbox AP ") and "AP50 1.000 AP75 0.000" in line
+    (tmp_path / "bad.json").write_text("[{not json")
+    other = [dict(d, image_id=10_000) for d in ev.oracle_detections(gt)]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    for dets, msg in ((tmp_path / "bad.json", "not valid JSON"), (tmp_path / "other.json", "does not have")):
+        r = cli("coco-score", "--gt", gt_path, "--detections", dets)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and msg in r.stderr, r.stderr
+
+
+def test_export_detectron2_resnet50_names_and_round_trip(tmp_path, capsys):
+    import torchvision
+    ckpt = make_run(tmp_path / "r50", backbone="resnet50", data={"in_chans": 3, "image_size": 64})
+    model, cfg = ev._load_trained(ckpt)
+    net = model.backbone.model
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d): m.running_mean.normal_(0, 0.1); m.running_var.uniform_(0.5, 2); m.weight.uniform_(0.5, 1.5)
+    state = torch.load(ckpt, weights_only=True); state["model"] = model.state_dict(); torch.save(state, ckpt)
+    assert ev.main(["export-detectron2", str(ckpt), "-o", str(tmp_path / "model.pkl")]) == 0
+    printed = capsys.readouterr().out
+    for key in ("MODEL.RESNETS.STRIDE_IN_1X1: False", "INPUT.FORMAT: RGB", "MODEL.PIXEL_MEAN: [123.675, 116.28, 103.53]",
+                "MODEL.PIXEL_STD: [58.395, 57.12, 57.375]", "MODEL.RESNETS.DEPTH: 50"):
+        assert key in printed
+    blob = pickle.loads((tmp_path / "model.pkl").read_bytes())
+    assert blob["__author__"] == "mssl-workbench" and blob["matching_heuristics"] is True
+    d2 = blob["model"]
+    for key in ("stem.conv1.weight", "stem.conv1.norm.running_var", "res2.0.shortcut.weight", "res2.0.shortcut.norm.weight",
+                "res4.5.conv2.norm.bias", "res5.2.conv3.norm.running_var", "res5.2.conv3.weight"):
+        assert key in d2 and isinstance(d2[key], np.ndarray), key
+    assert len(d2) == 53 * 5      # 53 convolutions (stem, 16 blocks x 3, 4 shortcuts), each a weight + 4 BN tensors
+    assert not any(k.startswith(("fc", "layer")) or "num_batches" in k for k in d2)
+    tv = torchvision.models.resnet50(weights=None).eval()
+    missing, unexpected = tv.load_state_dict(ev.torchvision_state_dict(d2), strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and unexpected == []
+    tv.fc = torch.nn.Identity()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(): torch.testing.assert_close(tv(x), model.features(x), rtol=1e-5, atol=1e-5)
+    assert json.loads((tmp_path / "r50" / "eval" / "export-detectron2.json").read_text())["tensors"] == len(d2)
+
+
+def test_errors_exit_2(runs, tmp_path, capsys):
+    vit = make_run(tmp_path / "vit", backbone="vit_tiny_patch16_224", small_input=True, data={"in_chans": 3, "image_size": 32})
+    coco = ev.make_synthetic_coco(tmp_path / "coco", splits={"train": 2, "val": 2})
+    (tmp_path / "empty_coco").mkdir()
+    (tmp_path / "list.txt").write_text("0\n5\nn01440764_10026.JPEG\n")
+    cases = [
+        (["linear", str(tmp_path / "missing")], "no such run directory"),
+        (["knn", str(tmp_path)], "no checkpoints/step_*.pt in this run directory"),
+        (["export-detectron2", str(vit)], "is not a ResNet"),
+        (["coco", str(vit), "--data", str(coco), "--preset", "synthetic-smoke"], "is not a ResNet"),
+        (["coco", str(runs["a"]), "--data", str(tmp_path / "empty_coco")], "no annotations/instances_train2017.json"),
+        (["semisup", str(runs["a"]), f"root={SAMPLE}", f"subset_file={tmp_path / 'list.txt'}"], "n01440764_10026.JPEG"),
+        (["export-detectron2", str(runs["a"])], "1-channel input"),
+        (["linear", str(runs["a"]), "--preset", "fmnist-fats"], "did you mean fmnist-fast"),
+        (["linear", str(runs["a"]), "epoch=3"], "did you mean epochs"),
+    ]
+    for argv, msg in cases:
+        assert ev.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], (argv, err)
+    r = cli("coco", vit, "--data", coco)                     # the real exit status of the console script
+    assert r.returncode == 2 and "is not a ResNet" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_semisup_subset_stratified(runs, tmp_path):
+    r = cli("semisup", runs["a"], "--percent", "1", f"root={SAMPLE}", "epochs=1", "val_fraction=0.05", "device=cpu")
+    assert r.returncode == 0, r.stderr
+    out = json.loads((runs["a"].parent.parent / "eval" / "semisup-1pct.json").read_text())
+    assert out["n_labelled"] == 100 and out["per_class"] == [10] * 10 and out["subset"] == "stratified 1.0% (seed 0)"
+    assert out["options"]["lr_backbone"] == 0.005 and out["options"]["lr_head"] == 0.5 and out["n_val"] == 100
+    (tmp_path / "idx.txt").write_text("\n".join(str(i) for i in range(0, 10000, 500)))
+    sc = ev.build_config(ev.SemisupConfig, ev.SEMISUP_PRESETS, "fmnist-1pct", [f"root={SAMPLE}", "epochs=1", "val_fraction=0.05",
+                                                                              f"subset_file={tmp_path / 'idx.txt'}", "device=cpu"])
+    assert ev.run_semisup(runs["a"], sc, write=False)["n_labelled"] == 20
+
+
+def test_finetune_smoke(runs):
+    fc = ev.build_config(ev.FinetuneConfig, ev.FINETUNE_PRESETS, "fmnist", [f"root={SAMPLE}", "train_fraction=0.02", "val_fraction=0.05",
+                                                                             "batch_size=32", "max_steps=2", "device=cpu"])
+    out = ev.run_finetune(runs["a"], fc)
+    assert out["history"][-1]["steps"] == 2 and 0 <= out["top1_last"] <= 1
+    assert Path(out["written_to"]).name == "finetune.json"
+
+
+def test_coco_smoke_two_steps(tmp_path):
+    ckpt = make_run(tmp_path / "r18", backbone="resnet18", data={"in_chans": 3, "image_size": 64})
+    coco = ev.make_synthetic_coco(tmp_path / "coco", splits={"train": 4, "val": 2}, size=96)
+    r = cli("coco", ckpt, "--data", coco, "--preset", "synthetic-smoke")
+    assert r.returncode == 0, r.stderr
+    out = json.loads((tmp_path / "r18" / "eval" / "coco.json").read_text())
+    assert out["iterations"] == 2 and "R50-C4" in out["note"] and "R50-FPN" in r.stdout
+    assert all(np.isfinite(v) for v in out["losses_first_last"][-1].values())
+    det = ev.maskrcnn_from_resnet(ev._resnet_of(*ev._load_trained(ckpt)), 4, min_size=(96,), max_size=128)
+    bns = [m for m in det.backbone.body.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(type(m) is torch.nn.BatchNorm2d and m.weight.requires_grad for m in bns)   # trainable, not FrozenBatchNorm2d
+
+
+def test_on_a_run_made_by_mssl_train(tmp_path, console):
+    out = tmp_path / "run"
+    r = subprocess.run([console("mssl-train"), "--preset", "quickstart", "data.fraction=0.05", "train.epochs=1", "train.batch_size=64",
+                        "eval.monitor_samples=256", "eval.knn_train_samples=300", "--output", str(out), "--quiet"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli("knn", out, f"root={SAMPLE}", "val_fraction=0.1", env_extra={"MSSL_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    knn = json.loads((out / "eval" / "knn.json").read_text())
+    assert knn["method"] == "matrix_ssl" and 0.3 < knn["k20"] <= 1
+    try:
+        from mssl_workbench.runs import read_run
+    except ImportError: return
+    assert "knn" in str(read_run(out).evals)
