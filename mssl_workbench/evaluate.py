@@ -42,13 +42,13 @@ from .runs import RunWriter, checkpoint_paths, load_trained
 __all__ = ['FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG', 'SEMISUP_PRESETS',
            'FINETUNE_PRESETS', 'COCO_PRESETS', 'EvalError', 'resolve_checkpoint', 'random_init_run', 'write_eval',
            'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare', 'classification_transforms', 'split_loader',
-           'split_features', 'file_sha256', 'feature_cache_key', 'cached_split_features', 'EvalData', 'LinearConfig',
-           'linear_head', 'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head', 'run_linear',
-           'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SelectConfig', 'selection_criteria',
-           'selection_report', 'run_select', 'coco_score', 'format_coco', 'make_synthetic_coco', 'oracle_detections',
-           'detectron2_state_dict', 'torchvision_state_dict', 'export_detectron2', 'SemisupConfig', 'semisup_indices',
-           'read_subset_file', 'run_semisup', 'FinetuneConfig', 'finetune_model', 'run_finetune', 'CocoConfig',
-           'maskrcnn_from_resnet', 'run_coco', 'build_parser', 'main']
+           'split_features', 'file_sha256', 'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData',
+           'LinearConfig', 'linear_head', 'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head',
+           'run_linear', 'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SelectConfig',
+           'selection_criteria', 'selection_report', 'run_select', 'coco_score', 'format_coco', 'make_synthetic_coco',
+           'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict', 'export_detectron2', 'SemisupConfig',
+           'semisup_indices', 'read_subset_file', 'run_semisup', 'FinetuneConfig', 'finetune_model', 'run_finetune',
+           'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser', 'main']
 
 # %% ../nbs/16_evaluate.ipynb #993e8c50
 class EvalError(ValueError):
@@ -148,7 +148,7 @@ def build_config(cls, presets: dict, preset: str | None, overrides: Sequence[str
 def _describe_presets(presets: dict) -> str:
     return "\n".join(f"  {name:28s} {note}" for name, (_, note) in presets.items())
 
-# %% ../nbs/16_evaluate.ipynb #3f26299d
+# %% ../nbs/16_evaluate.ipynb #cacb4180
 @dataclass
 class LabelledSplit:
     "A labelled split: uint8 images in memory, or files; labels; class names"
@@ -192,7 +192,10 @@ def load_split(
         if root is None: raise EvalError("data root is unknown: pass root=<folder with train/ and val/>")
         folder = Path(root) / split
         if not folder.is_dir(): raise EvalError(f"no {split!r} split at {folder}: expected {folder}/<class>/<image> (ImageNet layout)")
-        classes, samples = scan_image_folder(folder)
+        train = Path(root) / getattr(getattr(cfg, "data", None), "train_split", "train")
+        index = scan_image_folder(train)[0] if train != folder and train.is_dir() else None   # one class index: the training split's
+        try: classes, samples = scan_image_folder(folder, classes=index)
+        except (ValueError, FileNotFoundError) as e: raise EvalError(str(e)) from None
         out = LabelledSplit(torch.tensor([l for _, l in samples]), classes, paths=[p for p, _ in samples], source=str(folder))
     else:
         raise EvalError(f"data set {name!r} has no labels: evaluation needs fashion_mnist or an imagefolder (dataset=imagefolder root=...)")
@@ -304,9 +307,17 @@ def cached_split_features(
     os.replace(tmp, path)
     return feats, "miss"
 
-# %% ../nbs/16_evaluate.ipynb #8f10d34a
+# %% ../nbs/16_evaluate.ipynb #8428e483
 @dataclass
-class EvalData:
+class EvalRuntime:
+    "Where and how an evaluation runs"
+    seed: int = 0
+    device: str = "auto"
+    feature_batch: int = 512         # images per forward pass of the frozen backbone
+    num_workers: int = 0             # DataLoader workers (file-backed data)
+
+@dataclass
+class EvalData(EvalRuntime):
     "Which labelled data an evaluation uses; unset fields mean the run's own"
     dataset: str | None = None       # None: the run's data set
     root: str | None = None          # None: the run's data.root; "search": full Fashion-MNIST where installed
@@ -330,10 +341,6 @@ class LinearConfig(EvalData):
     trust: float = 0.001
     bn_eps: float = 1e-6             # the head's BatchNorm1d(affine=False) epsilon
     init_std: float = 0.01           # Linear weight ~ N(0, init_std^2), bias 0
-    seed: int = 0
-    device: str = "auto"
-    feature_batch: int = 512         # images per forward pass of the frozen backbone
-    num_workers: int = 0             # DataLoader workers (file-backed data)
 
     @property
     def peak_lr(self) -> float: return self.lr * self.batch_size / self.lr_batch
@@ -506,16 +513,12 @@ def run_linear(
     if write: out["written_to"] = str(write_eval(run_dir, "linear", out))
     return out
 
-# %% ../nbs/16_evaluate.ipynb #282f33ba
+# %% ../nbs/16_evaluate.ipynb #fdde42e0
 @dataclass
 class KnnConfig(EvalData):
     "Options of `mssl-eval knn`"
     ks: tuple = (20, 200)
     temperature: float = 0.07
-    seed: int = 0
-    device: str = "auto"
-    feature_batch: int = 512
-    num_workers: int = 0
 
 KNN_PRESETS: dict[str, tuple[dict, str]] = {
     "fmnist": (dict(root="search", val_split="test"), "CPU: full Fashion-MNIST train (60k) as memory bank, test (10k) as queries"),
@@ -898,9 +901,9 @@ def export_detectron2(ckpt_or_run: str | Path, output: str | Path, *, log=print,
     if write: out["written_to"] = str(write_eval(run_dir, "export-detectron2", out))
     return out
 
-# %% ../nbs/16_evaluate.ipynb #a448cac5
+# %% ../nbs/16_evaluate.ipynb #92d4450d
 @dataclass
-class SemisupConfig:
+class SemisupConfig(EvalRuntime):
     "Options of `mssl-eval semisup`"
     percent: float = 1.0             # labelled percentage (1 or 10 in the papers)
     subset_file: str | None = None   # SimCLR-style list of training image names (or indices for in-memory sets)
@@ -917,10 +920,6 @@ class SemisupConfig:
     weight_decay: float = 0.0
     crop_scale: tuple = (0.08, 1.0)
     eval_every: int = 0              # epochs between validation passes (0: only after the last epoch)
-    seed: int = 0
-    device: str = "auto"
-    feature_batch: int = 512
-    num_workers: int = 0
 
 _IMNET = dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1)
 SEMISUP_PRESETS: dict[str, tuple[dict, str]] = {
@@ -1024,7 +1023,7 @@ def run_semisup(run_or_ckpt, sc: SemisupConfig, *, preset: str | None = None, lo
     if write: out["written_to"] = str(write_eval(run_dir, kind, out))
     return out
 
-# %% ../nbs/16_evaluate.ipynb #68700c7a
+# %% ../nbs/16_evaluate.ipynb #31d6fe56
 @dataclass
 class FinetuneConfig(EvalData):
     "Options of `mssl-eval finetune`"
@@ -1045,10 +1044,6 @@ class FinetuneConfig(EvalData):
     reprob: float = 0.25
     max_steps: int | None = None      # stop early (smoke tests)
     eval_every: int = 0
-    seed: int = 0
-    device: str = "auto"
-    feature_batch: int = 512
-    num_workers: int = 0
 
 FINETUNE_PRESETS: dict[str, tuple[dict, str]] = {
     "imagenet-mae-vitb": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1),
@@ -1281,7 +1276,7 @@ def run_coco(run_or_ckpt, data: str | Path, cc: CocoConfig, *, preset: str | Non
         if write: result["written_to"] = str(write_eval(run_dir, "coco", result))
     return result
 
-# %% ../nbs/16_evaluate.ipynb #d1875711
+# %% ../nbs/16_evaluate.ipynb #25f9b46d
 _KINDS = {"linear": (LinearConfig, LINEAR_PRESETS, "fmnist-fast"), "knn": (KnnConfig, KNN_PRESETS, "fmnist"),
           "select": (SelectConfig, SELECT_PRESETS, "fmnist"), "semisup": (SemisupConfig, SEMISUP_PRESETS, None),
           "finetune": (FinetuneConfig, FINETUNE_PRESETS, "fmnist"), "coco": (CocoConfig, COCO_PRESETS, "coco-r50-fpn-1x")}
@@ -1291,6 +1286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mssl-eval", description="Downstream evaluation of mssl-train runs: results go to RUN_DIR/eval/<kind>.json.",
                                 epilog="Example: mssl-eval linear runs/quickstart --preset fmnist-fast epochs=20")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("gsm8k", add_help=False, help="GSM8K exact-match accuracy of a language-model run, checkpoint or model directory "
+                   "(the LM chapter's evaluation; `mssl-eval gsm8k --help`)")
     def common(sp, kind):
         cls, presets, default = _KINDS[kind]
         sp.add_argument("--preset", default=default, help=f"protocol preset (default {default}); see --list-presets")
@@ -1392,6 +1389,10 @@ def _dispatch(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `mssl-eval`"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gsm8k"]:                           # the language-model evaluation has its own options
+        from mssl_workbench.lm import lm_eval_main
+        return lm_eval_main(argv[1:], prog="mssl-eval gsm8k")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)          # key=value overrides may follow --options
     if args.command is None: parser.print_help(); return 2

@@ -1056,7 +1056,7 @@ def _fit(run: LMRun) -> dict:
     run.writer.write_summary(summary)
     return summary
 
-# %% ../nbs/15_lm.ipynb #1992e202
+# %% ../nbs/15_lm.ipynb #fbd2e0a5
 def load_lm(
     target,              # a run directory, a checkpoint file, or a local 🤗 model directory
     *,
@@ -1080,9 +1080,9 @@ def load_lm(
     model.load_state_dict(state["model"])
     return model.to(device).eval(), tok, cfg, ckpt
 
-def lm_eval_main(argv: list[str] | None=None) -> int:
-    "mssl-eval-lm: GSM8K exact-match accuracy of a checkpoint, run directory or model directory on a JSON-lines file"
-    parser = argparse.ArgumentParser(prog="mssl-eval-lm", description=lm_eval_main.__doc__)
+def lm_eval_main(argv: list[str] | None=None, *, prog: str="mssl-eval gsm8k") -> int:
+    "GSM8K exact-match accuracy of a checkpoint, run directory or model directory on a JSON-lines file"
+    parser = argparse.ArgumentParser(prog=prog, description=lm_eval_main.__doc__)
     parser.add_argument("model", help="run directory, checkpoints/step_XXXXXXXX.pt, or a local 🤗 model directory")
     parser.add_argument("data", help="JSON-lines file in GSM8K (question/answer) or MetaMathQA (query/response) format")
     parser.add_argument("--template", choices=list(PROMPT_TEMPLATES), help="prompt template (default: the run's; alpaca for a model directory)")
@@ -1111,7 +1111,7 @@ def lm_eval_main(argv: list[str] | None=None) -> int:
                       generations=str(out) if out else None)
         if run_dir is not None: _runs.RunWriter(run_dir).write_eval("gsm8k", result)
     except (LMInputError, FileNotFoundError, ValueError) as e:
-        print(f"mssl-eval-lm: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result))
     return 0

@@ -267,7 +267,7 @@ def trace_product_logm_taylor(
     traces = _product_traces(P, powers, order + 1)
     return sum(c * t for c, t in zip(coefficients[1:], traces[1:]))
 
-# %% ../nbs/01_matrix.ipynb #ac27a03a
+# %% ../nbs/01_matrix.ipynb #4d161808
 def _taylor_shift_coefficients(order: int, mu: float) -> list[float]:
     "a_j with logT(μ + x) = Σ_j a_j x^j, j = 0..order (logT the order-K Taylor log around 1)"
     coefficients, nu = _taylor_coefficients(order), mu - 1.0
@@ -278,6 +278,12 @@ def _check_pair(y: Tensor, z: Tensor, names: str) -> None:
     _check_matrix(y, names[0], square=False); _check_matrix(z, names[1], square=False)
     if y.shape != z.shape:
         raise ValueError(f"{names[0]} and {names[1]} must have the same shape (m, d), got {tuple(y.shape)} and {tuple(z.shape)}")
+
+def _prepared_pair(y: Tensor, z: Tensor, names: str) -> tuple[Tensor, Tensor, int, int]:
+    "Two (…, m, d) embeddings checked and cast to the computation dtype, with m and d"
+    _check_pair(y, z, names)
+    dtype = _dtype(y, z)
+    return y.to(dtype), z.to(dtype), *z.shape[-2:]
 
 def _check_mu(mu: float, name: str) -> float:
     mu = float(mu)
@@ -293,10 +299,7 @@ def lowrank_trace_logm_taylor(
     order: int=4,  # K
 ) -> Tensor:       # (...) scalar
     "tr logT(aᵀb/m + μI_d) from the m×m matrix b aᵀ/m: tr logT(baᵀ/m + μI_m) + (d − m) logT(μ)"
-    _check_pair(a, b, "ab")
-    dtype = _dtype(a, b)
-    a, b = a.to(dtype), b.to(dtype)
-    m, d = a.shape[-2:]
+    a, b, m, d = _prepared_pair(a, b, "ab")
     if m >= d: return trace_logm_taylor(a.mT @ b / m + mu * _eye(d, a), order)
     G = b @ a.mT / m
     tail = (d - m) * _taylor_shift_coefficients(order, mu)[0]
@@ -312,10 +315,7 @@ def lowrank_trace_product_logm_taylor(
     order: int=4,  # K
 ) -> Tensor:       # (...) scalar
     "tr((yᵀy/m + μ_p I) · logT(zᵀz/m + μ_q I)) in batch space: two m×d×m and three m×m×m products at K = 4"
-    _check_pair(y, z, "yz")
-    dtype = _dtype(y, z)
-    y, z = y.to(dtype), z.to(dtype)
-    m, d = z.shape[-2:]
+    y, z, m, d = _prepared_pair(y, z, "yz")
     if m >= d:
         eye = _eye(d, z)
         return trace_product_logm_taylor(y.mT @ y / m + mu_p * eye, z.mT @ z / m + mu_q * eye, order)
@@ -340,10 +340,7 @@ def lowrank_matrix_ssl_taylor(
     order: int=4,  # K
 ) -> tuple[Tensor, Tensor]:  # (tr logT(pᵀz/m + μI), tr((pᵀp/m + μI) logT(zᵀz/m + μI)))
     "Both traces of the official Matrix-SSL loss for one pair, sharing the m×d×m product p zᵀ (two instead of three)"
-    _check_pair(p, z, "pz")
-    dtype = _dtype(p, z)
-    p, z = p.to(dtype), z.to(dtype)
-    m, d = z.shape[-2:]
+    p, z, m, d = _prepared_pair(p, z, "pz")
     if m >= d:
         eye = _eye(d, z)
         return (trace_logm_taylor(p.mT @ z / m + mu * eye, order),
@@ -352,7 +349,7 @@ def lowrank_matrix_ssl_taylor(
     uniformity = trace_logm_taylor(K + mu * _eye(m, K), order) + (d - m) * _taylor_shift_coefficients(order, mu)[0]
     return uniformity, _lowrank_product_taylor(z @ z.mT / m, K, p.square().sum((-2, -1)) / m, d, mu, mu, order)
 
-# %% ../nbs/01_matrix.ipynb #27dd8b65
+# %% ../nbs/01_matrix.ipynb #50b41d74
 def _log1p_ratio(t: Tensor) -> Tensor:
     "h(t) = log(1 + t)/t for t ≥ 0, h(0) = 1"
     zero = t == 0
@@ -398,11 +395,8 @@ def lowrank_trace_product_logm(
     eigh64: bool=True,  # eigen-decomposition in float64
 ) -> Tensor:       # (...) scalar
     "Exact tr((yᵀy/m + μ_p I) log(zᵀz/m + μ_q I)) via the m×m eigen-decomposition of zzᵀ/m; no d×d matrix when m < d"
-    _check_pair(y, z, "yz")
+    y, z, m, d = _prepared_pair(y, z, "yz")
     mu_q = _check_mu(mu_q, "mu_q")
-    dtype = _dtype(y, z)
-    y, z = y.to(dtype), z.to(dtype)
-    m, d = z.shape[-2:]
     if m >= d:
         eye = _eye(d, z)
         return _trace_of_product(y.mT @ y / m + mu_p * eye, logm_psd(z.mT @ z / m + mu_q * eye, eigh64=eigh64))

@@ -6,6 +6,7 @@
    fixed masking noise): allreduce matches the global batch, rank_local gives rec + (λ / W)·reg.
 2. Every preset of the three methods builds its model and lowers its objective on a fixed batch in a few AdamW
    steps (the ImageNet presets at their real widths; ViT-L with fewer blocks to bound the test's memory and time).
+3. Through the engine (mssl-train): fmnist-mmae resumed from a step-3 checkpoint ends bit-identical to a straight run.
 
 The workers are module-level functions so that torch.multiprocessing can spawn them; each run uses a free
 localhost port, and both the process group and the join are bounded by timeouts.
