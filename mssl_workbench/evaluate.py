@@ -1276,7 +1276,7 @@ def run_coco(run_or_ckpt, data: str | Path, cc: CocoConfig, *, preset: str | Non
         if write: result["written_to"] = str(write_eval(run_dir, "coco", result))
     return result
 
-# %% ../nbs/16_evaluate.ipynb #25f9b46d
+# %% ../nbs/16_evaluate.ipynb #d37e4451
 _KINDS = {"linear": (LinearConfig, LINEAR_PRESETS, "fmnist-fast"), "knn": (KnnConfig, KNN_PRESETS, "fmnist"),
           "select": (SelectConfig, SELECT_PRESETS, "fmnist"), "semisup": (SemisupConfig, SEMISUP_PRESETS, None),
           "finetune": (FinetuneConfig, FINETUNE_PRESETS, "fmnist"), "coco": (CocoConfig, COCO_PRESETS, "coco-r50-fpn-1x")}
@@ -1301,7 +1301,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("semisup", "fine-tune on 1%%/10%% of the labels (SimCLR subset lists or stratified seeded subsets)"),
                        ("finetune", "end-to-end fine-tuning (MAE recipe: layer decay, drop path, Mixup/CutMix, smoothing, RandAugment)"),
                        ("coco", "Mask R-CNN R50-FPN transfer on a COCO folder (trainable BN); bbox/segm AP")]:
-        sp = sub.add_parser(kind, help=desc, description=desc)
+        sp = sub.add_parser(kind, help=desc, description=desc.replace("%%", "%"))
         sp.add_argument("run", metavar="RUN_OR_CKPT", nargs="?", help="run directory (newest checkpoint) or checkpoint file")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="option overrides (YAML values)")
         if kind in ("linear", "knn"):

@@ -23,9 +23,9 @@ from .runs import CheckpointError, checkpoint_paths, jsonable
 if TYPE_CHECKING: from mssl_workbench.train import Trainer
 
 # %% auto #0
-__all__ = ['MAX_WEIGHT', 'STOP_SIGNALS', 'STOP', 'Hook', 'NonFiniteError', 'last_good', 'MetricsLogger', 'OnlineProbe', 'Monitor',
-           'check_weights', 'Checkpointer', 'Summary', 'StopRequest', 'Preemption', 'MECWarmup', 'default_hooks',
-           'method_hooks']
+__all__ = ['MAX_WEIGHT', 'RAW_PIXEL_MAX_DIM', 'STOP_SIGNALS', 'STOP', 'Hook', 'NonFiniteError', 'last_good', 'MetricsLogger',
+           'OnlineProbe', 'Monitor', 'check_weights', 'Checkpointer', 'raw_pixel_knn', 'Summary', 'StopRequest',
+           'Preemption', 'MECWarmup', 'default_hooks', 'method_hooks']
 
 # %% ../nbs/10_hooks.ipynb #c6041397
 class Hook:
@@ -150,26 +150,38 @@ class Monitor(Hook):
             for space, m in rec["monitor"].items(): _add_scalars(run.tb, space, m, run.step)   # α-ReQ is None at low rank
         run.last_eval = rec
 
-# %% ../nbs/10_hooks.ipynb #941c8091
-MAX_WEIGHT = 1e6   # no parameter of a healthy network comes near this magnitude
+# %% ../nbs/10_hooks.ipynb #38c558fe
+MAX_WEIGHT = 1e6   # no parameter (and no activation before a BatchNorm) of a healthy network comes near this magnitude
+
+def _weight_limits(model: torch.nn.Module) -> tuple[list[str], list[Tensor], list[float]]:
+    "Names, tensors and magnitude limits of every floating-point parameter and buffer"
+    names, tensors, limits = [], [], []
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if not t.is_floating_point() or t.numel() == 0: continue
+        names.append(name); tensors.append(t.detach())
+        limits.append(MAX_WEIGHT ** 2 if name.endswith("running_var") else MAX_WEIGHT)
+    return names, tensors, limits
 
 def check_weights(run: Trainer):
-    "Raise `NonFiniteError` when a parameter is non-finite or larger than `MAX_WEIGHT` in magnitude"
-    for name, p in run.model.named_parameters():
-        if not p.is_floating_point(): continue
-        a = p.detach().abs().max()
-        if not torch.isfinite(a) or a > MAX_WEIGHT:
-            raise NonFiniteError(f"weights diverged at step {run.step}: {name} has magnitude {float(a):.3g}; not saving; "
-                                 f"last good checkpoint: {last_good(run)}; lower optim.base_lr")
+    "Raise `NonFiniteError` when a parameter or buffer is non-finite or has blown up (see `MAX_WEIGHT`)"
+    names, tensors, limits = _weight_limits(run.model)
+    if not tensors: return
+    top = torch.stack([t.abs().max().float() for t in tensors])
+    bad = ~torch.isfinite(top) | (top > torch.tensor(limits, device=top.device))
+    if not bool(bad.any()): return
+    i = int(bad.nonzero()[0, 0])
+    raise NonFiniteError(f"weights diverged at step {run.step}: {names[i]} has magnitude {float(top[i]):.3g}; not saving; "
+                         f"last good checkpoint: {last_good(run)}; lower optim.base_lr")
 
 class Checkpointer(Hook):
-    "Atomic checkpoints every N epochs / steps and at the end; refuses to save diverged weights"
+    "Atomic checkpoints every N epochs / steps and at the end; checks the weights every log_every steps and refuses to save diverged ones"
     order = 30
     def before_fit(self, run): self.saved_step = -1
 
     def after_step(self, run):
         n = run.cfg.train.checkpoint_every_steps
         if n and run.step % n == 0: self.save(run)
+        elif run.step % run.cfg.train.log_every == 0: check_weights(run)
 
     def after_epoch(self, run):
         n = run.cfg.train.checkpoint_every
@@ -186,8 +198,19 @@ class Checkpointer(Hook):
             run.last_checkpoint = run.writer.save_checkpoint(run.step, run.state_dict(), keep=run.cfg.train.keep_checkpoints)
         self.saved_step = run.step
 
+RAW_PIXEL_MAX_DIM = 4096   # raw-pixel k-NN baseline only for small images (28×28 gray: 784; 224×224 RGB is far above)
+
+@torch.no_grad()
+def raw_pixel_knn(run: Trainer) -> float | None:
+    "k-NN accuracy on the normalised raw pixels of the same memory bank and held-out set: the trivial baseline to beat"
+    d, e = run.data, run.cfg.eval
+    if not d.labelled or run.cfg.data.in_chans * run.cfg.data.image_size ** 2 > RAW_PIXEL_MAX_DIM: return None
+    flat = lambda images: extract_features(lambda x: x.flatten(1), images, prepare=d.prepare, batch_size=e.batch_size, device=run.info.device)
+    return knn_accuracy(flat(d.bank_images), d.bank_labels, flat(d.monitor_images), d.monitor_labels,
+                        k=e.knn_k, temperature=e.knn_temperature, num_classes=d.train.num_classes)
+
 class Summary(Hook):
-    "summary.json with the final figures, each labelled with the step it belongs to (rank 0)"
+    "summary.json with the final figures, each labelled with the step it belongs to, and the raw-pixel k-NN baseline (rank 0)"
     order = 40
     def before_fit(self, run): self.t0 = time.time()
     def after_fit(self, run):
@@ -196,13 +219,14 @@ class Summary(Hook):
         bb = (ev.get("monitor") or {}).get("backbone", {})
         summary = {"preset": run.cfg.preset, "method": run.cfg.model.method, "epochs_done": run.epoch, "steps": run.step,
                    "stop_reason": run.stop_reason, "wall_s": round(time.time() - self.t0, 1),
-                   "eval_step": ev.get("step"), "knn_acc": ev.get("knn_acc"), "probe_acc": ev.get("probe_acc"),
+                   "eval_step": ev.get("step"), "knn_acc": ev.get("knn_acc"), "raw_pixel_knn_acc": raw_pixel_knn(run),
+                   "probe_acc": ev.get("probe_acc"),
                    "erank": bb.get("erank"), "rankme": bb.get("rankme"), "data": run.data.describe(),
                    "checkpoint": str(run.last_checkpoint or ""), "run_dir": str(run.out_dir)}
         run.writer.write_summary(summary)
         run.summary = summary
 
-# %% ../nbs/10_hooks.ipynb #325407ff
+# %% ../nbs/10_hooks.ipynb #0aa9dd6c
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
 
 class StopRequest:
@@ -263,7 +287,7 @@ class Preemption(Hook):
     def teardown(self, run):
         if getattr(self, "owner", False): STOP.restore()
 
-# %% ../nbs/10_hooks.ipynb #490a684a
+# %% ../nbs/10_hooks.ipynb #eb709e74
 class MECWarmup(Hook):
     "MEC's λ⁻¹ warm-up (`mec_lamda_inv_schedule`), set on the loss before every step"
     order = 0

@@ -80,7 +80,7 @@ class EpochBatches:
             batch = order[s * self.global_batch:(s + 1) * self.global_batch]
             yield batch[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
 
-# %% ../nbs/11_train.ipynb #4741ccf9
+# %% ../nbs/11_train.ipynb #8092b8be
 def _nchw(images: Tensor) -> Tensor:
     "(n, h, w) grayscale -> (n, 1, h, w); (n, c, h, w) unchanged"
     return images.unsqueeze(1) if images.dim() == 3 else images
@@ -109,7 +109,8 @@ class RunData:
         crop = AUGMENTS[d.augment](d.in_chans)[0]
         self.train = create_dataset(d.dataset, root=d.root, split=d.train_split, fraction=d.fraction, seed=seed,
                                     views=views, crop_scale=crop.crop_scale, crop_ratio=crop.crop_ratio, **files)
-        self.val = create_dataset(d.dataset, root=d.root, split=d.val_split, seed=seed, **files) if d.val_split else None
+        index = dict(classes=self.train.classes) if d.dataset == "imagefolder" else {}     # one class index: the training split's
+        self.val = create_dataset(d.dataset, root=d.root, split=d.val_split, seed=seed, **files, **index) if d.val_split else None
         self.batches = EpochBatches(len(self.train), cfg.train.batch_size, seed=seed, rank=info.rank, world_size=info.world_size)
         self.labelled = self.val is not None and getattr(self.train, "num_classes", 0) > 0
         g = torch.Generator().manual_seed(seed)

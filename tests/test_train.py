@@ -182,7 +182,7 @@ class PoisonWeights(Hook):
 
 def test_non_finite_weights_stop_the_run_without_a_bad_checkpoint(tmp_path):
     cfg = tiny(tmp_path / "nan", train={"checkpoint_every_steps": 1, "epochs": 1})
-    with pytest.raises(NonFiniteError, match=r"at step 2 .*last good checkpoint: .*step_00000001\.pt"):
+    with pytest.raises(NonFiniteError, match=r"at step 2\b.*last good checkpoint: .*step_00000001\.pt"):
         fit(cfg, hooks=default_hooks(cfg) + [PoisonWeights(at=2)])
     path, state = latest_checkpoint(tmp_path / "nan")
     assert path.name == "step_00000001.pt"

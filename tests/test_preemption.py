@@ -1,0 +1,139 @@
+"""Signals, preemption and processes through the real `mssl-train` command (issue 11): a run that receives
+SIGUSR1 mid-epoch checkpoints once and exits, `--resume auto` continues to bit-identical weights; killing a
+2-process launcher (TERM or KILL) leaves no process behind and a readable checkpoint; the SLURM path through
+submitit's local executor trains, and on its preemption signal checkpoints, requeues itself and finishes."""
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import torch
+
+from mssl_workbench.cli import descendants, proc_table
+from mssl_workbench.runs import checkpoint_paths, load_checkpoint, read_manifest, read_run
+from test_faults import TINY, mssl_train, start
+
+DET = ["--preset", "quickstart", *TINY, "train.epochs=2", "train.deterministic=true"]   # 4 steps an epoch
+
+
+def wait_for_step(run_dir: Path, step: int, proc, timeout: float = 300):
+    "Block until the run has logged `step` (or the process ended)"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        path = run_dir / "metrics.jsonl"
+        if path.exists() and len([l for l in path.read_text().splitlines() if l.strip()]) >= step: return
+        assert proc.poll() is None, f"ended before step {step}: {proc.communicate()[1][-3000:]}"
+        time.sleep(0.05)
+    raise TimeoutError(f"no step {step} in {run_dir} after {timeout} s")
+
+
+def cmdline(pid: int) -> bytes:
+    try: return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError: return b""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_line(stderr: str, name: str) -> tuple[int, str]:
+    m = re.search(rf"mssl-train: stopped by {name} at step (\d+); checkpoint (\S+); continue with --resume auto", stderr)
+    assert m, stderr[-3000:]
+    return int(m.group(1)), m.group(2)
+
+
+def test_sigusr1_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    part, full = tmp_path / "part", tmp_path / "full"
+    p = start(*DET, "--output", part)
+    q = start(*DET, "--output", full)                       # the uninterrupted run, alongside
+    wait_for_step(part, 1, p)
+    p.send_signal(signal.SIGUSR1)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + signal.SIGUSR1, (p.returncode, err[-3000:])
+    assert len([l for l in err.splitlines() if l.strip()]) == 1, err
+    step, ckpt = stop_line(err, "SIGUSR1")
+    assert step % 4 != 0, f"the signal landed on an epoch boundary (step {step}); the test wants mid-epoch"
+    assert [e["step"] for e in read_manifest(part)] == [step], "one checkpoint, of the step all agreed on"
+    state = load_checkpoint(ckpt)
+    assert (state["step"], state["step_in_epoch"]) == (step, step % 4)
+    r = mssl_train(*DET, "--resume", "auto", "--output", part)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed from {ckpt} (epoch 0, step {step})" in r.stdout
+    q.communicate(timeout=600)
+    assert q.returncode == 0
+    a = load_checkpoint(checkpoint_paths(full)[0]); b = load_checkpoint(checkpoint_paths(part)[0])
+    assert a["step"] == b["step"] == 8
+    different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not different, f"resumed weights differ in {different[:5]}"
+    assert read_run(part).summary["steps"] == 8
+
+
+def launch_two(tmp_path):
+    "A 2-process launcher at step 1: (launcher, [torchrun and every process below it], run dir)"
+    out = tmp_path / "ddp"
+    p = start("--preset", "quickstart", *TINY, "train.epochs=3", "--nproc_per_node", "2", "--master_port", free_port(), "--output", out)
+    wait_for_step(out, 1, p)
+    below = descendants(p.pid)
+    table = proc_table()
+    torchrun = [pid for pid in below if table[pid][0] == p.pid]
+    workers = [pid for pid in below if torchrun and table[pid][0] == torchrun[0]]
+    assert len(torchrun) == 1 and len(workers) == 2, (torchrun, workers)
+    return p, below, out
+
+
+def alive(pids) -> list[int]:
+    "Those of `pids` still running (a zombie waiting for its parent does not run)"
+    table = proc_table()
+    return [pid for pid in pids if pid in table and table[pid][1] != "Z"]
+
+
+def wait_all_gone(pids, timeout: float = 120) -> list[int]:
+    t0 = time.monotonic()
+    while alive(pids) and time.monotonic() - t0 < timeout: time.sleep(0.2)
+    return alive(pids)
+
+
+def test_kill_term_of_a_two_process_launcher_leaves_nothing_running(tmp_path):
+    p, below, out = launch_two(tmp_path)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 143, (p.returncode, err[-3000:])
+    assert alive(below) == [], "processes left after the launcher exited"
+    step, ckpt = stop_line(err, "SIGTERM")
+    assert "Traceback" not in err
+    state = load_checkpoint(ckpt)
+    assert state["step"] == step and state["world_size"] == 2
+    assert [e["step"] for e in read_manifest(out)] == [step]
+    assert read_run(out).metrics[-1]["step"] == step
+
+
+def test_kill_9_of_a_two_process_launcher_leaves_nothing_running(tmp_path):
+    p, below, out = launch_two(tmp_path)
+    p.kill()
+    p.communicate(timeout=60)
+    assert wait_all_gone(below) == [], "torchrun or its workers outlived a SIGKILLed launcher"
+    paths = checkpoint_paths(out)
+    assert paths, "the workers were told (parent-death signal) and checkpointed"
+    assert load_checkpoint(paths[0])["step"] == read_run(out).metrics[-1]["step"]
+
+
+def test_submitit_local_executor_trains_and_requeues_on_preemption(tmp_path):
+    out = tmp_path / "slurm-run"
+    p = start("--preset", "quickstart", *TINY, "train.epochs=2", "--output", out, "--slurm", "cluster=local,time=30")
+    wait_for_step(out, 1, p)
+    tasks = [pid for pid in descendants(p.pid) if b"submitit.core._submit" in cmdline(pid)]
+    assert len(tasks) == 1, tasks
+    os.kill(tasks[0], signal.SIGUSR2)                     # submitit's preemption / time-limit signal
+    stdout, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, (stdout, stderr[-3000:])
+    assert "submitted job" in stdout and "finished: 8 steps" in stdout, stdout
+    logs = "".join(f.read_text() for f in (out / "slurm").rglob("*_log.*"))
+    step, ckpt = stop_line(logs, "SIGUSR2")
+    assert f"resumed from {ckpt}" in logs, "the requeued job continued from the preemption checkpoint"
+    rec = read_run(out)
+    assert rec.summary["steps"] == 8 and [m["step"] for m in rec.metrics] == list(range(1, 9))
+    assert load_checkpoint(rec.checkpoints[0])["step"] == 8 and step < 8
