@@ -12,13 +12,13 @@ import contextlib
 import io
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from procs import free_port
 from mssl_workbench.lm import (CharTokenizer, HFTokenizer, MatrixCrossEntropyLMLoss, _runs, collate, encode_examples,
                                extract_answer, fit_lm, lm_config_from_dict, lm_eval_main, load_lm, make_arith_problems,
                                read_examples, tiny_lm_config, Example)
@@ -39,10 +39,6 @@ def tiny_cfg(out_dir, **sections) -> dict:
     return d
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, cfg: dict):

@@ -6,16 +6,13 @@ The workers are module-level functions so that `torch.multiprocessing` can spawn
 localhost port, and both the process group and the join are bounded by timeouts.
 """
 import datetime
-import socket
-import time
 
-import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from procs import spawn_workers
 from mssl_workbench.losses import LOSSES, get_loss
 
 WORLD, LOCAL, D_IN, D = 2, 6, 5, 8   # m = 12 global rows; D = 8 > 6 = local rows and < 12 = global rows
@@ -31,10 +28,6 @@ CASES = [(name, kw) for name in LOSSES for kw in OPTIONS[name]]
 TIMEOUT_S = 240
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def arity(name: str) -> int:
@@ -81,13 +74,7 @@ def _worker(rank: int, port: int, out_dir: str):
 
 
 def run_workers(out_dir: str):
-    ctx = mp.spawn(_worker, args=(free_port(), out_dir), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=2):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive(): p.terminate()
-            pytest.fail(f"the {WORLD} gloo workers did not finish within {TIMEOUT_S} s")
+    spawn_workers(_worker, WORLD, TIMEOUT_S, out_dir)
 
 
 def test_gathered_losses_match_single_process_global_batch(tmp_path):

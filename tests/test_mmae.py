@@ -12,17 +12,15 @@ The workers are module-level functions so that torch.multiprocessing can spawn t
 localhost port, and both the process group and the join are bounded by timeouts.
 """
 import datetime
-import socket
-import time
 
 import pytest
 import timm
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from procs import spawn_workers
 from mssl_workbench.mmae import MAE_METHODS, MAE_SPECS, MaskedAutoencoder, create_mae_model, fixed_batch_losses, mae_regularizer
 
 WORLD, LOCAL, D_IN, D = 2, 6, 5, 8   # m = 12 global rows; D = 8 lies between the local (6) and global (12) row counts
@@ -32,10 +30,6 @@ LAMDA = 0.5
 TIMEOUT_S = 300
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def linear_problem():
@@ -97,13 +91,7 @@ def _worker(rank: int, port: int, out_dir: str):
 
 
 def run_workers(out_dir: str):
-    ctx = mp.spawn(_worker, args=(free_port(), out_dir), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=2):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive(): p.terminate()
-            pytest.fail(f"the {WORLD} gloo workers did not finish within {TIMEOUT_S} s")
+    spawn_workers(_worker, WORLD, TIMEOUT_S, out_dir)
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ submitit's local executor trains, and on its preemption signal checkpoints, requ
 import os
 import re
 import signal
-import socket
 import time
 from pathlib import Path
 
 import torch
 
+from procs import free_port
 from mssl_workbench.cli import descendants, proc_table
 from mssl_workbench.runs import checkpoint_paths, load_checkpoint, read_manifest, read_run
 from test_faults import TINY, mssl_train, start
@@ -34,10 +34,6 @@ def cmdline(pid: int) -> bytes:
     except OSError: return b""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_line(stderr: str, name: str) -> tuple[int, str]:

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from procs import free_port
 from mssl_workbench.config import config_from_dict
 from mssl_workbench.data import SAMPLE_FASHION_MNIST
 from mssl_workbench.hooks import Checkpointer, Hook, NonFiniteError, default_hooks
@@ -131,10 +131,6 @@ def test_killed_checkpoint_write_leaves_previous_loadable(tmp_path):
     assert path.name == "step_00000001.pt" and torch.equal(state["w"], torch.ones(1000))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_ddp_equals_one_process(tmp_path):
