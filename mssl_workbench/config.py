@@ -94,6 +94,8 @@ class EvalConfig:
     probe: bool = True                # online linear probe on detached backbone features
     probe_lr: float = 1e-3
     batch_size: int = 512
+    info_samples: int = 512           # monitor images whose two views give the matrix entropies and MI (0: off)
+    info_alpha: float = 2.0           # order α of those matrix Rényi entropies (1: von Neumann)
 
 @dataclass
 class Config:
@@ -218,6 +220,8 @@ _RULES: dict[str, tuple[str, typing.Callable]] = {
     "eval.knn_train_samples": (">= 1 or null", lambda v: v is None or v >= 1),
     "eval.probe_lr": ("a finite number > 0", lambda v: _finite(v) and v > 0),
     "eval.batch_size": (">= 1", lambda v: v >= 1),
+    "eval.info_samples": (">= 16, or 0 (off)", lambda v: v == 0 or v >= 16),
+    "eval.info_alpha": ("a finite number > 0", lambda v: _finite(v) and v > 0),
 }
 
 def _choices() -> dict[str, list[str]]:
