@@ -20,10 +20,11 @@ from torch import Tensor, nn
 from .losses import _GatherAllReduce, gather_embeddings, tcr, umae_uniformity
 
 # %% auto #0
-__all__ = ['REGULARIZERS', 'GRAD_SEMANTICS', 'FEATURES', 'MAE_OPTIONS', 'MAE_METHODS', 'MAE_OPTIM', 'MAE_SPECS',
-           'MAE_EVAL_PRESETS', 'patchify', 'unpatchify', 'num_visible', 'random_masking', 'normalized_patch_target',
-           'masked_mse', 'gather_features', 'mae_regularizer', 'sincos_pos_embed', 'MaskedAutoencoder',
-           'create_mae_encoder', 'create_mae_model', 'fixed_batch_losses']
+__all__ = ['REGULARIZERS', 'GRAD_SEMANTICS', 'OFFICIAL_LAMDA', 'OFFICIAL_WORLD_SIZE', 'OFFICIAL_EFFECTIVE_LAMDA', 'FEATURES',
+           'MAE_OPTIONS', 'MAE_METHODS', 'MAE_OPTIM', 'MAE_SPECS', 'MAE_EVAL_PRESETS', 'patchify', 'unpatchify',
+           'num_visible', 'random_masking', 'normalized_patch_target', 'masked_mse', 'gather_features',
+           'mae_regularizer', 'effective_lamda', 'sincos_pos_embed', 'MaskedAutoencoder', 'create_mae_encoder',
+           'create_mae_model', 'fixed_batch_losses']
 
 # %% ../nbs/14_mmae.ipynb #f572a3ce
 from .methods import MethodSpec, StepOutput, optim_recipe, register_method
@@ -84,14 +85,15 @@ def random_masking(
     mask[:, :k] = 0
     return ids_shuffle[:, :k], mask.gather(1, ids_restore), ids_restore
 
-# %% ../nbs/14_mmae.ipynb #0312648d
+# %% ../nbs/14_mmae.ipynb #a93b9857
 def normalized_patch_target(
     patches: Tensor,     # (B, L, n) pixels per patch
     eps: float = 1e-6,   # added to the variance
 ) -> Tensor:             # (B, L, n), mean 0 and variance ≈ 1 per patch
-    "Per-patch standardised pixels (x − mean) / sqrt(var + eps), population variance (MAE's norm_pix_loss)"
+    "Per-patch standardised pixels (x − mean) / sqrt(var + eps), unbiased variance (MAE's norm_pix_loss, models_mae.py)"
+    if patches.shape[-1] < 2: raise ValueError(f"normalized_patch_target: a patch of {patches.shape[-1]} pixel(s) has no unbiased variance: use patches of 2 or more pixels")
     mean = patches.mean(-1, keepdim=True)
-    var = patches.var(-1, unbiased=False, keepdim=True)
+    var = patches.var(-1, unbiased=True, keepdim=True)
     return (patches - mean) / (var + eps).sqrt()
 
 def masked_mse(
@@ -103,7 +105,7 @@ def masked_mse(
     per_patch = (pred - target).square().mean(-1)
     return (per_patch * mask).sum() / mask.sum()
 
-# %% ../nbs/14_mmae.ipynb #29a25d06
+# %% ../nbs/14_mmae.ipynb #fc43f3db
 REGULARIZERS = ("none", "square", "tcr")
 GRAD_SEMANTICS = ("allreduce", "rank_local")
 
@@ -145,7 +147,20 @@ def mae_regularizer(
     if distributed: z = gather_features(z, grad_semantics=grad_semantics)
     return tcr(z, mu, center) if reg == "tcr" else umae_uniformity(z)
 
-# %% ../nbs/14_mmae.ipynb #65c2318f
+def effective_lamda(
+    lamda: float,          # λ as configured
+    grad_semantics: str,   # "allreduce" or "rank_local"
+    world_size: int,       # W, the number of data-parallel processes
+) -> float:                # the weight a single process on the global batch would need for the same update
+    "λ under `allreduce`, λ / W under `rank_local` (the official M-MAE / U-MAE gather): see the text"
+    _check_choice("grad_semantics", grad_semantics, GRAD_SEMANTICS)
+    if not (isinstance(world_size, int) and world_size >= 1): raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+    return lamda if grad_semantics == "allreduce" else lamda / world_size
+
+OFFICIAL_LAMDA, OFFICIAL_WORLD_SIZE = 1e-2, 8   # M-MAE pretrain.sh: --lamb 1e-2, --nproc_per_node=8 (rank-local gather)
+OFFICIAL_EFFECTIVE_LAMDA = OFFICIAL_LAMDA / OFFICIAL_WORLD_SIZE   # 1.25e-3
+
+# %% ../nbs/14_mmae.ipynb #04c55852
 FEATURES = ("cls_doublenorm", "cls", "avg")
 
 def sincos_pos_embed(
@@ -324,7 +339,7 @@ class MaskedAutoencoder(nn.Module):
         pred = self._decode(self._encode(x, ids_keep)[1], ids_restore).float()
         patches = patchify(x.float(), self.patch_size)
         if self.norm_pix_loss:   # undo the per-patch standardisation with the true patch statistics (as MAE's demo)
-            pred = pred * (patches.var(-1, unbiased=False, keepdim=True) + 1e-6).sqrt() + patches.mean(-1, keepdim=True)
+            pred = pred * (patches.var(-1, unbiased=True, keepdim=True) + 1e-6).sqrt() + patches.mean(-1, keepdim=True)
         m = mask[..., None]
         back = partial(unpatchify, patch_size=self.patch_size, channels=self.in_chans, grid=self.grid)
         return {"mask": back(m.expand_as(patches)), "masked": back(patches * (1 - m)), "prediction": back(pred),
@@ -383,13 +398,13 @@ def create_mae_model(
                                "lamda", "mu", "center", "features", "grad_semantics")}
     return MaskedAutoencoder(encoder, **kw, distributed=distributed, method=spec.name)
 
-# %% ../nbs/14_mmae.ipynb #5ea6066b
+# %% ../nbs/14_mmae.ipynb #0244fb46
 MAE_METHODS = {"mae": "none", "umae": "square", "mmae": "tcr"}
 
 _MAE_SOURCES = {
-    "mae": "He et al., Masked Autoencoders Are Scalable Vision Learners (CVPR 2022, arXiv 2111.06377); facebookresearch/mae PRETRAIN.md",
-    "umae": "Zhang, Wang, Wang, How Mask Matters (NeurIPS 2022, arXiv 2210.08344), U-MAE uniformity λ=1e-2; as run by yifanzhang-pro/M-MAE",
-    "mmae": "Zhang et al., Information Flow in Self-Supervised Learning (ICML 2024, arXiv 2309.17281); yifanzhang-pro/M-MAE, λ=1e-2, μ=3",
+    "mae": "He et al., Masked Autoencoders Are Scalable Vision Learners (CVPR 2022, arXiv 2111.06377); facebookresearch/mae",
+    "umae": "Zhang, Wang, Wang, How Mask Matters (NeurIPS 2022, arXiv 2210.08344); zhangq327/U-MAE and yifanzhang-pro/M-MAE (--reg square)",
+    "mmae": "Zhang et al., Information Flow in Self-Supervised Learning (ICML 2024, arXiv 2309.17281); yifanzhang-pro/M-MAE pretrain.sh, μ=3",
 }
 
 MAE_OPTIM = optim_recipe("adamw", 1.5e-4, 0.05, betas=(0.9, 0.95), warmup_epochs=40.0, no_decay_bias_norm=True)
@@ -411,24 +426,35 @@ def _fmnist_preset(method: str) -> tuple[dict, str]:
                  "the regulariser needs more: train.epochs=5 and longer), "
                  "mask 0.75, lambda 1e-2, mu 3")
 
+_IMAGENET_WARMUP = {"mae": 40.0, "umae": 40.0, "mmae": 20.0}   # U-MAE pretrain.sh (ViT-B, 200 ep); M-MAE pretrain.sh (ViT-L)
+
 def _imagenet_preset(method: str, vit: str, epochs: int) -> tuple[dict, str]:
     backbone = {"vitb16": "vit_base_patch16_224", "vitl16": "vit_large_patch16_224"}[vit]
+    lamda = OFFICIAL_EFFECTIVE_LAMDA
     cfg = {
         "data": {"dataset": "imagefolder", "root": "data/imagenet", "train_split": "train", "val_split": "val",
                  "image_size": 224, "in_chans": 3, "augment": "mae", "num_workers": 10},
         "model": {"method": method, "backbone": backbone, "small_input": False, "channels_last": False,
                   "options": {"reg": MAE_METHODS[method], "mask_ratio": 0.75, "decoder_dim": 512, "decoder_depth": 8,
-                              "decoder_heads": 16, "norm_pix_loss": True, "lamda": 1e-2, "mu": 3.0,
+                              "decoder_heads": 16, "norm_pix_loss": True, "lamda": lamda, "mu": 3.0,
                               "features": "cls_doublenorm", "grad_semantics": "allreduce"}},
         "optim": {"name": "adamw", "base_lr": 1.5e-4, "lr_scaling": "linear", "weight_decay": 0.05, "betas": [0.9, 0.95],
-                  "warmup_epochs": 40.0, "min_lr": 0.0, "no_decay_bias_norm": True},
+                  "warmup_epochs": _IMAGENET_WARMUP[method], "min_lr": 0.0, "no_decay_bias_norm": True},
         "train": {"epochs": epochs, "batch_size": 1024, "precision": "bf16", "checkpoint_every": 1, "log_every": 50},
         "eval": {"monitor_samples": 2048, "knn_train_samples": 10000, "every": 5},
     }
-    note = (f"{_MAE_SOURCES[method]}: {backbone}, decoder 512-d/8/16, mask 0.75, norm_pix_loss, AdamW (0.9, 0.95) wd 0.05, "
-            f"base lr 1.5e-4 x batch/256 at batch 1024 (optim.accumulate when fewer GPUs), 40 warm-up epochs + cosine, "
-            f"RandomResizedCrop(224, 0.2-1) + flip, bf16, {epochs} epochs"
-            + ("" if method == "mae" else "; grad_semantics=allreduce: the official gather gives λ/world_size, set rank_local to copy it"))
+    warm = _IMAGENET_WARMUP[method]
+    note = (f"{_MAE_SOURCES[method]}: {backbone}, decoder 512-d/8/16, mask 0.75, norm_pix_loss (unbiased variance), "
+            f"AdamW (0.9, 0.95) wd 0.05, base lr 1.5e-4 x batch/256 at batch 1024 (optim.accumulate when fewer GPUs), "
+            f"{warm:g} warm-up epochs + cosine, RandomResizedCrop(224, 0.2-1) + flip, bf16, {epochs} epochs")
+    if method != "mae":
+        note += (f"; effective regulariser weight {lamda:g} (= the official --lamb 1e-2 / 8 processes: the official gather's "
+                 f"backward is rank-local), set here as lamda={lamda:g} with grad_semantics=allreduce; the equivalent official "
+                 f"setting is options.lamda=0.01 options.grad_semantics=rank_local on exactly 8 processes")
+    unverified = {("mmae", "vitb16"): "M-MAE publishes only a ViT-L script: its ViT-B constants (warm-up 20, lambda, mu) are reused",
+                  ("umae", "vitb16"): "U-MAE's weight argument is named differently across its commits; value read from pretrain.sh",
+                  ("umae", "vitl16"): "U-MAE's 200-epoch script is ViT-B only: the ViT-L preset reuses it"}.get((method, vit))
+    if unverified: note += f"; unverified: {unverified}"
     return cfg, note
 
 def _presets(method: str) -> dict:
@@ -442,40 +468,54 @@ MAE_SPECS = {m: register_method(MethodSpec(
     options={**MAE_OPTIONS, "reg": reg}, hooks=(), builder="mssl_workbench.mmae:create_mae_model",
     source=_MAE_SOURCES[m], presets=_presets(m))) for m, reg in MAE_METHODS.items()}
 
-# %% ../nbs/14_mmae.ipynb #c9a3d3d2
-def _linprobe(vit: str, epochs: int) -> dict:
+# %% ../nbs/14_mmae.ipynb #ace89568
+_MAE_FT = "facebookresearch/mae FINETUNE.md"
+_MMAE_NOTE = ("yifanzhang-pro/M-MAE's shipped script; likely the one behind the paper's ViT-L numbers "
+              "(its --finetune path names the TCR-1e-2-lamda-3 checkpoint) -- unverified")
+
+def _linprobe(vit: str, *, epochs: int, base_lr: float, batch_size: int, source: str) -> dict:
     return {
         "kind": "linear_probe", "backbone": vit, "features": "cls",
         "head": {"batchnorm": {"affine": False, "eps": 1e-6}, "init_std": 0.01},
         "optimizer": {"opt": "lars", "weight_decay": 0.0, "momentum": 0.9},
-        "base_lr": 0.1, "batch_size": 16384, "epochs": epochs, "warmup_epochs": 10, "min_lr": 0.0,
+        "base_lr": base_lr, "batch_size": batch_size, "epochs": epochs, "warmup_epochs": 10, "min_lr": 0.0,
         "train_transform": {"input_size": 224, "is_training": True, "scale": (0.08, 1.0), "hflip": 0.5, "color_jitter": None,
                             "auto_augment": None, "interpolation": "bicubic", "re_prob": 0.0},
         "eval_transform": {"input_size": 224, "is_training": False, "interpolation": "bicubic", "crop_pct": 224 / 256},
-        "source": "facebookresearch/mae FINETUNE.md (Linear Probing) and main_linprobe.py's defaults; reused by yifanzhang-pro/M-MAE",
+        "source": source,
     }
 
-def _finetune(vit: str, *, base_lr: float, layer_decay: float, drop_path: float, epochs: int) -> dict:
+def _finetune(vit: str, *, base_lr: float, layer_decay: float, drop_path: float, epochs: int, batch_size: int,
+              global_pool: str, source: str) -> dict:
     return {
-        "kind": "finetune", "backbone": vit, "global_pool": "avg",
-        "model_kwargs": {"drop_path_rate": drop_path, "global_pool": "avg"},
+        "kind": "finetune", "backbone": vit, "global_pool": global_pool,
+        "model_kwargs": {"drop_path_rate": drop_path, "global_pool": global_pool},
         "optimizer": {"opt": "adamw", "weight_decay": 0.05, "betas": (0.9, 0.999), "layer_decay": layer_decay},
-        "base_lr": base_lr, "batch_size": 1024, "epochs": epochs, "warmup_epochs": 5, "min_lr": 1e-6,
+        "base_lr": base_lr, "batch_size": batch_size, "epochs": epochs, "warmup_epochs": 5, "min_lr": 1e-6,
         "mixup": {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "cutmix_minmax": None, "prob": 1.0, "switch_prob": 0.5,
                   "mode": "batch", "label_smoothing": 0.1},
         "train_transform": {"input_size": 224, "is_training": True, "color_jitter": None, "auto_augment": "rand-m9-mstd0.5-inc1",
                             "interpolation": "bicubic", "re_prob": 0.25, "re_mode": "pixel", "re_count": 1},
         "eval_transform": {"input_size": 224, "is_training": False, "interpolation": "bicubic", "crop_pct": 224 / 256},
         "loss": "timm.loss.SoftTargetCrossEntropy (with Mixup; LabelSmoothingCrossEntropy(0.1) without)",
-        "source": f"facebookresearch/mae FINETUNE.md ({vit}: --blr {base_lr:g} --layer_decay {layer_decay} --drop_path {drop_path} "
-                  f"--epochs {epochs} --reprob 0.25 --mixup 0.8 --cutmix 1.0)",
+        "source": f"{source} ({vit}: --blr {base_lr:g} --layer_decay {layer_decay} --drop_path {drop_path} --epochs {epochs} "
+                  f"--reprob 0.25 --mixup 0.8 --cutmix 1.0, effective batch {batch_size}"
+                  + (", --cls_token" if global_pool == "token" else ", global average pooling") + ")",
     }
 
 MAE_EVAL_PRESETS = {
-    "mae-linprobe-vitb16": _linprobe("vit_base_patch16_224", 90),
-    "mae-linprobe-vitl16": _linprobe("vit_large_patch16_224", 50),
-    "mae-finetune-vitb16": _finetune("vit_base_patch16_224", base_lr=5e-4, layer_decay=0.65, drop_path=0.1, epochs=100),
-    "mae-finetune-vitl16": _finetune("vit_large_patch16_224", base_lr=1e-3, layer_decay=0.75, drop_path=0.2, epochs=50),
+    "mae-linprobe-vitb16": _linprobe("vit_base_patch16_224", epochs=90, base_lr=0.1, batch_size=16384,
+                                     source=f"{_MAE_FT} (Linear Probing) and main_linprobe.py's defaults"),
+    "mae-linprobe-vitl16": _linprobe("vit_large_patch16_224", epochs=50, base_lr=0.1, batch_size=16384,
+                                     source=f"{_MAE_FT} (Linear Probing) and main_linprobe.py's defaults"),
+    "mae-finetune-vitb16": _finetune("vit_base_patch16_224", base_lr=5e-4, layer_decay=0.65, drop_path=0.1, epochs=100,
+                                     batch_size=1024, global_pool="avg", source=_MAE_FT),
+    "mae-finetune-vitl16": _finetune("vit_large_patch16_224", base_lr=1e-3, layer_decay=0.75, drop_path=0.2, epochs=50,
+                                     batch_size=1024, global_pool="avg", source=_MAE_FT),
+    "mmae-linprobe-vitl16": _linprobe("vit_large_patch16_224", epochs=90, base_lr=0.05, batch_size=8192,
+                                      source=f"yifanzhang-pro/M-MAE linprobe.sh; {_MMAE_NOTE}"),
+    "mmae-finetune-vitl16": _finetune("vit_large_patch16_224", base_lr=5e-4, layer_decay=0.65, drop_path=0.1, epochs=100,
+                                      batch_size=2048, global_pool="token", source=f"yifanzhang-pro/M-MAE finetune.sh; {_MMAE_NOTE}"),
 }
 
 # %% ../nbs/14_mmae.ipynb #a21f07d8

@@ -180,3 +180,20 @@ def test_engine_resume_is_bit_identical(tmp_path, console):
     losses = [[json.loads(line)["loss"] for line in open(tmp_path / r / "metrics.jsonl")] for r in "ab"]
     assert losses[0] == losses[1] and len(losses[0]) == 6
     assert "reg" in json.loads(open(tmp_path / "a" / "metrics.jsonl").readline())["terms"]
+
+
+@pytest.mark.parametrize("preset", ["imagenet-mmae-vitl16-200ep", "imagenet-umae-vitb16-200ep"])
+def test_preset_config_states_the_effective_weight(preset, console):
+    "mssl-train --dry-run: the resolved config (what config.yaml records) holds the official effective weight and says so"
+    import subprocess
+    import yaml
+    from mssl_workbench.mmae import effective_lamda
+    r = subprocess.run([console("mssl-train"), "--preset", preset, "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = yaml.safe_load(r.stdout)
+    o = cfg["model"]["options"]
+    # M-MAE pretrain.sh: --lamb 1e-2 on 8 processes with a rank-local gather backward = 1.25e-3 on one process
+    assert effective_lamda(o["lamda"], o["grad_semantics"], 8) == pytest.approx(1e-2 / 8, rel=1e-12)
+    assert effective_lamda(o["lamda"], o["grad_semantics"], 1) == pytest.approx(1e-2 / 8, rel=1e-12)
+    assert "effective regulariser weight 0.00125" in cfg["notes"]
+    if "vitb16" in preset: assert "unverified" in cfg["notes"]
