@@ -45,10 +45,10 @@ __all__ = ['FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRE
            'split_features', 'file_sha256', 'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData',
            'LinearConfig', 'linear_head', 'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head',
            'run_linear', 'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SelectConfig',
-           'selection_criteria', 'selection_report', 'run_select', 'coco_score', 'format_coco', 'make_synthetic_coco',
-           'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict', 'export_detectron2', 'SemisupConfig',
-           'semisup_indices', 'read_subset_file', 'run_semisup', 'FinetuneConfig', 'finetune_model', 'run_finetune',
-           'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser', 'main']
+           'selection_criteria', 'selection_report', 'info_columns', 'run_select', 'coco_score', 'format_coco',
+           'make_synthetic_coco', 'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict',
+           'export_detectron2', 'SemisupConfig', 'semisup_indices', 'read_subset_file', 'run_semisup', 'FinetuneConfig',
+           'finetune_model', 'run_finetune', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser', 'main']
 
 # %% ../nbs/16_evaluate.ipynb #993e8c50
 class EvalError(ValueError):
@@ -672,6 +672,13 @@ def selection_report(entries: list[dict], criteria: Sequence[str] = ("rankme", "
                                                               "regret": selection_regret(xs, ys), "picked": have[int(np.argmax(xs))]["run"]}
     return report
 
+def info_columns(run_dir: str | Path, space: str = "embedding") -> dict:
+    "The information monitor's last MI and joint entropy of a run (its epochs.jsonl, via the run-record reader); None when it has none"
+    from mssl_workbench.runs import read_run
+    try: info = read_run(run_dir).final_info(space)
+    except ValueError: info = {}   # not a readable run directory (a bare checkpoint): no monitor values
+    return {"mi": info.get("mi"), "joint": info.get("joint"), "info_alpha": info.get("alpha"), "info_epoch": info.get("epoch")}
+
 def run_select(paths: Sequence[str | Path], sc: SelectConfig, *, preset: str | None = None, log=print, write: bool = True) -> dict:
     "Rank runs by RankMe and LiDAR; Kendall τ and regret against the linear / k-NN accuracies the runs have"
     if not paths: raise EvalError("select needs at least one RUN_DIR")
@@ -681,16 +688,17 @@ def run_select(paths: Sequence[str | Path], sc: SelectConfig, *, preset: str | N
         model, cfg = _load_trained(ckpt, device=str(_device(sc.device)))
         crit = selection_criteria(model, cfg, sc)
         e = {"run": str(run_dir), "checkpoint": str(ckpt), "step": _step_of(ckpt), "method": cfg.model.method, **crit,
-             "accuracy": _accuracies(run_dir)}
+             **info_columns(run_dir, sc.space), "accuracy": _accuracies(run_dir)}
         entries.append(e)
         if write: write_eval(run_dir, "select", {"kind": "select", "preset": preset, "options": json.loads(json.dumps(asdict(sc))), **e})
     ranking = {c: [e["run"] for e in sorted(entries, key=lambda e: -e[c])] for c in ("rankme", "lidar")}
     out = {"kind": "select", "preset": preset, "runs": entries, "ranking": ranking, "report": selection_report(entries),
            "note": "RankMe's authors advise comparing within one method: see the method:<name> groups"}
     if log:
-        log(f"{'run':40s} {'method':12s} {'RankMe':>8s} {'LiDAR':>8s}  accuracy")
+        num = lambda v: f"{v:7.3f}" if v is not None else f"{'-':>7s}"
+        log(f"{'run':40s} {'method':12s} {'RankMe':>8s} {'LiDAR':>8s} {'MI':>7s} {'joint':>7s}  accuracy")
         for e in sorted(entries, key=lambda e: -e["rankme"]):
-            log(f"{Path(e['run']).name[:40]:40s} {e['method'][:12]:12s} {e['rankme']:8.2f} {e['lidar']:8.2f}  {e['accuracy'] or '-'}")
+            log(f"{Path(e['run']).name[:40]:40s} {e['method'][:12]:12s} {e['rankme']:8.2f} {e['lidar']:8.2f} {num(e['mi'])} {num(e['joint'])}  {e['accuracy'] or '-'}")
         for g, rows in out["report"].items():
             for k, r in rows.items(): log(f"{g:20s} {k:16s} n={r['n']} kendall_tau={r['kendall_tau']:.3f} regret={r['regret']:.4f}")
     return out
