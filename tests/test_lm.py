@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from procs import free_port
 from mssl_workbench.lm import (CharTokenizer, HFTokenizer, MatrixCrossEntropyLMLoss, _runs, collate, encode_examples,
                                extract_answer, fit_lm, lm_config_from_dict, lm_eval_main, load_lm, make_arith_problems,
-                               read_examples, tiny_lm_config, Example)
+                               read_examples, tiny_lm_config, Example, LM_PRESETS, lm_config_to_dict, score_generation)
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
@@ -111,6 +111,13 @@ def test_every_gsm8k_reference_answer_parses(split, count):
                   if e.target != r["answer"].split("####")[-1].strip().replace(",", "")]
     assert mismatched == []
     assert all(extract_answer(r["answer"]) == e.target for r, e in zip(rows, examples))
+    # MetaMath's eval_gsm8k.py takes the reference as int(text after '#### ' with commas removed): the same numbers
+    assert all(float(e.target) == int(r["answer"].split("#### ")[1].replace(",", "")) for r, e in zip(rows, examples))
+    # and under the metamath protocol a generation ending in "The answer is: <reference>" scores correct, also when it
+    # runs on into a new prompt with another answer
+    for r, e in zip(rows[:200], examples[:200]):
+        gen = f"{len(r['question'])} steps later.\nThe answer is: {e.target}\n\n### Instruction:\nAnd 2 + 2?\n\nThe answer is: 4"
+        assert score_generation(gen, e.target, "metamath") == (str(round(float(e.target))), True)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -187,8 +194,9 @@ def test_local_model_directory_end_to_end(tmp_path):
     data.write_text("".join(json.dumps(p) + "\n" for p in problems[:4]))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert lm_eval_main([str(model_dir), str(data), "--max-new-tokens", "6", "--template", "qa", "--out", str(tmp_path / "g.jsonl")]) == 0
-    assert json.loads(out.getvalue())["n"] == 4 and len((tmp_path / "g.jsonl").read_text().splitlines()) == 4
+        assert lm_eval_main([str(model_dir), str(data), "--max-new-tokens", "6", "--template", "qa", "--protocol", "gsm8k",
+                             "--out", str(tmp_path / "g.jsonl")]) == 0
+    assert json.loads(out.getvalue())["n"] == 4 and json.loads(out.getvalue())["protocol"] == "gsm8k" and len((tmp_path / "g.jsonl").read_text().splitlines()) == 4
     # fine-tune it for two steps from the directory (model.path), then break the directory
     cfg = tiny_cfg(tmp_path / "run", model={"path": str(model_dir), "max_len": 160}, data={"train": str(data), "test": str(data)},
                    train={"max_steps": 2, "batch_size": 4, "micro_batch_size": 2})
@@ -199,3 +207,19 @@ def test_local_model_directory_end_to_end(tmp_path):
     err = io.StringIO()
     with contextlib.redirect_stderr(err): assert lm_eval_main([str(model_dir), str(data)]) == 2
     assert err.getvalue().count("\n") == 1 and "no weights" in err.getvalue()
+
+
+def test_mssl_eval_gsm8k_dry_run(tmp_path, console):
+    "mssl-eval gsm8k --dry-run prints the resolved protocol as YAML and exits 0: MetaMath's for a MetaMath run or a model directory"
+    import subprocess
+    import yaml
+    run = tmp_path / "run"; run.mkdir()
+    cfg = lm_config_from_dict({**LM_PRESETS["gsm8k-mce"][0], "model": {"path": str(tmp_path / "llemma_7b")}})
+    (run / "config.yaml").write_text(yaml.safe_dump({"format": 2, "kind": "lm", "method": cfg.method, **lm_config_to_dict(cfg)}))
+    for args, protocol in [([str(run)], "metamath"), ([], "metamath"), (["--protocol", "gsm8k"], "gsm8k")]:
+        r = subprocess.run([console("mssl-eval"), "gsm8k", *args, "--dry-run"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        proto = yaml.safe_load(r.stdout)
+        assert proto["protocol"] == protocol and proto["max_new_tokens"] == 512
+        if protocol == "metamath":
+            assert proto["prompt"].endswith("### Response: Let's think step by step.") and "Instruction" in proto["stop"]
