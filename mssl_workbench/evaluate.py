@@ -39,16 +39,17 @@ from .methods import build_method_model, get_method
 from .runs import RunWriter, checkpoint_paths, load_trained
 
 # %% auto #0
-__all__ = ['FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG', 'SEMISUP_PRESETS',
-           'FINETUNE_PRESETS', 'COCO_PRESETS', 'EvalError', 'resolve_checkpoint', 'random_init_run', 'write_eval',
-           'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare', 'classification_transforms', 'split_loader',
-           'split_features', 'file_sha256', 'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData',
-           'LinearConfig', 'linear_head', 'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head',
-           'run_linear', 'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SelectConfig',
-           'selection_criteria', 'selection_report', 'info_columns', 'run_select', 'coco_score', 'format_coco',
-           'make_synthetic_coco', 'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict',
+__all__ = ['FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG', 'DETECTRON2_NOTE',
+           'SEMISUP_PRESETS', 'FINETUNE_PRESETS', 'COCO_PRESETS', 'EvalError', 'resolve_checkpoint', 'random_init_run',
+           'write_eval', 'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare', 'classification_transforms',
+           'split_loader', 'split_features', 'file_sha256', 'feature_cache_key', 'cached_split_features', 'EvalRuntime',
+           'EvalData', 'LinearConfig', 'linear_head', 'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy',
+           'train_linear_head', 'run_linear', 'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret',
+           'SelectConfig', 'selection_criteria', 'selection_report', 'info_columns', 'run_select', 'coco_score',
+           'format_coco', 'make_synthetic_coco', 'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict',
            'export_detectron2', 'SemisupConfig', 'semisup_indices', 'read_subset_file', 'run_semisup', 'FinetuneConfig',
-           'finetune_model', 'run_finetune', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser', 'main']
+           'finetune_model', 'run_finetune', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser',
+           'protocol_config', 'main']
 
 # %% ../nbs/16_evaluate.ipynb #993e8c50
 class EvalError(ValueError):
@@ -606,11 +607,12 @@ class SelectConfig:
     seed: int = 0
     device: str = "auto"
     feature_batch: int = 512
+_LIDAR_UNVERIFIED = "LiDAR delta=1e-4, eps=1e-8 are stable-pretraining's values (reptrix uses others): unverified against the paper"
 
 SELECT_PRESETS: dict[str, tuple[dict, str]] = {
-    "fmnist": (dict(root="search", lidar_images=1000, lidar_views=8), "CPU: RankMe on 25,600 training images, LiDAR on 1,000 images x 8 views"),
+    "fmnist": (dict(root="search", lidar_images=1000, lidar_views=8), "CPU: RankMe on 25,600 training images, LiDAR on 1,000 images x 8 views; " + _LIDAR_UNVERIFIED),
     "imagenet": (dict(dataset="imagefolder", root="data/imagenet", lidar_images=1000, lidar_views=50, device="cuda"),
-                 "GPU: RankMe on 25,600 images, LiDAR on 1,000 images x 50 views (the paper's q)"),
+                 "GPU: RankMe on 25,600 images, LiDAR on 1,000 images x 50 views (the paper's q); " + _LIDAR_UNVERIFIED),
 }
 
 @torch.no_grad()
@@ -832,8 +834,19 @@ DETECTRON2_CONFIG = {
     "MODEL.PIXEL_STD": [58.395, 57.12, 57.375],         # torchvision std x 255
     "INPUT.FORMAT": "RGB",
     "MODEL.RESNETS.STRIDE_IN_1X1": False,               # torchvision ResNet v1.5: stride in the 3x3
-    "MODEL.RESNETS.NORM": "SyncBN",
+    "MODEL.RESNETS.NORM": "naiveSyncBN",                # MoCo detection/configs/Base-RCNN-C4-BN.yaml
+    "MODEL.MASK_ON": True,                              # coco_R_50_C4_2x.yaml: Mask R-CNN
+    "MODEL.ROI_HEADS.NAME": "Res5ROIHeadsExtraNorm",    # registered by MoCo's detection/train_net.py
+    "TEST.PRECISE_BN.ENABLED": True,
+    "SOLVER.IMS_PER_BATCH": 16,
+    "SOLVER.BASE_LR": 0.02,
+    "SOLVER.STEPS": [120000, 160000],                   # the 2x schedule of coco_R_50_C4_2x.yaml
+    "SOLVER.MAX_ITER": 180000,
+    "INPUT.MIN_SIZE_TRAIN": [640, 672, 704, 736, 768, 800],
+    "INPUT.MIN_SIZE_TEST": 800,
     "MODEL.BACKBONE.FREEZE_AT": 0,
+DETECTRON2_NOTE = ("MoCo's R50-C4 recipe (facebookresearch/moco detection/configs/coco_R_50_C4_2x_moco.yaml on Base-RCNN-C4-BN.yaml): "
+                   "naiveSyncBN, 2x schedule; that the Matrix-SSL paper used 2x is unverified (MoCo ships no 1x COCO config)")
 }
 
 _D2_BLOCK = re.compile(r"^layer(\d)\.(\d+)\.(conv(\d)\.weight|bn(\d)\.(.+)|downsample\.0\.weight|downsample\.1\.(.+))$")
@@ -903,9 +916,10 @@ def export_detectron2(ckpt_or_run: str | Path, output: str | Path, *, log=print,
     if depth in (18, 34): conf["MODEL.RESNETS.RES2_OUT_CHANNELS"] = 64
     if log:
         log(f"wrote {output} ({len(d2)} tensors, online backbone of {ckpt})")
-        log("detectron2 config keys (MoCo's R50-C4 recipe: configs/coco_R_50_C4_2x_moco.yaml):")
+        log(f"detectron2 config keys ({DETECTRON2_NOTE}):")
         for k, v in conf.items(): log(f"  {k}: {v}")
-    out = {"kind": "export-detectron2", "checkpoint": str(ckpt), "step": _step_of(ckpt), "output": str(output), "tensors": len(d2), "config": conf}
+    out = {"kind": "export-detectron2", "checkpoint": str(ckpt), "step": _step_of(ckpt), "output": str(output), "tensors": len(d2), "config": conf,
+           "config_source": DETECTRON2_NOTE}
     if write: out["written_to"] = str(write_eval(run_dir, "export-detectron2", out))
     return out
 
@@ -929,20 +943,21 @@ class SemisupConfig(EvalRuntime):
     crop_scale: tuple = (0.08, 1.0)
     eval_every: int = 0              # epochs between validation passes (0: only after the last epoch)
 
+_SEMISUP_UNVERIFIED = "unverified: Matrix-SSL/MEC publish no semi-supervised script, so their protocol may differ"
 _IMNET = dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1)
 SEMISUP_PRESETS: dict[str, tuple[dict, str]] = {
     "fmnist-1pct": (dict(root="search", percent=1.0, val_split="test", crop_scale=[0.25, 1.0]),
-                    "CPU: 1% of full Fashion-MNIST (600 images, stratified, seed 0), Barlow Twins' 1% learning rates"),
+                    "CPU: 1% of full Fashion-MNIST (600 images, stratified, seed 0), Barlow Twins' 1% learning rates" + "; " + _SEMISUP_UNVERIFIED),
     "fmnist-10pct": (dict(root="search", percent=10.0, val_split="test", crop_scale=[0.25, 1.0]),
-                     "CPU: 10% of full Fashion-MNIST (6,000 images), Barlow Twins' learning rates"),
+                     "CPU: 10% of full Fashion-MNIST (6,000 images), Barlow Twins' learning rates" + "; " + _SEMISUP_UNVERIFIED),
     "imagenet-barlow-1pct": (dict(_IMNET, percent=1.0, subset_file="data/imagenet/1percent.txt", lr_backbone=0.005, lr_head=0.5),
-                             "GPU: Barlow Twins README (facebookresearch/barlowtwins): 20 ep, lr backbone 0.005 / head 0.5, wd 0"),
+                             "GPU: Barlow Twins README (facebookresearch/barlowtwins): 20 ep, lr backbone 0.005 / head 0.5, wd 0" + "; " + _SEMISUP_UNVERIFIED),
     "imagenet-barlow-10pct": (dict(_IMNET, percent=10.0, subset_file="data/imagenet/10percent.txt", lr_backbone=0.005, lr_head=0.5),
-                              "GPU: Barlow Twins' 1% learning rates on SimCLR's 10% list (README gives 1% only)"),
+                              "GPU: Barlow Twins' 1% learning rates on SimCLR's 10% list (README gives 1% only)" + "; " + _SEMISUP_UNVERIFIED),
     "imagenet-vicreg-1pct": (dict(_IMNET, percent=1.0, subset_file="data/imagenet/1percent.txt", lr_backbone=0.03, lr_head=0.08),
-                             "GPU: VICReg README (facebookresearch/vicreg): 20 ep, lr backbone 0.03 / head 0.08, wd 0"),
+                             "GPU: VICReg README (facebookresearch/vicreg): 20 ep, lr backbone 0.03 / head 0.08, wd 0" + "; " + _SEMISUP_UNVERIFIED),
     "imagenet-vicreg-10pct": (dict(_IMNET, percent=10.0, subset_file="data/imagenet/10percent.txt", lr_backbone=0.01, lr_head=0.1),
-                              "GPU: VICReg README: 20 ep, lr backbone 0.01 / head 0.1, wd 0"),
+                              "GPU: VICReg README: 20 ep, lr backbone 0.01 / head 0.1, wd 0" + "; " + _SEMISUP_UNVERIFIED),
 }
 
 def semisup_indices(labels: Tensor, percent: float, seed: int = 0) -> Tensor:
@@ -1055,10 +1070,15 @@ class FinetuneConfig(EvalData):
 
 FINETUNE_PRESETS: dict[str, tuple[dict, str]] = {
     "imagenet-mae-vitb": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1),
-                          "GPU: MAE FINETUNE.md ViT-B/16 (100 ep, batch 1024, blr 5e-4, layer decay 0.65, drop path 0.1, mixup 0.8, cutmix 1, smoothing 0.1, RandAug m9, reprob 0.25)"),
+                          "GPU: facebookresearch/mae FINETUNE.md ViT-B/16 (100 ep, batch 1024, blr 5e-4, layer decay 0.65, drop path 0.1, mixup 0.8, cutmix 1, smoothing 0.1, RandAug m9, reprob 0.25)"),
     "imagenet-mae-vitl": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1,
-                               epochs=50, layer_decay=0.75, drop_path=0.2),
-                          "GPU: MAE FINETUNE.md ViT-L/16 (50 ep, layer decay 0.75, drop path 0.2)"),
+                               epochs=50, lr=1e-3, layer_decay=0.75, drop_path=0.2),
+                          "GPU: facebookresearch/mae FINETUNE.md ViT-L/16 (50 ep, batch 1024, blr 1e-3, layer decay 0.75, drop path 0.2)"),
+    "imagenet-mmae-vitl": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1,
+                                epochs=100, batch_size=2048, lr=5e-4, layer_decay=0.65, drop_path=0.1),
+                           "GPU: yifanzhang-pro/M-MAE finetune.sh ViT-L/16 (100 ep, 8 x 64 x accum 4 = batch 2048, blr 5e-4, layer decay 0.65, "
+                           "drop path 0.1, --cls_token); likely the recipe of the paper's ViT-L fine-tune numbers: unverified. Its CLS-token "
+                           "pooling is not applied here: the head pools as the backbone was built"),
     "fmnist": (dict(root="search", val_split="test", epochs=5, batch_size=256, lr=1e-3, warmup_epochs=1.0, layer_decay=0.75,
                     drop_path=0.0, mixup=0.2, cutmix=0.0, auto_augment="rand-m5-mstd0.5", reprob=0.0),
                "CPU: a 5-epoch version of the recipe on full Fashion-MNIST (lighter Mixup/RandAugment for 28 px)"),
@@ -1299,6 +1319,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, kind):
         cls, presets, default = _KINDS[kind]
         sp.add_argument("--preset", default=default, help=f"protocol preset (default {default}); see --list-presets")
+        sp.add_argument("--dry-run", action="store_true", help="print the resolved protocol config (preset + overrides) as YAML and exit")
         sp.add_argument("--list-presets", action="store_true", help="print the presets of this subcommand and exit")
         sp.add_argument("--output", help="also write the results JSON here")
         sp.add_argument("--quiet", action="store_true", help="print only the result lines")
@@ -1336,6 +1357,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dest"); sp.add_argument("--train", type=int, default=8); sp.add_argument("--val", type=int, default=4)
     sp.add_argument("--size", type=int, default=128); sp.add_argument("--seed", type=int, default=0)
     return p
+def protocol_config(
+    kind: str,                 # a key of _KINDS: linear, knn, select, semisup, finetune, coco
+    preset: str | None,        # the preset name (None: the dataclass defaults)
+    conf,                      # the resolved options dataclass
+    overrides: Sequence[str] = (), # the key=value overrides applied
+) -> dict:                     # plain data for YAML: kind, preset, its note (sources, unverified parts), overrides, options
+    "What `mssl-eval KIND --preset P --dry-run` prints: the resolved protocol, before any GPU time is spent"
+    presets = _KINDS[kind][1]
+    return {"kind": kind, "preset": preset, "note": presets[preset][1] if preset in presets else None,
+            "overrides": list(overrides), "options": json.loads(json.dumps(asdict(conf)))}
+
 
 def _emit(args, out: dict, lines: list[str]):
     for l in lines: print(l)
@@ -1351,10 +1383,12 @@ def _dispatch(args) -> int:
         if cmd != "select": positional = ([args.run] if args.run else []) + args.overrides
         targets = [a for a in positional if "=" not in a]
         overrides = [a for a in positional if "=" in a]
-        if not targets: raise EvalError(f"{cmd}: give a RUN_DIR or checkpoint (see mssl-eval {cmd} --help)")
         if cmd == "semisup" and args.percent is not None: overrides.append(f"percent={args.percent}")
         preset = args.preset
         if cmd == "semisup" and preset is None: preset = "fmnist-10pct" if args.percent == 10 else "fmnist-1pct"
+        if args.dry_run:
+            print(yaml.safe_dump(protocol_config(cmd, preset, conf, overrides), sort_keys=False), end=""); return 0
+        if not targets: raise EvalError(f"{cmd}: give a RUN_DIR or checkpoint (see mssl-eval {cmd} --help)")
         conf = build_config(cls, presets, preset, overrides)
         log = None if args.quiet else (lambda s: print(s, file=sys.stderr))
         if cmd != "select" and len(targets) > 1: raise EvalError(f"{cmd}: one RUN_OR_CKPT expected, got {len(targets)}: {' '.join(targets)}")

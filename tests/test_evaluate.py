@@ -144,7 +144,8 @@ def test_export_detectron2_resnet50_names_and_round_trip(tmp_path, capsys):
     assert ev.main(["export-detectron2", str(ckpt), "-o", str(tmp_path / "model.pkl")]) == 0
     printed = capsys.readouterr().out
     for key in ("MODEL.RESNETS.STRIDE_IN_1X1: False", "INPUT.FORMAT: RGB", "MODEL.PIXEL_MEAN: [123.675, 116.28, 103.53]",
-                "MODEL.PIXEL_STD: [58.395, 57.12, 57.375]", "MODEL.RESNETS.DEPTH: 50"):
+                "MODEL.PIXEL_STD: [58.395, 57.12, 57.375]", "MODEL.RESNETS.DEPTH: 50",
+                "MODEL.RESNETS.NORM: naiveSyncBN", "SOLVER.MAX_ITER: 180000", "SOLVER.STEPS: [120000, 160000]", "unverified"):
         assert key in printed
     blob = pickle.loads((tmp_path / "model.pkl").read_bytes())
     assert blob["__author__"] == "mssl-workbench" and blob["matching_heuristics"] is True
@@ -234,3 +235,33 @@ def test_on_a_run_made_by_mssl_train(tmp_path, console):
         from mssl_workbench.runs import read_run
     except ImportError: return
     assert "knn" in str(read_run(out).evals)
+
+
+def test_dry_run_prints_every_preset_as_yaml(capsys):
+    "mssl-eval KIND --preset P --dry-run: exit 0, the resolved options as YAML (with the overrides), the preset's note; no RUN_DIR needed"
+    import dataclasses
+    import yaml
+    for kind, (cls, presets, _) in ev._KINDS.items():
+        for name in presets:
+            assert ev.main([kind, "--preset", name, "--dry-run", "seed=3"]) == 0, (kind, name)
+            out = yaml.safe_load(capsys.readouterr().out)
+            want = json.loads(json.dumps(dataclasses.asdict(ev.build_config(cls, presets, name, ["seed=3"]))))
+            assert (out["kind"], out["preset"], out["note"], out["options"]) == (kind, name, presets[name][1], want)
+            assert out["options"]["seed"] == 3 and out["overrides"] == ["seed=3"]
+    assert ev.main(["finetune", "--preset", "nope", "--dry-run"]) == 2
+
+
+def test_protocol_constants_match_their_sources():
+    "Item by item (issue 20): each constant as its source script or config writes it, and the unverified parts labelled"
+    ft = {k: ev.build_config(ev.FinetuneConfig, ev.FINETUNE_PRESETS, k, []) for k in ("imagenet-mae-vitb", "imagenet-mae-vitl", "imagenet-mmae-vitl")}
+    row = lambda c: (c.lr, c.layer_decay, c.drop_path, c.epochs, c.batch_size)
+    assert row(ft["imagenet-mae-vitb"]) == (5e-4, 0.65, 0.1, 100, 1024)      # facebookresearch/mae FINETUNE.md, ViT-B
+    assert row(ft["imagenet-mae-vitl"]) == (1e-3, 0.75, 0.2, 50, 1024)       # ... ViT-L: blr 1e-3
+    assert row(ft["imagenet-mmae-vitl"]) == (5e-4, 0.65, 0.1, 100, 2048)     # yifanzhang-pro/M-MAE finetune.sh
+    assert "M-MAE" not in ev.FINETUNE_PRESETS["imagenet-mae-vitl"][1] and "unverified" in ev.FINETUNE_PRESETS["imagenet-mmae-vitl"][1]
+    c = ev.DETECTRON2_CONFIG                                                  # MoCo detection/configs (R50-C4, 2x)
+    assert (c["MODEL.RESNETS.NORM"], c["SOLVER.MAX_ITER"], c["SOLVER.STEPS"], c["SOLVER.BASE_LR"], c["SOLVER.IMS_PER_BATCH"]) == \
+           ("naiveSyncBN", 180000, [120000, 160000], 0.02, 16)
+    assert "unverified" in ev.DETECTRON2_NOTE and "2x" in ev.DETECTRON2_NOTE
+    assert all("unverified" in note for _, note in ev.SEMISUP_PRESETS.values())
+    assert all("unverified" in note and "1e-4" in note for _, note in ev.SELECT_PRESETS.values())
