@@ -30,10 +30,11 @@ import mssl_workbench
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_CLASSES', 'FASHION_MNIST_FILES', 'DEBIAN_FASHION_MNIST', 'SAMPLE_FASHION_MNIST', 'IMAGENET_MEAN',
-           'IMAGENET_STD', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'AUGMENTS', 'IMG_EXTENSIONS', 'DATASETS',
-           'IDXError', 'read_idx', 'write_idx', 'find_fashion_mnist', 'ImageSplit', 'load_fashion_mnist',
-           'random_resized_crop_boxes', 'random_resized_crop_box', 'colour_jitter_affine', 'gaussian_kernels',
-           'blur_matrices', 'Workspace', 'gaussian_blur_batch', 'ViewSpec', 'MultiViewAugment', 'create_augment',
+           'IMAGENET_STD', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD', 'AUGMENTS', 'IMG_EXTENSIONS', 'HOLDOUT_FRACTION',
+           'HOLDOUT_SEED', 'FASHION_MNIST_SPLITS', 'DATASETS', 'IDXError', 'read_idx', 'write_idx',
+           'find_fashion_mnist', 'ImageSplit', 'load_fashion_mnist', 'random_resized_crop_boxes',
+           'random_resized_crop_box', 'colour_jitter_affine', 'gaussian_kernels', 'blur_matrices', 'Workspace',
+           'gaussian_blur_batch', 'ViewSpec', 'zoom_shift_boxes', 'MultiViewAugment', 'create_augment',
            'TensorImageDataset', 'fraction_indices', 'ImageFolderError', 'NoReadableImageError', 'SingleClassWarning',
            'scan_image_folder', 'UnreadableImageWarning', 'decode_image_file', 'FileImageDataset', 'make_imagefolder',
            'create_dataset']
@@ -349,7 +350,7 @@ def gaussian_blur_batch(
     out = out if out is not None else torch.empty(n, C, H, W, dtype=out_dtype, device=x.device)
     return out.copy_(u.view(n, H, W, C).permute(0, 3, 1, 2))                   # cast and back to (n, C, H, W)
 
-# %% ../nbs/03_data.ipynb #166eb660
+# %% ../nbs/03_data.ipynb #18c73e25
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
@@ -368,6 +369,8 @@ class ViewSpec:
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # in pixels of a 224-px image; scaled with the output size
     solarize_p: float = 0.0
+    zoom: tuple[float, float] | None = None  # set: a zoom-and-shift of the whole image instead of a resized crop
+    shift: float = 0.0                # zoom mode: largest shift per axis, as a fraction of the side
 
 def _byol(in_chans: int) -> tuple[ViewSpec, ...]:
     base = ViewSpec(crop_scale=(0.2, 1.0), jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, gray_p=0.2)
@@ -384,14 +387,35 @@ def _small(in_chans: int) -> tuple[ViewSpec, ...]:
     colour = dict(saturation=0.4, hue=0.1, gray_p=0.2) if in_chans == 3 else {}
     return (ViewSpec(crop_scale=(0.25, 1.0), jitter_p=0.8, brightness=0.4, contrast=0.4, **colour),)
 
+def _shift(in_chans: int) -> tuple[ViewSpec, ...]:
+    return (ViewSpec(zoom=(1.0, 1.0), shift=4 / 28),)
+
+def _zoom(in_chans: int) -> tuple[ViewSpec, ...]:
+    return (ViewSpec(zoom=(0.8, 1.1), shift=3 / 28),)
+
 def _none(in_chans: int) -> tuple[ViewSpec, ...]:
     return (ViewSpec(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0),)
 
-AUGMENTS: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = dict(byol=_byol, simclr=_simclr, mae=_mae, small=_small, none=_none)
+AUGMENTS: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = dict(byol=_byol, simclr=_simclr, mae=_mae, small=_small,
+                                                                   shift=_shift, zoom=_zoom, none=_none)
 
-# %% ../nbs/03_data.ipynb #03f9be6f
-def _crop_flip_batch(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
-    "Bilinear resized crops of float images (n, C, H, W) to (n, C, size, size), flipped where `flip`"
+# %% ../nbs/03_data.ipynb #05c0f325
+def zoom_shift_boxes(
+    n: int,                          # number of boxes (one per sample)
+    height: int, width: int,         # size of the source image(s)
+    *,
+    zoom: tuple[float, float],       # range of the zoom factor s (> 1 magnifies, < 1 shrinks into a zero border)
+    shift: float,                    # largest shift of the centre per axis, as a fraction of the side
+    generator: torch.Generator | None=None,
+) -> Tensor:                         # (n, 4) float boxes: top, left, height, width (may reach outside the image)
+    "Source boxes of a zoom by s (uniform in `zoom`) and a shift (uniform per axis in ±shift·side): side/s, off-centre"
+    s = _uniform(n, *zoom, generator)
+    d = _uniform((n, 2), -shift, shift, generator) * torch.tensor([height, width])
+    h, w = height / s, width / s
+    return torch.stack([(height - h) / 2 + d[:, 0], (width - w) / 2 + d[:, 1], h, w], 1)
+
+def _crop_flip_batch(x: Tensor, boxes: Tensor, flip: Tensor, size: int, padding: str = "border") -> Tensor:
+    "Bilinear resized crops of float images (n, C, H, W) to (n, C, size, size), flipped where `flip`; outside: `padding`"
     n, _, H, W = x.shape
     top, left, h, w = boxes.to(x.device, x.dtype).T
     theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
@@ -400,7 +424,7 @@ def _crop_flip_batch(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tenso
     theta[:, 1, 1] = h / H
     theta[:, 1, 2] = (2 * top + h) / H - 1
     grid = F.affine_grid(theta, (n, x.shape[1], size, size), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 class MultiViewAugment(nn.Module):
     "Batched multi-view augmentation: uint8 (B,C,H,W) or pre-cropped (B,V,C,H,W) -> list of normalised float views"
@@ -467,8 +491,11 @@ class MultiViewAugment(nn.Module):
                 idx = blur.nonzero()[:, 0]
                 Yc[idx.to(dev)] = gaussian_blur_batch(src[idx.to(dev)], sigma[idx], flip=flip[idx], workspace=self.workspace)
         else:
-            boxes = random_resized_crop_boxes(n, x.shape[2], x.shape[3], scale=spec.crop_scale, ratio=spec.crop_ratio, generator=g)
-            Yc.copy_(_crop_flip_batch(x.float(), boxes, flip, S))          # flips ride on the sampling grid
+            if spec.zoom is None:
+                boxes, pad = random_resized_crop_boxes(n, x.shape[2], x.shape[3], scale=spec.crop_scale, ratio=spec.crop_ratio, generator=g), "border"
+            else:   # zoom and shift of the whole image; what moves in from outside is black (0)
+                boxes, pad = zoom_shift_boxes(n, x.shape[2], x.shape[3], zoom=spec.zoom, shift=spec.shift, generator=g), "zeros"
+            Yc.copy_(_crop_flip_batch(x.float(), boxes, flip, S, padding=pad))   # flips ride on the sampling grid
             if blur.any():
                 idx = blur.nonzero()[:, 0].to(dev)
                 Yc[idx] = gaussian_blur_batch(Yc[idx], sigma[blur], workspace=self.workspace)
@@ -510,7 +537,7 @@ def create_augment(
         raise ValueError(f"unknown augmentation recipe {recipe!r}: valid names are {sorted(AUGMENTS)}")
     return MultiViewAugment(AUGMENTS[recipe](in_chans), size=size, in_chans=in_chans, views=views, mean=mean, std=std, seed=seed)
 
-# %% ../nbs/03_data.ipynb #ffff5f9c
+# %% ../nbs/03_data.ipynb #eabd4865
 class TensorImageDataset(Dataset):
     "uint8 images held in memory (n, C, H, W) with int64 labels; items are (image (C,H,W), label)"
     skipped = 0  # nothing on disk, nothing to skip
@@ -536,7 +563,7 @@ class TensorImageDataset(Dataset):
         return TensorImageDataset(self.images[indices], self.labels[indices], self.classes, self.source)
     def __repr__(self): return f"TensorImageDataset({len(self)} images {tuple(self.images.shape[1:])}, {self.num_classes} classes, {self.source})"
 
-# %% ../nbs/03_data.ipynb #b4517ad8
+# %% ../nbs/03_data.ipynb #66fb0257
 def fraction_indices(
     labels: Tensor,  # (n,) labels, -1 for unlabeled
     fraction: float, # in (0, 1]
@@ -553,7 +580,7 @@ def fraction_indices(
         chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
     return torch.cat(chosen).sort().values
 
-# %% ../nbs/03_data.ipynb #7e8031d3
+# %% ../nbs/03_data.ipynb #2aa670e9
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 def _default_cache_dir() -> Path:
@@ -658,7 +685,7 @@ def _scan(folder: Path, labeled: bool, extensions: tuple[str, ...], cache_dir, u
         except OSError as e: warnings.warn(f"cannot write the file-list cache {cache} ({e}); listing again next time")
     return classes, list(zip([prefix + f for f in files], labels))
 
-# %% ../nbs/03_data.ipynb #6295a81e
+# %% ../nbs/03_data.ipynb #4e12360e
 class UnreadableImageWarning(UserWarning):
     "An image file that could not be decoded was skipped"
 
@@ -780,7 +807,7 @@ class FileImageDataset(Dataset):
             if img is not None: return self._transform(img), self._label_list[j]
         raise NoReadableImageError(f"no readable image left in {self.source or 'the data set'}: all {n} files failed to decode")
 
-# %% ../nbs/03_data.ipynb #276d66ed
+# %% ../nbs/03_data.ipynb #b9790c88
 def make_imagefolder(
     dest: str | Path,              # root of the tree to write (created)
     *,
@@ -810,11 +837,23 @@ def make_imagefolder(
             used += k
     return dest
 
-# %% ../nbs/03_data.ipynb #1891dd36
+# %% ../nbs/03_data.ipynb #7c2c4b6b
+HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 20261202      # the validation split carved out of Fashion-MNIST's training split
+FASHION_MNIST_SPLITS = ("train", "test", "val", "train_fit", "train_holdout")
+
 def _fashion_mnist(root, split, *, fraction=None, seed=0, **_) -> TensorImageDataset:
-    split = {"val": "test"}.get(split, split)
-    data = load_fashion_mnist(split, root)
-    return TensorImageDataset(data.images, data.labels, data.classes, data.source)
+    if split not in FASHION_MNIST_SPLITS:
+        raise ValueError(f"unknown Fashion-MNIST split {split!r}: valid names are {list(FASHION_MNIST_SPLITS)} "
+                         "(train_fit / train_holdout: the training split without / with only its 20% validation part)")
+    base = {"val": "test", "train_fit": "train", "train_holdout": "train"}.get(split, split)
+    data = load_fashion_mnist(base, root)
+    ds = TensorImageDataset(data.images, data.labels, data.classes, data.source)
+    if base == split or split == "val": return ds
+    held = torch.zeros(len(ds), dtype=torch.bool)
+    held[fraction_indices(data.labels, HOLDOUT_FRACTION, HOLDOUT_SEED)] = True   # one fixed carve, whatever the run's seed
+    sub = ds.subset((held if split == "train_holdout" else ~held).nonzero()[:, 0])
+    sub.source = f"{data.source} [{split}]"
+    return sub
 
 def _files(root, split, *, labeled, size=None, views=None, crop_scale=(0.2, 1.0), crop_ratio=(3/4, 4/3),
            in_chans=3, cache_dir=None, classes=None, **_) -> FileImageDataset:

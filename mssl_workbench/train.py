@@ -108,7 +108,8 @@ class RunData:
         files = dict(size=d.image_size, in_chans=d.in_chans)          # used by file-backed data sets only
         crop = AUGMENTS[d.augment](d.in_chans)[0]
         self.train = create_dataset(d.dataset, root=d.root, split=d.train_split, fraction=d.fraction, seed=seed,
-                                    views=views, crop_scale=crop.crop_scale, crop_ratio=crop.crop_ratio, **files)
+                                    views=None if crop.zoom is not None else views,   # zoom views: the batch does the geometry
+                                    crop_scale=crop.crop_scale, crop_ratio=crop.crop_ratio, **files)
         index = dict(classes=self.train.classes) if d.dataset == "imagefolder" else {}     # one class index: the training split's
         self.val = create_dataset(d.dataset, root=d.root, split=d.val_split, seed=seed, **files, **index) if d.val_split else None
         self.batches = EpochBatches(len(self.train), cfg.train.batch_size, seed=seed, rank=info.rank, world_size=info.world_size)
