@@ -21,12 +21,12 @@ from .matrix import (center_rows_normalize, covariance, cross_covariance, gram, 
                                    trace_logm_taylor, trace_product_logm_taylor, von_neumann_entropy)
 
 # %% auto #0
-__all__ = ['MATRIX_SSL_FORMS', 'LOSSES', 'gather_embeddings', 'matrix_uniformity', 'matrix_alignment', 'matrix_ssl_terms',
-           'matrix_ssl_loss', 'MatrixSSLLoss', 'mec', 'mec_lamda_inv_schedule', 'MECLoss', 'tcr', 'umae_uniformity',
-           'TCRLoss', 'UMAELoss', 'nt_xent', 'NTXentLoss', 'moco_infonce', 'MoCoQueue', 'negative_cosine',
-           'SimSiamLoss', 'BYOLLoss', 'barlow_twins', 'BarlowTwinsLoss', 'vicreg', 'VICRegLoss', 'spectral_contrastive',
-           'SpectralContrastiveLoss', 'frossl_terms', 'frossl', 'FroSSLLoss', 'mmcr_terms', 'mmcr', 'MMCRLoss',
-           'ivne_terms', 'ivne', 'IVNELoss', 'get_loss']
+__all__ = ['MATRIX_SSL_FORMS', 'PAPER_MU_SCALE', 'LOSSES', 'gather_embeddings', 'matrix_uniformity', 'matrix_alignment',
+           'matrix_ssl_terms', 'matrix_ssl_loss', 'MatrixSSLLoss', 'mec', 'mec_lamda_inv_schedule', 'MECLoss', 'tcr',
+           'umae_uniformity', 'TCRLoss', 'UMAELoss', 'nt_xent', 'NTXentLoss', 'moco_infonce', 'MoCoQueue',
+           'negative_cosine', 'SimSiamLoss', 'BYOLLoss', 'barlow_twins', 'BarlowTwinsLoss', 'vicreg', 'VICRegLoss',
+           'spectral_contrastive', 'SpectralContrastiveLoss', 'frossl_terms', 'frossl', 'FroSSLLoss', 'mmcr_terms',
+           'mmcr', 'MMCRLoss', 'ivne_terms', 'ivne', 'IVNELoss', 'get_loss']
 
 # %% ../nbs/02_losses.ipynb #00bc8f93
 _HALF = (torch.float16, torch.bfloat16)
@@ -113,8 +113,14 @@ def _gather(flag: bool, *xs: Tensor) -> tuple[Tensor, ...]:
     "Each of `xs` gathered over ranks when `flag`, else unchanged"
     return tuple(gather_embeddings(x) for x in xs) if flag else xs
 
-# %% ../nbs/02_losses.ipynb #f2eb43eb
+# %% ../nbs/02_losses.ipynb #eb02291b
 MATRIX_SSL_FORMS = ("official", "paper")
+PAPER_MU_SCALE = 0.1   # form="paper" default ridge: μ = 0.1 / d (see the text: collapse must raise the uniformity)
+
+def _resolve_mu(mu: float | None, form: str, d: int) -> float:
+    "μ as given, else the form's default: 1 (official code) or PAPER_MU_SCALE / d (paper form)"
+    if mu is not None: return mu
+    return 1.0 if form == "official" else PAPER_MU_SCALE / d
 
 def _use_low_rank(low_rank: bool | str, m: int, d: int) -> bool:
     "Resolve low_rank=True|False|'auto' ('auto': batch space when m < d)"
@@ -126,7 +132,7 @@ def _check_matrix_ssl_options(where: str, form: str, lamda: float, mu: float, or
     if form not in MATRIX_SSL_FORMS:
         raise ValueError(f"{where}: form must be one of {MATRIX_SSL_FORMS}, got {form!r}")
     if not isinstance(order, int) or order < 1: raise ValueError(f"{where}: order must be a positive integer, got {order!r}")
-    _positive(where, mu=mu)
+    if mu is not None: _positive(where, mu=mu)
     if not isinstance(lamda, (int, float)): raise ValueError(f"{where}: lamda must be a number, got {lamda!r}")
     _use_low_rank(low_rank, 1, 1)
 
@@ -137,9 +143,9 @@ def _uniformity(a_z: Tensor, a_t: Tensor, lamda: float, mu: float, order: int, f
         if low: return -lamda * lowrank_trace_logm_taylor(a_t, a_z, mu=mu, order=order)
         eye = torch.eye(d, dtype=a_z.dtype, device=a_z.device)
         return -lamda * trace_logm_taylor(cross_covariance(a_t, a_z, normalize=False, center=False) + mu * eye, order)
-    if low: return -lamda * lowrank_trace_logm(a_z, mu=mu) + a_z.square().sum() / m + mu * d
+    if low: return lamda * (-lowrank_trace_logm(a_z, mu=mu) / d + a_z.square().sum() / m + mu * d)
     eye = torch.eye(d, dtype=a_z.dtype, device=a_z.device)
-    return matrix_cross_entropy(lamda * eye, covariance(a_z, normalize=False, center=False) + mu * eye)
+    return lamda * matrix_cross_entropy(eye / d, covariance(a_z, normalize=False, center=False) + mu * eye)
 
 def _alignment(a_z: Tensor, a_t: Tensor, mu: float, order: int, form: str, low: bool) -> Tensor:
     "A(z, t) on prepared rows: see `matrix_alignment`"
@@ -159,15 +165,15 @@ def matrix_uniformity(
     z: Tensor,                # (m, d) online-branch embeddings (receive the gradient)
     t: Tensor,                # (m, d) target-branch embeddings (detached here; unused by form="paper")
     *,
-    lamda: float = 1.0,       # λ, the weight of the identity target
-    mu: float = 1.0,          # μ, the ridge added to the covariance
+    lamda: float = 1.0,       # λ, the weight of the uniformity term
+    mu: float | None = None,  # μ, the ridge added to the covariance; None: 1 (official), 0.1/d (paper)
     order: int = 4,           # K, Taylor order (form="official")
-    form: str = "official",   # "official": −λ tr logT(C(t,z) + μI); "paper": MCE(λI, C(z,z) + μI), exact log
+    form: str = "official",   # "official": −λ tr logT(C(t,z) + μI); "paper": λ·MCE(I/d, C(z,z) + μI), exact log
     low_rank: bool | str = "auto", # evaluate in the m×m batch space: True, False, or "auto" (when m < d)
 ) -> Tensor:                  # scalar
     "Matrix-SSL's uniformity term U(z, t) for one pair of views (official code or paper form)"
     _check("matrix_uniformity", z=z, t=t); _check_matrix_ssl_options("matrix_uniformity", form, lamda, mu, order, low_rank)
-    low = _use_low_rank(low_rank, *z.shape)
+    low, mu = _use_low_rank(low_rank, *z.shape), _resolve_mu(mu, form, z.shape[1])
     return _uniformity(center_rows_normalize(z), center_rows_normalize(t.detach()), lamda, mu, order, form, low)
 
 @_fp32
@@ -175,14 +181,14 @@ def matrix_alignment(
     z: Tensor,                # (m, d) online-branch embeddings (receive the gradient)
     t: Tensor,                # (m, d) target-branch embeddings (detached here)
     *,
-    mu: float = 1.0,          # μ, the ridge of both covariances
+    mu: float | None = None,  # μ, the ridge of both covariances; None: 1 (official), 0.1/d (paper)
     order: int = 4,           # K, Taylor order (form="official")
     form: str = "official",   # "official": −tr((C(t,t)+μI) logT(C(z,z)+μI)); "paper": MCE(C(t,t)+μI, C(z,z)+μI)
     low_rank: bool | str = "auto", # evaluate in the m×m batch space: True, False, or "auto" (when m < d)
 ) -> Tensor:                  # scalar
     "Matrix-SSL's alignment term A(z, t) for one pair of views (official code or paper form)"
     _check("matrix_alignment", z=z, t=t); _check_matrix_ssl_options("matrix_alignment", form, 1.0, mu, order, low_rank)
-    low = _use_low_rank(low_rank, *z.shape)
+    low, mu = _use_low_rank(low_rank, *z.shape), _resolve_mu(mu, form, z.shape[1])
     return _alignment(center_rows_normalize(z), center_rows_normalize(t.detach()), mu, order, form, low)
 
 @_fp32
@@ -193,7 +199,7 @@ def matrix_ssl_terms(
     t2: Tensor,               # (m, d) target projector output, view 2 (detached here)
     *,
     lamda: float = 1.0,       # λ, uniformity weight (inside U)
-    mu: float = 1.0,          # μ, ridge of every covariance
+    mu: float | None = None,  # μ, ridge of every covariance; None: 1 (official), 0.1/d (paper)
     gamma: float = 1.0,       # γ, alignment weight
     order: int = 4,           # K, Taylor order (form="official")
     form: str = "official",   # "official" (the authors' code) or "paper" (exact matrix cross-entropies)
@@ -203,7 +209,7 @@ def matrix_ssl_terms(
     "Matrix-SSL's loss and its two terms, ½[U(z1,t2) + U(z2,t1)] and ½[A(z1,t2) + A(z2,t1)], computed once"
     _check("matrix_ssl", z1=z1, z2=z2, t1=t1, t2=t2); _check_matrix_ssl_options("matrix_ssl", form, lamda, mu, order, low_rank)
     z1, z2, t1, t2 = _gather(gather_distributed, z1, z2, t1.detach(), t2.detach())
-    low = _use_low_rank(low_rank, *z1.shape)
+    low, mu = _use_low_rank(low_rank, *z1.shape), _resolve_mu(mu, form, z1.shape[1])
     a_z1, a_z2, a_t1, a_t2 = (center_rows_normalize(x) for x in (z1, z2, t1, t2))
     uniformity = (_uniformity(a_z1, a_t2, lamda, mu, order, form, low) + _uniformity(a_z2, a_t1, lamda, mu, order, form, low)) / 2
     alignment = (_alignment(a_z1, a_t2, mu, order, form, low) + _alignment(a_z2, a_t1, mu, order, form, low)) / 2
@@ -220,10 +226,11 @@ class MatrixSSLLoss(nn.Module):
     """Matrix-SSL (Zhang et al., ICML 2024): `forward(z1, z2, t1, t2)`, z = online predictor outputs (gradient),
     t = target projector outputs (detached). L = ½[U(z1,t2) + U(z2,t1) + γA(z1,t2) + γA(z2,t1)];
     form="official": U = −λ tr logT(C(t,z)+μI), A = −tr((C(t,t)+μI) logT(C(z,z)+μI)), order-K Taylor log, no +tr Q
-    (the authors' code); form="paper": exact matrix cross-entropies MCE(λI, C(z,z)+μI) and MCE(C(t,t)+μI, C(z,z)+μI).
+    (the authors' code); form="paper": exact matrix cross-entropies λ·MCE(I/d, C(z,z)+μI) and MCE(C(t,t)+μI, C(z,z)+μI).
+    μ=None: 1 for the official form, 0.1/d for the paper form.
     `terms(...)` also returns the uniformity and alignment parts."""
     inputs = ("z1", "z2", "t1", "t2")
-    def __init__(self, lamda: float = 1.0, mu: float = 1.0, gamma: float = 1.0, order: int = 4, form: str = "official",
+    def __init__(self, lamda: float = 1.0, mu: float | None = None, gamma: float = 1.0, order: int = 4, form: str = "official",
                  low_rank: bool | str = "auto", gather_distributed: bool = False):
         super().__init__()
         _check_matrix_ssl_options("MatrixSSLLoss", form, lamda, mu, order, low_rank)
@@ -241,7 +248,7 @@ class MatrixSSLLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"form={self.form!r}, lamda={self.lamda}, mu={self.mu}, gamma={self.gamma}, order={self.order}, low_rank={self.low_rank!r}"
 
-# %% ../nbs/02_losses.ipynb #7d6d9aa7
+# %% ../nbs/02_losses.ipynb #4c50f730
 @_fp32
 def mec(
     z: Tensor,         # (m, d) online-branch embeddings (receive the gradient)
@@ -287,7 +294,7 @@ class MECLoss(nn.Module):
         lamda_inv = float(self.lamda_inv) if self.lamda_inv is not None else m * self.eps_sq / d
         return (mec(z1, t2, lamda_inv, self.order) + mec(z2, t1, lamda_inv, self.order)) / 2
 
-# %% ../nbs/02_losses.ipynb #92cb6c39
+# %% ../nbs/02_losses.ipynb #c9493731
 @_fp32
 def tcr(
     z: Tensor,                # (m, d) embeddings (e.g. CLS features)
@@ -329,7 +336,7 @@ class UMAELoss(nn.Module):
     def forward(self, z1: Tensor) -> Tensor:
         return umae_uniformity(z1, gather_distributed=self.gather_distributed)
 
-# %% ../nbs/02_losses.ipynb #b0559f2a
+# %% ../nbs/02_losses.ipynb #5621fb5b
 @_fp32
 def nt_xent(
     z1: Tensor,               # (N, d) view-1 embeddings
@@ -358,7 +365,7 @@ class NTXentLoss(nn.Module):
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         return nt_xent(z1, z2, self.temperature, gather_distributed=self.gather_distributed)
 
-# %% ../nbs/02_losses.ipynb #6e20e35e
+# %% ../nbs/02_losses.ipynb #583d5b81
 @_fp32
 def moco_infonce(
     z: Tensor,                # (N, d) queries from the online encoder
@@ -405,7 +412,7 @@ class MoCoQueue(nn.Module):
         self.queue[rows] = normalize_rows(k.detach().float()).to(self.queue.dtype)
         self.ptr.fill_(int((self.ptr + len(k)) % size))
 
-# %% ../nbs/02_losses.ipynb #6ec04de8
+# %% ../nbs/02_losses.ipynb #99c58b47
 @_fp32
 def negative_cosine(
     z: Tensor, # (N, d) online predictions
@@ -435,7 +442,7 @@ class BYOLLoss(nn.Module):
         z1, z2, t1, t2 = _gather(self.gather_distributed, z1, z2, t1.detach(), t2.detach())
         return (2 + 2 * negative_cosine(z1, t2)) + (2 + 2 * negative_cosine(z2, t1))
 
-# %% ../nbs/02_losses.ipynb #4c03af33
+# %% ../nbs/02_losses.ipynb #26a6b46a
 def _batch_standardize(z: Tensor, eps: float = 1e-5) -> Tensor:
     "Per-feature (z - mean) / sqrt(biased var + eps) over the batch: BatchNorm1d(affine=False) in training mode"
     return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)
@@ -467,7 +474,7 @@ class BarlowTwinsLoss(nn.Module):
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         return barlow_twins(z1, z2, self.lambd, gather_distributed=self.gather_distributed)
 
-# %% ../nbs/02_losses.ipynb #108baeaa
+# %% ../nbs/02_losses.ipynb #f394810f
 @_fp32
 def vicreg(
     z1: Tensor,               # (N, d) view-1 expander outputs
@@ -501,7 +508,7 @@ class VICRegLoss(nn.Module):
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         return vicreg(z1, z2, self.sim_coeff, self.std_coeff, self.cov_coeff, self.eps, gather_distributed=self.gather_distributed)
 
-# %% ../nbs/02_losses.ipynb #6ce7448c
+# %% ../nbs/02_losses.ipynb #b535c5b9
 @_fp32
 def spectral_contrastive(
     z1: Tensor,      # (N, d) view-1 embeddings
@@ -532,7 +539,7 @@ class SpectralContrastiveLoss(nn.Module):
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         return spectral_contrastive(z1, z2, self.mu, gather_distributed=self.gather_distributed)
 
-# %% ../nbs/02_losses.ipynb #7b843ebc
+# %% ../nbs/02_losses.ipynb #a9deef98
 @_fp32
 def frossl_terms(
     z1: Tensor,                       # (N, d) view-1 embeddings
@@ -583,7 +590,7 @@ class FroSSLLoss(nn.Module):
         return self.terms(z1, z2)["loss"]
     def extra_repr(self) -> str: return f"invariance_weight={self.invariance_weight}, low_rank={self.low_rank!r}"
 
-# %% ../nbs/02_losses.ipynb #001c3c18
+# %% ../nbs/02_losses.ipynb #fbcb0dc1
 @_fp32
 def mmcr_terms(
     z1: Tensor,                       # (N, d) view-1 embeddings
@@ -627,7 +634,7 @@ class MMCRLoss(nn.Module):
         return self.terms(z1, z2)["loss"]
     def extra_repr(self) -> str: return f"lamda={self.lamda}"
 
-# %% ../nbs/02_losses.ipynb #11aac29f
+# %% ../nbs/02_losses.ipynb #3f10bb1b
 @_fp32
 def ivne_terms(
     z1: Tensor,                       # (N, d) view-1 embeddings
@@ -684,7 +691,7 @@ class IVNELoss(nn.Module):
     def extra_repr(self) -> str:
         return f"invariance_weight={self.invariance_weight}, entropy_weight={self.entropy_weight}, low_rank={self.low_rank!r}"
 
-# %% ../nbs/02_losses.ipynb #cbab0f34
+# %% ../nbs/02_losses.ipynb #39f7afd7
 LOSSES: dict[str, type[nn.Module]] = {
     "matrix_ssl": MatrixSSLLoss, "mec": MECLoss, "simclr": NTXentLoss, "moco_v2": MoCoQueue,
     "byol": BYOLLoss, "simsiam": SimSiamLoss, "barlow_twins": BarlowTwinsLoss, "vicreg": VICRegLoss,
