@@ -15,17 +15,24 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 # %% auto #0
-__all__ = ['resnet10t_mini', 'Backbone', 'create_backbone', 'projection_mlp', 'prediction_mlp', 'momentum_schedule',
-           'ema_update_']
+__all__ = ['resnet10t_mini', 'resnet10t_mini_nopool', 'Backbone', 'create_backbone', 'projection_mlp', 'prediction_mlp',
+           'momentum_schedule', 'ema_update_']
 
-# %% ../nbs/04_models.ipynb #f43f443c
+# %% ../nbs/04_models.ipynb #708cb2d8
 def resnet10t_mini(pretrained: bool=False, **kwargs) -> ResNet:
     "ResNet-10-T at half width (channels 32-64-128-256, stem 16): a CPU-sized backbone for 28-32 px images"
     args = dict(block=BasicBlock, layers=(1, 1, 1, 1), stem_width=16, stem_type="deep_tiered", avg_down=True,
                 channels=(32, 64, 128, 256))
     return _create_resnet("resnet10t", pretrained, **dict(args, **kwargs))
 
-if not timm.is_model("resnet10t_mini"): timm.models.register_model(resnet10t_mini)
+def resnet10t_mini_nopool(pretrained: bool=False, **kwargs) -> ResNet:
+    "`resnet10t_mini` without the stem's max-pool: total stride 16, 14×14 after the stem at 28 px (same parameters)"
+    model = resnet10t_mini(pretrained, **kwargs)
+    model.maxpool = nn.Identity()
+    return model
+
+for _f in (resnet10t_mini, resnet10t_mini_nopool):
+    if not timm.is_model(_f.__name__): timm.models.register_model(_f)
 
 def _fresh_conv(old: nn.Conv2d, kernel: int, stride: int) -> nn.Conv2d:
     conv = nn.Conv2d(old.in_channels, old.out_channels, kernel, stride, kernel // 2, bias=old.bias is not None)

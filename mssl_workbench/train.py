@@ -239,6 +239,7 @@ class Trainer:
         self.total_steps = t.epochs * self.data.steps_per_epoch
         self.warmup_steps = round(cfg.optim.warmup_epochs * self.data.steps_per_epoch)
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
+        self.train_time_s = 0.0                            # seconds inside the epochs (the monitor's passes excluded), over resumes
         self.last: dict[str, Any] = {}
         self.features: Tensor | None = None                # detached backbone features of the last step's first view
         self.labels: Tensor | None = None                  # labels of the last step's batch
@@ -280,7 +281,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
-                "step_in_epoch": self.step_in_epoch, "rng": rng_state(), "extra": self.extra_state,
+                "step_in_epoch": self.step_in_epoch, "train_time_s": self.train_time_s, "rng": rng_state(), "extra": self.extra_state,
                 "config": config_to_dict(self.cfg), "world_size": self.info.world_size}
 
     def _find_checkpoint(self, resume: str | None) -> tuple[Path, dict] | None:
@@ -307,6 +308,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
+        self.train_time_s = float(state.get("train_time_s", 0.0))
         self.extra_state = state.get("extra", {})
         if state.get("world_size", 1) == self.info.world_size: set_rng_state(state["rng"])
         self.resumed_from = path
@@ -369,7 +371,10 @@ def fit(cfg: Config, *, resume: str | None = None, hooks: list[Hook] | None = No
             else:
                 run.epoch += 1; run.step_in_epoch = 0
                 run.last["epoch_time_s"] = time.perf_counter() - t_epoch
+                run.train_time_s += run.last["epoch_time_s"]
                 for h in run.hooks: h.after_epoch(run)
+                continue
+            run.train_time_s += time.perf_counter() - t_epoch     # stopped inside the epoch
         for h in run.hooks: h.after_fit(run)
     finally:
         for h in run.hooks: h.teardown(run)
