@@ -265,6 +265,7 @@ class Summary(Hook):
         bb = (ev.get("monitor") or {}).get("backbone", {})
         summary = {"preset": run.cfg.preset, "method": run.cfg.model.method, "epochs_done": run.epoch, "steps": run.step,
                    "stop_reason": run.stop_reason, "wall_s": round(time.time() - self.t0, 1),
+                   "train_s": round(run.train_time_s, 1),
                    "eval_step": ev.get("step"), "knn_acc": ev.get("knn_acc"), "raw_pixel_knn_acc": raw_pixel_knn(run),
                    "probe_acc": ev.get("probe_acc"),
                    "erank": bb.get("erank"), "rankme": bb.get("rankme"), "info": ev.get("info"), "data": run.data.describe(),
