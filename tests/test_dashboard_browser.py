@@ -1,8 +1,9 @@
 """End-to-end: the dashboard notebook in a real JupyterLab, in headless Chromium (Debian's, driven by Playwright).
 
 A JupyterLab server starts on 127.0.0.1 (free port, random token, throw-away settings/runtime folders) serving a
-copy of nbs/13_dashboard.ipynb; $MSSL_RUNS points the notebook at two synthetic runs made here. The test runs all
-cells, checks that no cell failed, drags the epoch slider and asserts that the spectrum plot's data changed,
+copy of nbs/13_dashboard.ipynb; $MSSL_RUNS points the notebook at two synthetic runs and one tiny real `mssl-train` run
+made here. The test runs all cells, checks that no cell failed, checks that the information-flow panel shows the real
+run's recorded MI and joint entropy, drags the epoch slider and asserts that the spectrum plot's data changed,
 then turns on live mode, appends an epoch to a run and waits for the plot to follow it. Screenshots go to the
 test's temp dir. Needs /usr/bin/chromium and Playwright for Python: tools/install_browser.sh installs both
 (the test runs it when either is missing and is skipped only if that fails).
@@ -134,6 +135,14 @@ PLOT_STATE = f"""() => {{
   if (!el || !el.data) return null;
   return {{title: (el.layout.title && el.layout.title.text) || '', ys: el.data.map(t => Array.from(t.y || []))}};
 }}"""
+INFO_PLOT = ".mssl-dashboard .mssl-info .js-plotly-plot"
+INFO_STATE = f"""() => {{
+  const el = document.querySelector('{INFO_PLOT}');
+  if (!el || !el.data) return null;
+  return {{n: el.data.length, names: el.data.map(t => t.name), ys: el.data.map(t => Array.from(t.y || [])),
+          title: (el.layout.title && el.layout.title.text) || '',
+          marker: el.layout.shapes && el.layout.shapes.length ? el.layout.shapes[0].x0 : null}};
+}}"""
 METRICS_STATE = f"""() => {{
   const el = document.querySelector('{METRICS_PLOT}');
   if (!el || !el.data) return null;
@@ -157,6 +166,16 @@ def test_dashboard_in_jupyterlab(tmp_path):
     runs, nbdir = tmp_path / "runs", tmp_path / "notebooks"
     make_synthetic_run(runs / "matrix_ssl", method="matrix_ssl", epochs=5, alpha=1.3)
     make_synthetic_run(runs / "mec", method="mec", epochs=5, alpha=1.8)
+    # a real run (tiny: 1 epoch of 300 images), so that the information panel shows what the training monitor recorded
+    r = subprocess.run([str(Path(sys.executable).parent / "mssl-train"), "--preset", "fmnist-byol", "--quiet", "--output", str(runs / "real_byol"),
+                        "data.root=" + str(ROOT / "data" / "fashion-mnist-sample"), "data.fraction=0.03", "model.proj_hidden=64",
+                        "model.pred_hidden=32", "train.epochs=1", "train.batch_size=64", "eval.monitor_samples=128",
+                        "eval.knn_train_samples=256"], capture_output=True, text=True, timeout=600,
+                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    real = load_run(runs / "real_byol")
+    assert [e["epoch"] for e in real.epochs] == [0, 1] and real.final_info()["views"] == 2
+    real_points = sum(len(real.monitor(m)[0]) for m in ("erank", "rankme", "rankme_cov", "alpha_req"))
     nbdir.mkdir()
     shutil.copy(ROOT / "nbs" / "13_dashboard.ipynb", nbdir / "13_dashboard.ipynb")
 
@@ -184,15 +203,23 @@ def test_dashboard_in_jupyterlab(tmp_path):
 
             page.locator(".mssl-dashboard").scroll_into_view_if_needed()
             # the kernel is idle; the browser may still be applying the last widget messages
-            page.wait_for_function(f"() => {{ const s = ({PLOT_STATE})(); return s && s.title.endsWith('epoch 5') && s.ys.length == 2; }}",
+            page.wait_for_function(f"() => {{ const s = ({PLOT_STATE})(); return s && s.title.endsWith('epoch 5') && s.ys.length == 3; }}",
                                    timeout=90_000, polling=250)
-            # the second panel too: 2 runs x 4 metrics, drawn with their points, three shown (α-ReQ r² is off)
-            page.wait_for_function(f"() => {{ const m = ({METRICS_STATE})(); return !!m && m.n == 8 && m.points > 0; }}",
+            # the second panel too: 3 runs x 4 metrics, drawn with their points, three shown (α-ReQ r² is off)
+            page.wait_for_function(f"() => {{ const m = ({METRICS_STATE})(); return !!m && m.n == 12 && m.points > 0; }}",
                                    timeout=90_000, polling=250)
             metrics = page.evaluate(METRICS_STATE)
-            assert metrics["n"] == 8 and metrics["points"] == 8 * 6 and metrics["marker"] == 5, metrics
+            assert metrics["n"] == 12 and metrics["points"] == 8 * 6 + real_points and metrics["marker"] == 5, metrics
+            # the information-flow panel: 3 runs x (MI, joint entropy, entropy); the real run's lines are its records
+            page.wait_for_function(f"() => {{ const i = ({INFO_STATE})(); return !!i && i.n == 9; }}", timeout=90_000, polling=250)
+            info = page.evaluate(INFO_STATE)
+            lines = dict(zip(info["names"], info["ys"]))
+            for key, label in (("mi", "mutual information"), ("joint", "joint entropy"), ("h1", "entropy of view 1")):
+                got, want = lines[f"real_byol · {label}"], real.info(key)[1]
+                assert len(got) == 2 and all(abs(a - b) < 1e-9 for a, b in zip(got, want)), (key, got, want)
+            assert len(lines["matrix_ssl · mutual information"]) == 6 and info["marker"] == 5 and "α = 2" in info["title"], info
             before = page.evaluate(PLOT_STATE)
-            assert before["title"].endswith("epoch 5") and len(before["ys"]) == 2 and len(before["ys"][0]) == 128, before["title"]
+            assert before["title"].endswith("epoch 5") and len(before["ys"]) == 3 and len(before["ys"][0]) == 128, before["title"]
             truth = load_run(runs / "matrix_ssl")
             assert abs(before["ys"][0][3] - truth.spectrum(5)[3]) < 1e-9 * truth.spectrum(5)[0]
             page.screenshot(path=str(tmp_path / "dashboard-epoch5.png"), full_page=False)
@@ -236,7 +263,8 @@ def test_dashboard_in_jupyterlab(tmp_path):
             widget_log = [m for m in log if any(w in m.lower() for w in ("plotly", "anywidget", "widget", "pageerror"))
                           and "to activate" not in m]
             print(f"failure screenshot: {tmp_path / 'failure.png'}\nplot: {state and state['title']}\n"
-                  f"metrics: {page.evaluate(METRICS_STATE)}\ndashboard text: {status}\nconsole errors: {console}\n"
+                  f"metrics: {page.evaluate(METRICS_STATE)}\ninformation: {page.evaluate(INFO_STATE)}\n"
+                  f"dashboard text: {status}\nconsole errors: {console}\n"
                   f"widget console messages: {widget_log[:20]}\nserver log: {lab.log}\nload averages {os.getloadavg()}")
             raise
         finally:
