@@ -75,7 +75,7 @@ class TrainConfig:
     batch_size: int = 256             # global batch, all processes together
     seed: int = 0
     deterministic: bool = False       # deterministic algorithms (bit-identical resume on CPU)
-    precision: str = "fp32"           # fp32 | bf16 | fp16 (fp16 only on CUDA)
+    precision: str = "fp32"           # fp32 | bf16 | fp16 (fp16 only on CUDA) | auto (bf16 where the device computes it natively, else fp32)
     device: str = "auto"              # auto | cpu | cuda
     checkpoint_every: int = 1         # epochs between checkpoints (0: only at the end)
     checkpoint_every_steps: int = 0   # also every N steps (0: off)
@@ -226,7 +226,7 @@ _RULES: dict[str, tuple[str, typing.Callable]] = {
 
 def _choices() -> dict[str, list[str]]:
     return {"model.method": list_methods(), "optim.name": ["sgd", "lars", "adamw"],
-            "optim.lr_scaling": ["linear", "sqrt", "none"], "train.precision": ["fp32", "bf16", "fp16"],
+            "optim.lr_scaling": ["linear", "sqrt", "none"], "train.precision": ["fp32", "bf16", "fp16", "auto"],
             "train.device": ["auto", "cpu", "cuda"], "data.augment": list(AUGMENTS), "data.dataset": list(DATASETS)}
 
 def _get(cfg: Config, key: str):

@@ -185,10 +185,9 @@ def load_split(
     "A labelled split of the run's data set (or of the one named)"
     name, root = _data_source(cfg, dataset, root)
     if name == "fashion_mnist":
-        try: d = load_fashion_mnist({"val": "test"}.get(split, split), root)
+        try: d = create_dataset("fashion_mnist", root=root, split=split)    # train, test (= val), train_fit, train_holdout
         except (ValueError, FileNotFoundError) as e: raise EvalError(str(e)) from None
-        imgs = d.images[:, None] if d.images.ndim == 3 else d.images
-        out = LabelledSplit(d.labels, d.classes, images=imgs, source=d.source)
+        out = LabelledSplit(d.labels, d.classes, images=d.images, source=d.source)
     elif name == "imagefolder":
         if root is None: raise EvalError("data root is unknown: pass root=<folder with train/ and val/>")
         folder = Path(root) / split
@@ -607,8 +606,8 @@ class SelectConfig:
     seed: int = 0
     device: str = "auto"
     feature_batch: int = 512
-_LIDAR_UNVERIFIED = "LiDAR delta=1e-4, eps=1e-8 are stable-pretraining's values (reptrix uses others): unverified against the paper"
 
+_LIDAR_UNVERIFIED = "LiDAR delta=1e-4, eps=1e-8 are stable-pretraining's values (reptrix uses others): unverified against the paper"
 SELECT_PRESETS: dict[str, tuple[dict, str]] = {
     "fmnist": (dict(root="search", lidar_images=1000, lidar_views=8), "CPU: RankMe on 25,600 training images, LiDAR on 1,000 images x 8 views; " + _LIDAR_UNVERIFIED),
     "imagenet": (dict(dataset="imagefolder", root="data/imagenet", lidar_images=1000, lidar_views=50, device="cuda"),
@@ -835,6 +834,7 @@ DETECTRON2_CONFIG = {
     "INPUT.FORMAT": "RGB",
     "MODEL.RESNETS.STRIDE_IN_1X1": False,               # torchvision ResNet v1.5: stride in the 3x3
     "MODEL.RESNETS.NORM": "naiveSyncBN",                # MoCo detection/configs/Base-RCNN-C4-BN.yaml
+    "MODEL.BACKBONE.FREEZE_AT": 0,
     "MODEL.MASK_ON": True,                              # coco_R_50_C4_2x.yaml: Mask R-CNN
     "MODEL.ROI_HEADS.NAME": "Res5ROIHeadsExtraNorm",    # registered by MoCo's detection/train_net.py
     "TEST.PRECISE_BN.ENABLED": True,
@@ -844,10 +844,9 @@ DETECTRON2_CONFIG = {
     "SOLVER.MAX_ITER": 180000,
     "INPUT.MIN_SIZE_TRAIN": [640, 672, 704, 736, 768, 800],
     "INPUT.MIN_SIZE_TEST": 800,
-    "MODEL.BACKBONE.FREEZE_AT": 0,
+}
 DETECTRON2_NOTE = ("MoCo's R50-C4 recipe (facebookresearch/moco detection/configs/coco_R_50_C4_2x_moco.yaml on Base-RCNN-C4-BN.yaml): "
                    "naiveSyncBN, 2x schedule; that the Matrix-SSL paper used 2x is unverified (MoCo ships no 1x COCO config)")
-}
 
 _D2_BLOCK = re.compile(r"^layer(\d)\.(\d+)\.(conv(\d)\.weight|bn(\d)\.(.+)|downsample\.0\.weight|downsample\.1\.(.+))$")
 
@@ -943,8 +942,8 @@ class SemisupConfig(EvalRuntime):
     crop_scale: tuple = (0.08, 1.0)
     eval_every: int = 0              # epochs between validation passes (0: only after the last epoch)
 
-_SEMISUP_UNVERIFIED = "unverified: Matrix-SSL/MEC publish no semi-supervised script, so their protocol may differ"
 _IMNET = dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1)
+_SEMISUP_UNVERIFIED = "unverified: Matrix-SSL/MEC publish no semi-supervised script, so their protocol may differ"
 SEMISUP_PRESETS: dict[str, tuple[dict, str]] = {
     "fmnist-1pct": (dict(root="search", percent=1.0, val_split="test", crop_scale=[0.25, 1.0]),
                     "CPU: 1% of full Fashion-MNIST (600 images, stratified, seed 0), Barlow Twins' 1% learning rates" + "; " + _SEMISUP_UNVERIFIED),
@@ -1319,8 +1318,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, kind):
         cls, presets, default = _KINDS[kind]
         sp.add_argument("--preset", default=default, help=f"protocol preset (default {default}); see --list-presets")
-        sp.add_argument("--dry-run", action="store_true", help="print the resolved protocol config (preset + overrides) as YAML and exit")
         sp.add_argument("--list-presets", action="store_true", help="print the presets of this subcommand and exit")
+        sp.add_argument("--dry-run", action="store_true", help="print the resolved protocol config (preset + overrides) as YAML and exit")
         sp.add_argument("--output", help="also write the results JSON here")
         sp.add_argument("--quiet", action="store_true", help="print only the result lines")
         sp.epilog = "options (key=value): " + ", ".join(f.name for f in dataclasses.fields(cls)) + "\npresets:\n" + _describe_presets(presets)
@@ -1357,6 +1356,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dest"); sp.add_argument("--train", type=int, default=8); sp.add_argument("--val", type=int, default=4)
     sp.add_argument("--size", type=int, default=128); sp.add_argument("--seed", type=int, default=0)
     return p
+
 def protocol_config(
     kind: str,                 # a key of _KINDS: linear, knn, select, semisup, finetune, coco
     preset: str | None,        # the preset name (None: the dataclass defaults)
@@ -1367,7 +1367,6 @@ def protocol_config(
     presets = _KINDS[kind][1]
     return {"kind": kind, "preset": preset, "note": presets[preset][1] if preset in presets else None,
             "overrides": list(overrides), "options": json.loads(json.dumps(asdict(conf)))}
-
 
 def _emit(args, out: dict, lines: list[str]):
     for l in lines: print(l)
@@ -1386,10 +1385,10 @@ def _dispatch(args) -> int:
         if cmd == "semisup" and args.percent is not None: overrides.append(f"percent={args.percent}")
         preset = args.preset
         if cmd == "semisup" and preset is None: preset = "fmnist-10pct" if args.percent == 10 else "fmnist-1pct"
+        conf = build_config(cls, presets, preset, overrides)
         if args.dry_run:
             print(yaml.safe_dump(protocol_config(cmd, preset, conf, overrides), sort_keys=False), end=""); return 0
         if not targets: raise EvalError(f"{cmd}: give a RUN_DIR or checkpoint (see mssl-eval {cmd} --help)")
-        conf = build_config(cls, presets, preset, overrides)
         log = None if args.quiet else (lambda s: print(s, file=sys.stderr))
         if cmd != "select" and len(targets) > 1: raise EvalError(f"{cmd}: one RUN_OR_CKPT expected, got {len(targets)}: {' '.join(targets)}")
         if cmd == "linear":

@@ -30,8 +30,8 @@ from .runs import CheckpointError, RunDirError, RunWriter, latest_checkpoint, lo
 
 # %% auto #0
 __all__ = ['RESUME_MAY_CHANGE', 'MAX_FEATURE', 'lr_at', 'param_groups', 'create_optimizer', 'EpochBatches', 'RunData',
-           'rng_state', 'set_rng_state', 'seed_everything', 'resume_conflicts', 'build_model', 'Trainer', 'train_step',
-           'fit']
+           'rng_state', 'set_rng_state', 'seed_everything', 'resume_conflicts', 'build_model', 'resolve_precision',
+           'Trainer', 'train_step', 'fit']
 
 # %% ../nbs/11_train.ipynb #b61d2f9d
 def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak: float, min_lr: float = 0.0) -> float:
@@ -219,11 +219,22 @@ def build_model(cfg: Config, info: DistInfo) -> nn.Module:
     if m.channels_last: model = model.to(memory_format=torch.channels_last)
     return model
 
+def resolve_precision(
+    precision: str,       # fp32 | bf16 | fp16 | auto
+    device: torch.device, # where the run computes
+) -> str:                 # fp32 | bf16 | fp16
+    "`auto`: bf16 where the device computes it natively (CUDA with bf16; a CPU with oneDNN bf16, e.g. AVX512-BF16 or AMX), else fp32"
+    if precision != "auto": return precision
+    if device.type == "cuda": return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16" if device.type == "cpu" and native else "fp32"
+
 class Trainer:
     "Everything a training run holds: config, data, model, optimiser, counters, last step, and what hooks share"
     def __init__(self, cfg: Config, *, resume: str | None = None):
         self.cfg, self.info = cfg, init_distributed(cfg.train.device)
         t = cfg.train
+        t.precision = resolve_precision(t.precision, self.info.device)   # the run records (and resumes with) what it used
         if t.precision == "fp16" and self.info.device.type != "cuda": raise ConfigError("train.precision=fp16 needs CUDA: use bf16 or fp32 on the CPU")
         self.out_dir = Path(cfg.output)
         self.writer = RunWriter(self.out_dir) if self.info.is_main else None
@@ -253,6 +264,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.summary: dict | None = None
         self.resumed_from: Path | None = None
+        self.resume_rng: dict | None = None                # the checkpoint's RNG states, restored by `restore_rng` when the loop starts
         if found is not None: self._resume(*found)
         if self.writer is not None:
             self.writer.start(config_to_dict(cfg), method=cfg.model.method, kind="image", resume=found is not None)
@@ -310,9 +322,13 @@ class Trainer:
         self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
         self.train_time_s = float(state.get("train_time_s", 0.0))
         self.extra_state = state.get("extra", {})
-        if state.get("world_size", 1) == self.info.world_size: set_rng_state(state["rng"])
+        if state.get("world_size", 1) == self.info.world_size: self.resume_rng = state["rng"]
         self.resumed_from = path
         if self.is_main: print(f"resumed from {path} (epoch {self.epoch}, step {self.step})")
+
+    def restore_rng(self):
+        "Continue the checkpoint's random streams; `fit` calls it after the hooks' `before_fit`, whose set-up (the probe's initial weights) draws numbers"
+        if self.resume_rng is not None: set_rng_state(self.resume_rng)
 
 # %% ../nbs/11_train.ipynb #63f7f934
 MAX_FEATURE = 1e8   # backbone features of a healthy network stay far below this magnitude
@@ -354,6 +370,7 @@ def fit(cfg: Config, *, resume: str | None = None, hooks: list[Hook] | None = No
     run.hooks = method_hooks(cfg, hooks)
     try:
         for h in run.hooks: h.before_fit(run)
+        run.restore_rng()                                   # a resumed run draws exactly what the uninterrupted one would
         while run.epoch < cfg.train.epochs and run.stop_reason is None:
             t_epoch, t0 = time.perf_counter(), time.perf_counter()
             for images, labels in run.data.epoch(run.epoch, run.step_in_epoch):
