@@ -175,7 +175,7 @@ class Monitor(Hook):
         kw = dict(prepare=d.prepare, batch_size=e.batch_size, device=run.info.device)
         feats = {"backbone": extract_features(model.features, d.monitor_images, **kw),
                  "embedding": extract_features(model.embed, d.monitor_images, **kw)}
-        rec = {"epoch": run.epoch, "step": run.step, "time_s": run.last.get("epoch_time_s"),
+        rec = {"epoch": run.epoch, "step": run.step, "time_s": run.last.get("epoch_time_s"), "train_s": round(run.train_time_s, 2),
                "loss": self.loss_sum / self.loss_n if self.loss_n else None,
                "knn_acc": None, "probe_acc": None, "skipped_files": d.skipped, "monitor": {}, "info": self.information(run, feats)}
         for space, f in feats.items():
