@@ -1,7 +1,9 @@
 """Signals, preemption and processes through the real `mssl-train` command (issue 11): a run that receives
 SIGUSR1 mid-epoch checkpoints once and exits, `--resume auto` continues to bit-identical weights; killing a
 2-process launcher (TERM or KILL) leaves no process behind and a readable checkpoint; the SLURM path through
-submitit's local executor trains, and on its preemption signal checkpoints, requeues itself and finishes."""
+submitit's local executor trains, and on its preemption signal checkpoints, requeues itself and finishes.
+A run killed with `kill -9` just after an epoch-end checkpoint, resumed, then killed again just after a mid-epoch
+checkpoint and resumed, ends with every tensor of its checkpoint equal to an uninterrupted run's (issue 22, part 1)."""
 import os
 import re
 import signal
@@ -15,7 +17,10 @@ from mssl_workbench.cli import descendants, proc_table
 from mssl_workbench.runs import checkpoint_paths, load_checkpoint, read_manifest, read_run
 from test_faults import TINY, mssl_train, start
 
-DET = ["--preset", "quickstart", *TINY, "train.epochs=2", "train.deterministic=true"]   # 4 steps an epoch
+DET = ["--preset", "quickstart", *TINY, "train.epochs=2", "train.deterministic=true", "eval.probe=true"]   # 4 steps an epoch
+# 9 steps an epoch; checkpoints at 9 (epoch end), 13 (mid-epoch) and 18; the online probe on: its set-up draws random numbers
+KILL9 = ["--preset", "quickstart", *TINY, "train.batch_size=32", "train.epochs=2", "train.checkpoint_every_steps=13",
+         "train.deterministic=true", "eval.probe=true"]
 
 
 def wait_for_step(run_dir: Path, step: int, proc, timeout: float = 300):
@@ -66,6 +71,49 @@ def test_sigusr1_mid_epoch_then_resume_is_bit_identical(tmp_path):
     different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
     assert not different, f"resumed weights differ in {different[:5]}"
     assert read_run(part).summary["steps"] == 8
+
+
+def kill_9_after_checkpoint(run_dir: Path, step: int, proc, timeout: float = 300) -> str:
+    "`kill -9` the run as soon as its checkpoint of `step` is recorded; its stdout"
+    t0 = time.monotonic()
+    while not any(e["step"] == step for e in read_manifest(run_dir)):
+        assert proc.poll() is None, f"ended before checkpointing step {step}: {proc.communicate()[1][-3000:]}"
+        assert time.monotonic() - t0 < timeout, f"no checkpoint of step {step} in {run_dir} after {timeout} s"
+        time.sleep(0.005)
+    proc.kill()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert checkpoint_paths(run_dir)[0].name == f"step_{step:08d}.pt", "killed too late: a newer checkpoint was written"
+    return out
+
+
+def tensors(state, prefix: str = "") -> dict:
+    "{path: tensor} of every tensor in a checkpoint (weights, optimiser, probe, RNG states)"
+    if isinstance(state, torch.Tensor): return {prefix: state}
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    return {k: v for key, value in items for k, v in tensors(value, f"{prefix}/{key}").items()}
+
+
+def test_kill_9_at_an_epoch_end_then_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    part, full = tmp_path / "part", tmp_path / "full"
+    q = start(*KILL9, "--output", full)                     # the uninterrupted run, alongside
+    kill_9_after_checkpoint(part, 9, start(*KILL9, "--output", part))           # epoch end
+    p = start(*KILL9, "--resume", "auto", "--output", part)
+    out = kill_9_after_checkpoint(part, 13, p)                                  # mid-epoch, in the resumed process
+    assert f"resumed from {part / 'checkpoints' / 'step_00000009.pt'} (epoch 1, step 9)" in out, out
+    r = mssl_train(*KILL9, "--resume", "auto", "--output", part)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed from {part / 'checkpoints' / 'step_00000013.pt'} (epoch 1, step 13)" in r.stdout, r.stdout
+    _, err = q.communicate(timeout=600)
+    assert q.returncode == 0, err[-3000:]
+    a, b = (load_checkpoint(checkpoint_paths(d)[0]) for d in (full, part))
+    assert a["step"] == b["step"] == 18 and a["epoch"] == b["epoch"] == 2
+    ta, tb = tensors({k: a[k] for k in ("model", "optimizer", "extra", "rng")}), tensors({k: b[k] for k in ("model", "optimizer", "extra", "rng")})
+    assert ta.keys() == tb.keys() and any(k.startswith("/extra/OnlineProbe") for k in ta), sorted(ta)[:5]
+    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not different, f"{len(different)} of {len(ta)} tensors differ after kill -9 and resume: {different[:5]}"
+    rec = read_run(part)
+    assert [m["step"] for m in rec.metrics] == list(range(1, 19)) and rec.summary["steps"] == 18
 
 
 def launch_two(tmp_path):
