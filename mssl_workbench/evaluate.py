@@ -39,17 +39,17 @@ from .methods import build_method_model, get_method
 from .runs import RunWriter, checkpoint_paths, load_trained
 
 # %% auto #0
-__all__ = ['FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG', 'DETECTRON2_NOTE',
-           'SEMISUP_PRESETS', 'FINETUNE_PRESETS', 'COCO_PRESETS', 'EvalError', 'resolve_checkpoint', 'random_init_run',
-           'write_eval', 'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare', 'classification_transforms',
-           'split_loader', 'split_features', 'file_sha256', 'feature_cache_key', 'cached_split_features', 'EvalRuntime',
-           'EvalData', 'LinearConfig', 'linear_head', 'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy',
-           'train_linear_head', 'run_linear', 'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret',
-           'SelectConfig', 'selection_criteria', 'selection_report', 'info_columns', 'run_select', 'coco_score',
-           'format_coco', 'make_synthetic_coco', 'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict',
-           'export_detectron2', 'SemisupConfig', 'semisup_indices', 'read_subset_file', 'run_semisup', 'FinetuneConfig',
-           'finetune_model', 'run_finetune', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser',
-           'protocol_config', 'main']
+__all__ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG',
+           'DETECTRON2_NOTE', 'SEMISUP_PRESETS', 'FINETUNE_PRESETS', 'COCO_PRESETS', 'EvalError', 'resolve_checkpoint',
+           'random_init_run', 'write_eval', 'check_options', 'build_config', 'LabelledSplit', 'load_split',
+           'tensor_prepare', 'classification_transforms', 'split_loader', 'split_features', 'file_sha256',
+           'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData', 'LinearConfig', 'linear_head',
+           'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head', 'run_linear', 'KnnConfig',
+           'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SelectConfig', 'selection_criteria',
+           'selection_report', 'info_columns', 'run_select', 'coco_score', 'format_coco', 'make_synthetic_coco',
+           'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict', 'export_detectron2', 'SemisupConfig',
+           'semisup_indices', 'read_subset_file', 'run_semisup', 'FinetuneConfig', 'finetune_model', 'run_finetune',
+           'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser', 'protocol_config', 'main']
 
 # %% ../nbs/16_evaluate.ipynb #993e8c50
 class EvalError(ValueError):
@@ -132,6 +132,48 @@ def _coerce_field(cls, key: str, value):
         raise EvalError(f"{key} must be {base.__name__}, got {value!r}")
     return value
 
+_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)   # a finite number
+_ints = lambda v, low: isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
+OPTION_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {   # option name -> (what it must be, check); shared by every protocol
+    "seed": ("an integer >= 0", lambda v: v >= 0), "feature_batch": ("an integer >= 1", lambda v: v >= 1),
+    "num_workers": ("an integer >= 0", lambda v: v >= 0), "epochs": ("an integer >= 1", lambda v: v >= 1),
+    "batch_size": ("an integer >= 1", lambda v: v >= 1), "lr_batch": ("an integer >= 1", lambda v: v >= 1),
+    "max_steps": ("an integer >= 1, or null (no limit)", lambda v: v is None or v >= 1),
+    "eval_every": ("an integer >= 0 (0: only at the end)", lambda v: v >= 0),
+    "train_fraction": ("in (0, 1], or null (the whole split)", lambda v: v is None or (_num(v) and 0 < v <= 1)),
+    "val_fraction": ("in (0, 1], or null (the whole split)", lambda v: v is None or (_num(v) and 0 < v <= 1)),
+    "percent": ("in (0, 100]", lambda v: _num(v) and 0 < v <= 100),
+    "ks": ("a non-empty list of integers >= 1, e.g. ks=[20,200]", lambda v: len(v) > 0 and _ints(v, 1)),
+    "temperature": ("a finite number > 0, e.g. 0.07", lambda v: _num(v) and v > 0),
+    "crop_scale": ("[low, high] with 0 < low <= high <= 1, e.g. [0.08,1.0]", lambda v: len(v) == 2 and all(map(_num, v)) and 0 < v[0] <= v[1] <= 1),
+    **{k: ("a finite number > 0", lambda v: _num(v) and v > 0) for k in ("lr", "lr_backbone", "lr_head", "trust", "bn_eps", "init_std")},
+    **{k: ("a finite number >= 0", lambda v: _num(v) and v >= 0)
+       for k in ("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix", "lidar_delta", "lidar_eps")},
+    "momentum": ("in [0, 1)", lambda v: _num(v) and 0 <= v < 1), "layer_decay": ("in (0, 1]", lambda v: _num(v) and 0 < v <= 1),
+    "drop_path": ("in [0, 1)", lambda v: _num(v) and 0 <= v < 1), "label_smoothing": ("in [0, 1)", lambda v: _num(v) and 0 <= v < 1),
+    "reprob": ("in [0, 1]", lambda v: _num(v) and 0 <= v <= 1),
+    "rankme_samples": ("an integer >= 2", lambda v: v >= 2), "lidar_images": ("an integer >= 2", lambda v: v >= 2),
+    "lidar_views": ("an integer >= 2", lambda v: v >= 2), "iterations": ("an integer >= 1", lambda v: v >= 1),
+    "steps": ("a list of increasing iterations >= 1, e.g. steps=[60000,80000] (or [])", lambda v: _ints(v, 1) and list(v) == sorted(set(v))),
+    "warmup_iters": ("an integer >= 0", lambda v: v >= 0), "warmup_factor": ("in (0, 1]", lambda v: _num(v) and 0 < v <= 1),
+    "min_size_train": ("a non-empty list of sizes >= 1, e.g. [640,800]", lambda v: len(v) > 0 and _ints(v, 1)),
+    "min_size_test": ("an integer >= 1", lambda v: v >= 1), "max_size": ("an integer >= 1", lambda v: v >= 1),
+    "trainable_layers": ("an integer in 0..5", lambda v: 0 <= v <= 5),
+    "max_eval_images": ("an integer >= 1, or null (all)", lambda v: v is None or v >= 1),
+}
+
+def check_options(conf) -> None:
+    "Raise `EvalError` naming the first option of the protocol config `conf` outside its range (`OPTION_RANGES`)"
+    for f in dataclasses.fields(conf):
+        rule = OPTION_RANGES.get(f.name)
+        if rule is None: continue
+        value = getattr(conf, f.name)
+        try: ok = bool(rule[1](value))
+        except (TypeError, ValueError): ok = False
+        if not ok:
+            shown = list(value) if isinstance(value, tuple) else value
+            raise EvalError(f"{type(conf).__name__}: {f.name}={shown!r} is out of range: it must be {rule[0]}")
+
 def build_config(cls, presets: dict, preset: str | None, overrides: Sequence[str] = ()):
     "The dataclass `cls` from preset `preset` (a key of `presets`) and `key=value` overrides"
     values: dict = {}
@@ -143,8 +185,13 @@ def build_config(cls, presets: dict, preset: str | None, overrides: Sequence[str
     for item in overrides:
         if "=" not in item: raise EvalError(f"override {item!r} must look like key=value, e.g. epochs=5")
         k, raw = item.split("=", 1)
-        values[k.strip()] = yaml.safe_load(raw) if raw else None
-    return cls(**{k: _coerce_field(cls, k, v) for k, v in values.items()})
+        try: values[k.strip()] = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as e:
+            why = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise EvalError(f"override {item!r}: the value is not valid YAML ({why}); quote it, e.g. {k.strip()}='...', or fix the brackets") from None
+    conf = cls(**{k: _coerce_field(cls, k, v) for k, v in values.items()})
+    check_options(conf)   # also in EvalRuntime.__post_init__; Select/Coco configs are checked here
+    return conf
 
 def _describe_presets(presets: dict) -> str:
     return "\n".join(f"  {name:28s} {note}" for name, (_, note) in presets.items())
@@ -315,6 +362,8 @@ class EvalRuntime:
     device: str = "auto"
     feature_batch: int = 512         # images per forward pass of the frozen backbone
     num_workers: int = 0             # DataLoader workers (file-backed data)
+
+    def __post_init__(self): check_options(self)   # range-checked when built, by a preset, overrides or code
 
 @dataclass
 class EvalData(EvalRuntime):
@@ -537,6 +586,9 @@ def run_knn(run_or_ckpt, kc: KnnConfig, *, preset: str | None = None, cache_dir=
     val_name = _default_val_split(cfg, kc.val_split)
     train = load_split(cfg, kc.train_split, dataset=kc.dataset, root=kc.root, fraction=kc.train_fraction, seed=kc.seed)
     val = load_split(cfg, val_name, dataset=kc.dataset, root=kc.root, fraction=kc.val_fraction, seed=kc.seed)
+    if max(kc.ks) > len(train):
+        raise EvalError(f"ks={list(kc.ks)}: k={max(kc.ks)} is larger than the memory bank ({len(train)} training images): "
+                        f"lower ks or raise train_fraction")
     fkw = dict(batch_size=kc.feature_batch, device=device, num_workers=kc.num_workers, cache_dir=cache_dir, use_cache=use_cache)
     spec = lambda s, fr: {"data": list(src), "split": s, "fraction": fr, "seed": kc.seed}
     tf, ts = cached_split_features(model, cfg, train, checkpoint_sha=sha, spec=spec(kc.train_split, kc.train_fraction), **fkw)
@@ -711,12 +763,34 @@ def _read_json(path: str | Path, what: str):
     try: return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise EvalError(f"{what} {p}: not valid JSON ({e})") from None
 
+def _box_problem(box) -> str | None:
+    "Why `box` is not a COCO [x, y, width, height] of finite numbers with width, height >= 0 (None: it is)"
+    if not isinstance(box, list) or len(box) != 4: return f"bbox must be [x, y, width, height], got {box!r}"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box): return f"bbox must hold numbers, got {box!r}"
+    if not all(math.isfinite(v) for v in box): return f"bbox has a non-finite value: {box!r}"
+    if box[2] < 0 or box[3] < 0: return f"bbox has a negative width or height: {box!r}"
+    return None
+
 def _check_gt(gt: dict, path) -> None:
-    if not isinstance(gt, dict) or not all(k in gt for k in ("images", "annotations", "categories")):
-        raise EvalError(f"ground truth {path}: expected a COCO object with 'images', 'annotations' and 'categories'")
-    for a in gt["annotations"][:1]:
+    "Every image, category and annotation of a COCO ground truth, entry by entry: the first problem as one EvalError"
+    if not isinstance(gt, dict) or not all(isinstance(gt.get(k), list) for k in ("images", "annotations", "categories")):
+        raise EvalError(f"ground truth {path}: expected a COCO object with 'images', 'annotations' and 'categories' lists")
+    for what, rows in (("image", gt["images"]), ("category", gt["categories"])):
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict) or "id" not in r: raise EvalError(f"ground truth {path}: {what} entry {i} has no 'id'")
+    if not gt["annotations"]:
+        raise EvalError(f"ground truth {path}: the annotation list is empty, so AP is undefined: score against a ground truth with objects")
+    images, cats = {im["id"] for im in gt["images"]}, {c["id"] for c in gt["categories"]}
+    for i, a in enumerate(gt["annotations"]):
+        where = f"ground truth {path}: annotation entry {i}" + (f" (id {a['id']!r})" if isinstance(a, dict) and "id" in a else "")
+        if not isinstance(a, dict): raise EvalError(f"{where} is not an object: {a!r}")
         missing = [k for k in ("id", "image_id", "category_id", "bbox", "area", "iscrowd") if k not in a]
-        if missing: raise EvalError(f"ground truth {path}: annotation {a.get('id')} lacks {', '.join(missing)}")
+        if missing: raise EvalError(f"{where} lacks {', '.join(missing)}")
+        if (why := _box_problem(a["bbox"])): raise EvalError(f"{where}: {why}")
+        if not (isinstance(a["area"], (int, float)) and not isinstance(a["area"], bool) and math.isfinite(a["area"]) and a["area"] >= 0):
+            raise EvalError(f"{where}: area must be a finite number >= 0, got {a['area']!r}")
+        if a["image_id"] not in images: raise EvalError(f"{where}: image_id {a['image_id']!r} is not in the file's images")
+        if a["category_id"] not in cats: raise EvalError(f"{where}: category_id {a['category_id']!r} is not in the file's categories")
 
 def _check_dets(dets, gt: dict, path) -> None:
     if not isinstance(dets, list) or not dets:
@@ -725,8 +799,10 @@ def _check_dets(dets, gt: dict, path) -> None:
     for i, d in enumerate(dets):
         if not isinstance(d, dict) or not {"image_id", "category_id", "score"} <= d.keys() or not ({"bbox", "segmentation"} & d.keys()):
             raise EvalError(f"detections {path}: entry {i} needs image_id, category_id, score and bbox or segmentation")
-        if "bbox" in d and (not isinstance(d["bbox"], list) or len(d["bbox"]) != 4):
-            raise EvalError(f"detections {path}: entry {i} bbox must be [x, y, width, height], got {d['bbox']!r}")
+        if "bbox" in d and (why := _box_problem(d["bbox"])): raise EvalError(f"detections {path}: entry {i} {why}")
+        s = d["score"]
+        if not (isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s)):
+            raise EvalError(f"detections {path}: entry {i} score must be a finite number, got {s!r}")
         if d["image_id"] not in images:
             raise EvalError(f"detections {path}: entry {i} names image_id {d['image_id']!r}, which the ground truth does not have: files do not match")
         if d["category_id"] not in cats:
@@ -775,7 +851,15 @@ def make_synthetic_coco(
     g = torch.Generator().manual_seed(seed)
     src = load_fashion_mnist("train", SAMPLE_FASHION_MNIST)
     cell = size // 2
-    if objects[1] > 4: raise EvalError("make_synthetic_coco: at most 4 objects per image (2x2 grid cells)")
+    if not (len(objects) == 2 and 1 <= objects[0] <= objects[1] <= 4):
+        raise EvalError(f"make_synthetic_coco: objects={tuple(objects)} must be (min, max) with 1 <= min <= max <= 4 (2x2 grid cells)")
+    if not (isinstance(size, int) and 64 <= size <= 2048):
+        raise EvalError(f"make_synthetic_coco: size={size!r} must be an integer in 64..2048 pixels (each object fills a quarter of the canvas)")
+    if not 1 <= num_classes <= len(FASHION_MNIST_CLASSES):
+        raise EvalError(f"make_synthetic_coco: num_classes={num_classes} must be in 1..{len(FASHION_MNIST_CLASSES)} (Fashion-MNIST classes)")
+    bad = {k: v for k, v in splits.items() if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100_000)}
+    if bad: raise EvalError(f"make_synthetic_coco: images per split must be integers in 1..100000, got {bad} (--train/--val)")
+    if dest.exists() and not dest.is_dir(): raise EvalError(f"make_synthetic_coco: {dest} is a file, not a folder: choose another DEST")
     cats = [{"id": c + 1, "name": FASHION_MNIST_CLASSES[c], "supercategory": "garment"} for c in range(num_classes)]
     ann_id = 1
     for split, count in splits.items():

@@ -265,3 +265,82 @@ def test_protocol_constants_match_their_sources():
     assert "unverified" in ev.DETECTRON2_NOTE and "2x" in ev.DETECTRON2_NOTE
     assert all("unverified" in note for _, note in ev.SEMISUP_PRESETS.values())
     assert all("unverified" in note and "1e-4" in note for _, note in ev.SELECT_PRESETS.values())
+
+
+def one_line(capsys, argv, *words):
+    "`mssl-eval argv` in process: exit 2 and one stderr line holding every one of `words`"
+    assert ev.main([str(a) for a in argv]) == 2, argv
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(w in err[0] for w in words), (argv, err)
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_protocol_options_are_range_checked_when_built(runs, capsys):
+    "Issue 22, part 4: every out-of-range option is one line naming it and its range, before any data is read"
+    cases = [("knn", "ks=[0]", "ks=[0]"), ("knn", "ks=[]", "ks=[]"), ("knn", "temperature=0", "temperature=0.0"),
+             ("linear", "train_fraction=1.5", "train_fraction=1.5"), ("knn", "val_fraction=0", "val_fraction=0"),
+             ("linear", "epochs=0", "epochs=0"), ("semisup", "epochs=-1", "epochs=-1"), ("finetune", "max_steps=-1", "max_steps=-1"),
+             ("knn", "feature_batch=0", "feature_batch=0"), ("linear", "lr=-1", "lr=-1"), ("linear", "crop_scale=[0.5,0.1]", "crop_scale"),
+             ("select", "lidar_views=1", "lidar_views=1"), ("coco", "iterations=0", "iterations=0"), ("knn", "temperature=.nan", "temperature=nan")]
+    for kind, override, shown in cases:
+        one_line(capsys, [kind, runs["a"], override], shown, "out of range", "must be")
+        one_line(capsys, [kind, "--dry-run", override], shown)                  # refused before anything else happens
+    with pytest.raises(ev.EvalError, match="epochs=0"): ev.LinearConfig(epochs=0)   # built in code: the same check
+    for kind, cls, presets in ((k, c, p) for k, (c, p, _) in ev._KINDS.items()):  # every preset is in range
+        for name in presets: ev.check_options(ev.build_config(cls, presets, name))
+    one_line(capsys, ["knn", runs["a"], f"root={SAMPLE}", "ks=[20,100000]"], "k=100000", "memory bank", "lower ks")
+
+
+def test_broken_yaml_override_is_one_line(runs, capsys):
+    for bad in ("epochs=[1", "ks={a: b", "root='x"):
+        key = bad.split("=")[0]
+        one_line(capsys, ["knn" if key != "epochs" else "linear", runs["a"], bad], f"override {bad!r}", "not valid YAML", f"{key}=")
+    r = subprocess.run([str(Path(sys.executable).parent / "mssl-eval"), "linear", str(runs["a"]), "epochs=[1"], capture_output=True,
+                       text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)   # the real console script
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not valid YAML" in r.stderr, r.stderr
+
+
+def test_coco_ground_truth_and_detections_are_checked_entry_by_entry(tmp_path, capsys):
+    "A bad later entry, a string bbox or score, a NaN or negative box, an empty annotation list: one line, exit 2, no output file"
+    root = ev.make_synthetic_coco(tmp_path / "coco", splits={"val": 3}, size=64)
+    gt = json.loads((root / "annotations" / "instances_val2017.json").read_text())
+    dets = ev.oracle_detections(gt, masks=False)
+    assert len(gt["annotations"]) >= 3 and len(dets) >= 3
+    def variant(name, g=None, d=None):
+        (tmp_path / f"{name}-gt.json").write_text(json.dumps(g if g is not None else gt))
+        (tmp_path / f"{name}-dets.json").write_text(json.dumps(d if d is not None else dets))
+        return ["coco-score", "--gt", tmp_path / f"{name}-gt.json", "--detections", tmp_path / f"{name}-dets.json",
+                "--output", tmp_path / f"{name}-out.json"]
+    def gt_with(i, drop=None, **set_):
+        anns = [dict(a) for a in gt["annotations"]]
+        if drop: anns[i].pop(drop)
+        anns[i].update(set_)
+        return {**gt, "annotations": anns}
+    def dets_with(i, **set_): return [dict(d, **set_) if j == i else d for j, d in enumerate(dets)]
+    last = len(gt["annotations"]) - 1
+    cases = {"no-area": (gt_with(last, drop="area"), None, ["annotation entry", "lacks area"]),
+             "no-id": (gt_with(last, drop="id"), None, [f"annotation entry {last}", "lacks id"]),
+             "gt-nan-box": (gt_with(1, bbox=[1.0, 2.0, float("nan"), 3.0]), None, ["annotation entry 1", "non-finite"]),
+             "gt-negative": (gt_with(1, bbox=[1.0, 2.0, -4.0, 3.0]), None, ["negative width or height"]),
+             "empty": ({**gt, "annotations": []}, None, ["annotation list is empty"]),
+             "det-string-box": (None, dets_with(2, bbox="1,2,3,4"), ["entry 2", "bbox must be [x, y, width, height]"]),
+             "det-string-nums": (None, dets_with(2, bbox=["1", 2, 3, 4]), ["entry 2", "bbox must hold numbers"]),
+             "det-string-score": (None, dets_with(2, score="0.9"), ["entry 2", "score must be a finite number"]),
+             "det-nan-box": (None, dets_with(1, bbox=[float("nan"), 0, 3, 4]), ["entry 1", "non-finite"]),
+             "det-negative": (None, dets_with(1, bbox=[0, 0, 3, -4]), ["entry 1", "negative width or height"])}
+    for name, (g, d, words) in cases.items():
+        one_line(capsys, variant(name, g, d), *words)
+        assert not (tmp_path / f"{name}-out.json").exists(), name
+    assert ev.main([str(a) for a in variant("good")]) == 0 and (tmp_path / "good-out.json").exists()
+
+
+def test_make_synthetic_coco_checks_its_sizes(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for argv, words in ((["--size", "10"], ["size=10", "64..2048"]), (["--size", "100000"], ["size=100000"]),
+                        (["--train", "0"], ["'train': 0", "--train/--val"]), (["--val", "-2"], ["'val': -2"])):
+        one_line(capsys, ["make-synthetic-coco", tmp_path / "new", *argv], *words)
+        assert not (tmp_path / "new").exists()
+    one_line(capsys, ["make-synthetic-coco", tmp_path / "afile"], "is a file")
+    assert (tmp_path / "afile").read_text() == "x"
+    with pytest.raises(ev.EvalError, match="objects"): ev.make_synthetic_coco(tmp_path / "o", objects=(3, 2))
