@@ -36,7 +36,7 @@ from .config import config_from_dict, config_to_dict
 from .eval import extract_features, knn_accuracy
 from .matrix import rankme
 from .methods import build_method_model, get_method
-from .runs import RunWriter, checkpoint_paths, load_trained
+from .runs import OutputError, RunWriter, atomic_write, check_output, checkpoint_paths, load_trained, written_as
 
 # %% auto #0
 __all__ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG',
@@ -47,9 +47,10 @@ __all__ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRES
            'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head', 'run_linear', 'KnnConfig',
            'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SelectConfig', 'selection_criteria',
            'selection_report', 'info_columns', 'run_select', 'coco_score', 'format_coco', 'make_synthetic_coco',
-           'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict', 'export_detectron2', 'SemisupConfig',
-           'semisup_indices', 'read_subset_file', 'run_semisup', 'FinetuneConfig', 'finetune_model', 'run_finetune',
-           'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser', 'protocol_config', 'main']
+           'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict', 'is_detectron2_export',
+           'export_detectron2', 'SemisupConfig', 'semisup_indices', 'read_subset_file', 'run_semisup', 'FinetuneConfig',
+           'finetune_model', 'run_finetune', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser',
+           'protocol_config', 'main']
 
 # %% ../nbs/16_evaluate.ipynb #993e8c50
 class EvalError(ValueError):
@@ -983,6 +984,19 @@ def _resnet_of(model: nn.Module, cfg) -> nn.Module:
                         "checkpoint (e.g. model.backbone=resnet50); ViTs go to `mssl-eval finetune`")
     return inner
 
+class _ArraysOnly(pickle.Unpickler):
+    "Unpickles NumPy arrays and plain containers only (a detectron2 weights file), never code"
+    def find_class(self, module, name):
+        if module.split(".")[0] == "numpy" and name in ("_reconstruct", "ndarray", "dtype", "scalar"): return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a weights file")
+
+def is_detectron2_export(path: str | Path) -> bool:
+    "Whether `path` is a detectron2 weights pickle written by `export_detectron2` (its '__author__' is mssl-workbench)"
+    try:
+        with open(path, "rb") as f: data = _ArraysOnly(f).load()
+    except Exception: return False   # any file that is not such a pickle (a checkpoint, text, a truncated file)
+    return isinstance(data, dict) and data.get("__author__") == "mssl-workbench" and isinstance(data.get("model"), dict)
+
 def export_detectron2(ckpt_or_run: str | Path, output: str | Path, *, log=print, write: bool = True) -> dict:
     "Write the online ResNet backbone of a checkpoint as a detectron2 weights pickle; print the config keys it needs"
     ckpt, run_dir = resolve_checkpoint(ckpt_or_run)
@@ -992,8 +1006,7 @@ def export_detectron2(ckpt_or_run: str | Path, output: str | Path, *, log=print,
     if net.conv1.weight.shape[-1] != 7 or isinstance(getattr(net, "maxpool", None), nn.Identity):
         raise EvalError(f"{ckpt}: backbone has a small-input stem (model.small_input=true); detectron2's ResNet expects the 7x7 stride-2 stem and max-pool")
     d2 = detectron2_state_dict(net.state_dict())
-    output = Path(output); output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "wb") as f: pickle.dump({"model": d2, "__author__": "mssl-workbench", "matching_heuristics": True}, f)
+    output = atomic_write(output, pickle.dumps({"model": d2, "__author__": "mssl-workbench", "matching_heuristics": True}))
     depth = int(re.sub(r"\D", "", cfg.model.backbone) or 50)
     conf = {**DETECTRON2_CONFIG, "MODEL.WEIGHTS": str(output), "MODEL.RESNETS.DEPTH": depth}
     if depth in (18, 34): conf["MODEL.RESNETS.RES2_OUT_CHANNELS"] = 64
@@ -1404,7 +1417,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--preset", default=default, help=f"protocol preset (default {default}); see --list-presets")
         sp.add_argument("--list-presets", action="store_true", help="print the presets of this subcommand and exit")
         sp.add_argument("--dry-run", action="store_true", help="print the resolved protocol config (preset + overrides) as YAML and exit")
-        sp.add_argument("--output", help="also write the results JSON here")
+        sp.add_argument("--output", help="also write the results JSON here (an existing file only if mssl-eval wrote it as this kind)")
+        sp.add_argument("--overwrite", action="store_true", help="let --output replace a file that mssl-eval did not write")
         sp.add_argument("--quiet", action="store_true", help="print only the result lines")
         sp.epilog = "options (key=value): " + ", ".join(f.name for f in dataclasses.fields(cls)) + "\npresets:\n" + _describe_presets(presets)
         sp.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -1431,11 +1445,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gt", required=False, help="ground-truth instances JSON")
     sp.add_argument("--detections", required=False, help="detections JSON (list of results)")
     sp.add_argument("--run", help="also write RUN_DIR/eval/coco-score.json")
-    sp.add_argument("--output", help="also write the results JSON here")
+    sp.add_argument("--output", help="also write the results JSON here (an existing file only if mssl-eval wrote it as coco-score)")
+    sp.add_argument("--overwrite", action="store_true", help="let --output replace a file that mssl-eval did not write")
     sp = sub.add_parser("export-detectron2", help="online ResNet backbone as a detectron2 weights pickle",
                         description="Export the online ResNet to detectron2's names (stem, res2-res5, shortcut, .norm) as numpy, matching_heuristics=True")
     sp.add_argument("run", metavar="CKPT", nargs="?", help="checkpoint or run directory")
-    sp.add_argument("-o", "--output", help="output .pkl (default RUN_DIR/eval/detectron2.pkl)")
+    sp.add_argument("-o", "--output", help="output .pkl (default RUN_DIR/eval/detectron2.pkl; an existing file only if it is such an export)")
+    sp.add_argument("--overwrite", action="store_true", help="let -o replace a file that is not a detectron2 export of mssl-eval")
     sp = sub.add_parser("make-synthetic-coco", help="write the synthetic COCO-format test set (Fashion-MNIST objects on canvases)")
     sp.add_argument("dest"); sp.add_argument("--train", type=int, default=8); sp.add_argument("--val", type=int, default=4)
     sp.add_argument("--size", type=int, default=128); sp.add_argument("--seed", type=int, default=0)
@@ -1454,8 +1470,14 @@ def protocol_config(
 
 def _emit(args, out: dict, lines: list[str]):
     for l in lines: print(l)
-    if getattr(args, "output", None) and args.command != "export-detectron2":
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True); Path(args.output).write_text(json.dumps(out, indent=1))
+    if getattr(args, "output", None) and args.command != "export-detectron2": atomic_write(args.output, json.dumps(out, indent=1))
+
+def _check_output(args, path=None):
+    "Refuse --output / -o before any work: see `check_output` (issue 22: never over a file this command did not write)"
+    path = path or getattr(args, "output", None)
+    if not path: return
+    if args.command == "export-detectron2": check_output(path, flag="-o", owned=is_detectron2_export, overwrite=args.overwrite)
+    else: check_output(path, flag="--output", owned=lambda p: written_as(p, args.command), overwrite=args.overwrite)
 
 def _dispatch(args) -> int:
     cmd = args.command
@@ -1473,6 +1495,7 @@ def _dispatch(args) -> int:
         if args.dry_run:
             print(yaml.safe_dump(protocol_config(cmd, preset, conf, overrides), sort_keys=False), end=""); return 0
         if not targets: raise EvalError(f"{cmd}: give a RUN_DIR or checkpoint (see mssl-eval {cmd} --help)")
+        _check_output(args)
         log = None if args.quiet else (lambda s: print(s, file=sys.stderr))
         if cmd != "select" and len(targets) > 1: raise EvalError(f"{cmd}: one RUN_OR_CKPT expected, got {len(targets)}: {' '.join(targets)}")
         if cmd == "linear":
@@ -1499,6 +1522,7 @@ def _dispatch(args) -> int:
         _emit(args, out, lines); return 0
     if cmd == "coco-score":
         if not args.gt or not args.detections: raise EvalError("coco-score needs --gt GT.json and --detections DETS.json")
+        _check_output(args)
         scores = coco_score(args.gt, args.detections)
         out = {"kind": "coco-score", "gt": str(args.gt), "detections": str(args.detections), "scores": scores}
         lines = format_coco(scores)
@@ -1507,7 +1531,9 @@ def _dispatch(args) -> int:
     if cmd == "export-detectron2":
         if not args.run: raise EvalError("export-detectron2: give a checkpoint or run directory")
         ckpt, run_dir = resolve_checkpoint(args.run)
-        export_detectron2(ckpt, args.output or Path(run_dir, "eval", "detectron2.pkl")); return 0
+        output = args.output or Path(run_dir, "eval", "detectron2.pkl")
+        _check_output(args, output)
+        export_detectron2(ckpt, output); return 0
     if cmd == "make-synthetic-coco":
         print(make_synthetic_coco(args.dest, splits={"train": args.train, "val": args.val}, size=args.size, seed=args.seed)); return 0
     build_parser().print_help(); return 2
@@ -1528,7 +1554,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "runs"): args.runs = list(args.runs) + extra
         else: args.overrides = list(args.overrides) + extra
     try: return _dispatch(args)
-    except (EvalError, FileNotFoundError) as e:
+    except (EvalError, OutputError, FileNotFoundError) as e:
         print(f"mssl-eval {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
 

@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -24,9 +24,9 @@ from .eval import INFO_KEYS, information_metrics, monitor_metrics
 
 # %% auto #0
 __all__ = ['FORMAT', 'RUN_FILES', 'LOGS', 'SPACES', 'MONITOR_KEYS', 'RunDirError', 'CheckpointError', 'jsonable', 'atomic_write',
-           'append_jsonl', 'read_jsonl', 'checkpoint_name', 'save_checkpoint', 'load_checkpoint', 'read_manifest',
-           'checkpoint_paths', 'latest_checkpoint', 'RunWriter', 'read_config', 'RunRecord', 'read_run', 'as_run',
-           'load_trained']
+           'append_jsonl', 'read_jsonl', 'OutputError', 'written_as', 'check_output', 'checkpoint_name',
+           'save_checkpoint', 'load_checkpoint', 'read_manifest', 'checkpoint_paths', 'latest_checkpoint', 'RunWriter',
+           'read_config', 'RunRecord', 'read_run', 'as_run', 'load_trained']
 
 # %% ../nbs/09_runs.ipynb #d88c4f81
 FORMAT = 2
@@ -95,6 +95,42 @@ def read_jsonl(
         if isinstance(row, dict): rows.append(row)
         else: skipped += 1
     return rows, skipped
+
+class OutputError(ValueError):
+    "An output path a command refuses before doing any work; the message names the file and the flag that allows it"
+
+def written_as(
+    path: str | Path, # an existing file
+    kind: str,        # the results kind: linear, knn, coco-score, ... (semisup-1pct counts as semisup)
+) -> bool:
+    "Whether `path` is a results JSON this workbench wrote as `kind` (its 'kind' field); anything else, a checkpoint included, is not"
+    p = Path(path)
+    try:
+        if p.stat().st_size > 64 << 20: return False       # results are small; a checkpoint or a data set is not one
+        data = json.loads(p.read_bytes())
+    except (OSError, ValueError): return False              # unreadable, not UTF-8, not JSON
+    k = data.get("kind") if isinstance(data, dict) else None
+    return isinstance(k, str) and (k == kind or k.startswith(kind + "-"))
+
+def check_output(
+    path: str | Path,              # the file a command will write
+    *,
+    flag: str,                     # the option that named it, for the message (--output, -o)
+    owned: Callable[[Path], bool], # whether an existing file is this command's own output of the same kind
+    overwrite: bool=False,         # the user allowed replacing any file (--overwrite)
+) -> Path:
+    "Refuse an output path before any work: a folder, a path under a regular file, a folder that cannot be written, a file the command did not write"
+    p = Path(path)
+    if p.is_dir(): raise OutputError(f"{flag} {p}: is a folder: give a file name")
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent: folder = folder.parent
+    if not folder.is_dir(): raise OutputError(f"{flag} {p}: {folder} is a file, not a folder: choose another {flag}")
+    if not os.access(folder, os.W_OK | os.X_OK): raise OutputError(f"{flag} {p}: cannot write in {folder} (permission denied): choose another {flag}")
+    if p.exists() and not overwrite and not owned(p):
+        raise OutputError(f"{flag} {p}: the file exists and this command did not write it: refusing to replace it; "
+                          f"choose another {flag}, or pass --overwrite to replace it")
+    return p
+
 
 # %% ../nbs/09_runs.ipynb #eb2274d7
 def checkpoint_name(step: int) -> str: return f"step_{int(step):08d}.pt"

@@ -344,3 +344,46 @@ def test_make_synthetic_coco_checks_its_sizes(tmp_path, capsys):
     one_line(capsys, ["make-synthetic-coco", tmp_path / "afile"], "is a file")
     assert (tmp_path / "afile").read_text() == "x"
     with pytest.raises(ev.EvalError, match="objects"): ev.make_synthetic_coco(tmp_path / "o", objects=(3, 2))
+
+
+def test_outputs_never_replace_a_file_mssl_eval_did_not_write(runs, tmp_path, capsys):
+    "Issue 22, part 3: --output / -o over another run's checkpoint, under a regular file or over another kind: refused first, bytes unchanged"
+    import hashlib
+    root = ev.make_synthetic_coco(tmp_path / "coco", splits={"val": 2}, size=64)
+    gt = root / "annotations" / "instances_val2017.json"
+    (tmp_path / "dets.json").write_text(json.dumps(ev.oracle_detections(json.loads(gt.read_text()), masks=False)))
+    score = ["coco-score", "--gt", gt, "--detections", tmp_path / "dets.json"]
+    ckpt = Path(runs["a"])                                               # another run's checkpoint (random_init_run returns it)
+    digest = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    before = digest(ckpt)
+    for argv in ([*score, "--output", ckpt], ["knn", runs["a"], "--output", ckpt], ["linear", runs["a"], "--output", ckpt],
+                 ["export-detectron2", runs["a"], "-o", ckpt]):
+        one_line(capsys, argv, str(ckpt), "did not write it", "--overwrite")
+    one_line(capsys, [*score, "--output", ckpt / "r.json"], "is a file, not a folder")
+    one_line(capsys, [*score, "--output", tmp_path], "is a folder")
+    assert digest(ckpt) == before and not list(ckpt.parent.glob(".*.tmp"))
+    r = subprocess.run([str(Path(sys.executable).parent / "mssl-eval"), *map(str, score), "--output", str(ckpt)], capture_output=True,
+                       text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)          # the real console script
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--overwrite" in r.stderr, r.stderr
+    assert digest(ckpt) == before
+    out = tmp_path / "score.json"                                        # its own output: replaced, atomically
+    for _ in range(2): assert ev.main([str(a) for a in [*score, "--output", out]]) == 0
+    assert json.loads(out.read_text())["kind"] == "coco-score"
+    one_line(capsys, ["knn", runs["a"], "--output", out], "did not write it")   # another kind of output is not its own
+    (tmp_path / "notes.txt").write_text("mine")
+    one_line(capsys, [*score, "--output", tmp_path / "notes.txt"], "--overwrite")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert ev.main([str(a) for a in [*score, "--output", tmp_path / "notes.txt", "--overwrite"]]) == 0
+    assert json.loads((tmp_path / "notes.txt").read_text())["kind"] == "coco-score"
+
+
+def test_detectron2_export_is_recognised_without_running_code(tmp_path):
+    (tmp_path / "ours.pkl").write_bytes(pickle.dumps({"model": {"stem.conv1.weight": np.zeros((2, 3), np.float32)},
+                                                      "__author__": "mssl-workbench", "matching_heuristics": True}))
+    assert ev.is_detectron2_export(tmp_path / "ours.pkl")
+    class Boom:
+        def __reduce__(self): return (os.remove, (str(tmp_path / "ours.pkl"),))
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"model": Boom(), "__author__": "mssl-workbench"}))
+    assert not ev.is_detectron2_export(tmp_path / "evil.pkl") and (tmp_path / "ours.pkl").exists()
+    torch.save({"model": {}}, tmp_path / "step.pt")
+    assert not ev.is_detectron2_export(tmp_path / "step.pt")
