@@ -66,6 +66,8 @@ LEVERS = [
     ("eval-end", "speed", lever("eval.every=6"), "monitor only at the end (k-NN, spectra, MI every epoch cost seconds)"),
     ("epochs-18", "schedule", lever("train.epochs=18", "train.precision=bf16", "model.channels_last=true", "eval.every=3"), "three times the epochs at bf16 speed"),
     ("quickstart", "recipe", [], "the quickstart preset as it stands"),
+    ("quickstart-half-width", "backbone", ["model.backbone_kwargs={channels: [16, 32, 64, 128], stem_width: 8}", "train.epochs=30", "eval.every=6"],
+     "the quickstart at half width and about twice the epochs: width against epochs at similar training seconds"),
     ("simclr", "reference", ["model.method=simclr", "train.epochs=6", "eval.every=1"], "SimCLR (fmnist-simclr preset: τ 0.2, SGD 0.3, 2-layer 128-d head) on the same data and epochs"),
     ("simclr-quickstart", "reference", ["model.method=simclr", "model.backbone=resnet10t_mini_nopool", "train.epochs=16", "train.precision=auto",
                                         "model.channels_last=true", "eval.every=4"], "SimCLR with the quickstart's backbone, epochs and precision"),
