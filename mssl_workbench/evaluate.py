@@ -161,7 +161,26 @@ OPTION_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {   # option name 
     "min_size_test": ("an integer >= 1", lambda v: v >= 1), "max_size": ("an integer >= 1", lambda v: v >= 1),
     "trainable_layers": ("an integer in 0..5", lambda v: 0 <= v <= 5),
     "max_eval_images": ("an integer >= 1, or null (all)", lambda v: v is None or v >= 1),
+    "device": ("auto, cpu, cuda, cuda:N or mps", lambda v: v in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", v)),
+    "space": ("embedding (projector output) or backbone", lambda v: v in ("embedding", "backbone")),
+    "opt": ("an optimiser name of timm's registry, e.g. adamw, sgd, lamb", lambda v: _timm_optimizer(v)),
+    "auto_augment": ("null, or a timm policy: rand-m9-mstd0.5-inc1, augmix-m5-w4-d2, original, v0, ...", lambda v: v is None or _timm_policy(v)),
 }
+
+def _timm_optimizer(name: str) -> bool:
+    "Whether timm's `create_optimizer_v2` knows `name`"
+    from timm.optim._optim_factory import default_registry
+    try: default_registry.get_optimizer_info(name)
+    except ValueError: return False
+    return True
+
+def _timm_policy(policy: str) -> bool:
+    "Whether timm builds the augmentation policy `policy` (`create_transform(auto_augment=...)`)"
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+    build = rand_augment_transform if policy.startswith("rand") else augment_and_mix_transform if policy.startswith("augmix") else auto_augment_transform
+    try: build(policy, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except (AssertionError, ValueError, KeyError, IndexError): return False   # timm asserts on an unknown policy
+    return True
 
 def check_options(conf) -> None:
     "Raise `EvalError` naming the first option of the protocol config `conf` outside its range (`OPTION_RANGES`)"
@@ -173,7 +192,7 @@ def check_options(conf) -> None:
         except (TypeError, ValueError): ok = False
         if not ok:
             shown = list(value) if isinstance(value, tuple) else value
-            raise EvalError(f"{type(conf).__name__}: {f.name}={shown!r} is out of range: it must be {rule[0]}")
+            raise EvalError(f"{type(conf).__name__}: {f.name}={shown!r} is not allowed: it must be {rule[0]}")
 
 def build_config(cls, presets: dict, preset: str | None, overrides: Sequence[str] = ()):
     "The dataclass `cls` from preset `preset` (a key of `presets`) and `key=value` overrides"
