@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -19,14 +20,15 @@ from .data import MultiViewAugment, create_augment
 from .eval import INFO_KEYS, OnlineLinearProbe, extract_features, information_metrics, knn_accuracy, monitor_metrics
 from .losses import mec_lamda_inv_schedule
 from .methods import SSLModel, get_method, resolve_callable
-from .runs import CheckpointError, checkpoint_paths, jsonable
+from .runs import CheckpointError, checkpoint_paths, jsonable, read_jsonl
 
 if TYPE_CHECKING: from mssl_workbench.train import Trainer
 
 # %% auto #0
-__all__ = ['MAX_WEIGHT', 'RAW_PIXEL_MAX_DIM', 'STOP_SIGNALS', 'STOP', 'Hook', 'NonFiniteError', 'last_good', 'MetricsLogger',
-           'paired_view_features', 'OnlineProbe', 'Monitor', 'check_weights', 'Checkpointer', 'raw_pixel_knn',
-           'Summary', 'StopRequest', 'Preemption', 'MECWarmup', 'default_hooks', 'method_hooks']
+__all__ = ['COLLAPSE_ERANK', 'COLLAPSE_SPACES', 'MAX_WEIGHT', 'RAW_PIXEL_MAX_DIM', 'STOP_SIGNALS', 'STOP', 'Hook',
+           'NonFiniteError', 'last_good', 'MetricsLogger', 'paired_view_features', 'OnlineProbe', 'Monitor',
+           'collapse_report', 'collapse_warning', 'check_weights', 'Checkpointer', 'raw_pixel_knn', 'Summary',
+           'StopRequest', 'Preemption', 'MECWarmup', 'default_hooks', 'method_hooks']
 
 # %% ../nbs/10_hooks.ipynb #c6041397
 class Hook:
@@ -196,6 +198,54 @@ class Monitor(Hook):
                 if rec["info"]: _add_scalars(run.tb, f"info_{space}", {k: rec["info"][space][k] for k in INFO_KEYS}, run.step)
         run.last_eval = rec
 
+# %% ../nbs/10_hooks.ipynb #d252afc5
+COLLAPSE_ERANK = 2.0   # held-out features spread over fewer effective directions than this have collapsed
+COLLAPSE_SPACES = ("backbone", "embedding")
+
+def _low_rank(rec: dict) -> dict[str, float]:
+    "{space: erank} of the spaces of a monitor pass whose effective rank is below COLLAPSE_ERANK or not finite"
+    out = {}
+    for space in COLLAPSE_SPACES:
+        erank = ((rec.get("monitor") or {}).get(space) or {}).get("erank")
+        if erank is not None and not erank >= COLLAPSE_ERANK: out[space] = erank   # NaN: all-zero features
+    return out
+
+def collapse_report(
+    records: list[dict],          # monitor passes in the order written (rows of epochs.jsonl)
+    *,
+    dim: int | None=None,         # dimension of the backbone features, for the message
+    num_classes: int | None=None, # classes of the labelled data: k-NN chance is 1 / num_classes
+) -> dict | None:                 # the evidence of a collapse; None for a healthy run (or one not evaluated after step 0)
+    "Whether the last monitor pass after step 0 has an effective rank below `COLLAPSE_ERANK` in either space, and since which step"
+    passes = [r for r in records if (r.get("step") or 0) > 0 and (r.get("monitor") or {}).get("backbone")]
+    if not passes or not _low_rank(passes[-1]): return None
+    first = len(passes) - 1
+    while first > 0 and _low_rank(passes[first - 1]): first -= 1
+    last, since = passes[-1], passes[first]
+    erank = lambda space: (last["monitor"].get(space) or {}).get("erank")
+    return {"step": since["step"], "epoch": since.get("epoch"), "rule": f"effective rank < {COLLAPSE_ERANK:g}",
+            "spaces": sorted(_low_rank(last)), "eval_step": last["step"], "erank": erank("backbone"), "dim": dim,
+            "embedding_erank": erank("embedding"), "knn_acc": last.get("knn_acc"), "probe_acc": last.get("probe_acc"),
+            "chance": 1 / num_classes if num_classes else None}
+
+def collapse_warning(
+    report: dict,   # `collapse_report` output
+    *,
+    base_lr: float | None=None, # the run's optim.base_lr, named in the fix
+) -> str:           # one line
+    "The one line a collapsed run prints: the evidence, where it is recorded, and the likely fix"
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
+    of = f" of {report['dim']}" if report.get("dim") else ""
+    num = lambda v: "n/a" if v is None else f"{v:.2f}"
+    evidence = (f"effective rank {num(report['erank'])}{of} (backbone), {num(report['embedding_erank'])} (embedding) at step "
+                f"{report['eval_step']}, below {COLLAPSE_ERANK:g} in the {' and '.join(report['spaces'])}")
+    if report.get("knn_acc") is not None or report.get("probe_acc") is not None:
+        evidence += f"; k-NN {pct(report.get('knn_acc'))}, probe {pct(report.get('probe_acc'))}"
+        if report.get("chance"): evidence += f" (chance {pct(report['chance'])})"
+    lr = "" if base_lr is None else f" (now {base_lr:g})"
+    return (f"warning: the representation collapsed at step {report['step']}: held-out features have {evidence}; "
+            f"recorded as collapsed in summary.json; likely fix: lower optim.base_lr{lr}")
+
 # %% ../nbs/10_hooks.ipynb #9d3d804e
 MAX_WEIGHT = 1e6   # no parameter (and no activation before a BatchNorm) of a healthy network comes near this magnitude
 
@@ -256,22 +306,26 @@ def raw_pixel_knn(run: Trainer) -> float | None:
                         k=e.knn_k, temperature=e.knn_temperature, num_classes=d.train.num_classes)
 
 class Summary(Hook):
-    "summary.json with the final figures, each labelled with the step it belongs to, and the raw-pixel k-NN baseline (rank 0)"
+    "summary.json with the final figures, each labelled with the step it belongs to, the raw-pixel k-NN baseline and the collapse verdict (rank 0)"
     order = 40
     def before_fit(self, run): self.t0 = time.time()
     def after_fit(self, run):
         if run.writer is None: return
         ev = run.last_eval or {}
         bb = (ev.get("monitor") or {}).get("backbone", {})
+        collapse = collapse_report(read_jsonl(run.writer.dir / "epochs.jsonl")[0], dim=getattr(run.model, "num_features", None),
+                                   num_classes=run.data.train.num_classes if run.data.labelled else None)
         summary = {"preset": run.cfg.preset, "method": run.cfg.model.method, "epochs_done": run.epoch, "steps": run.step,
                    "stop_reason": run.stop_reason, "wall_s": round(time.time() - self.t0, 1),
                    "train_s": round(run.train_time_s, 1),
                    "eval_step": ev.get("step"), "knn_acc": ev.get("knn_acc"), "raw_pixel_knn_acc": raw_pixel_knn(run),
                    "probe_acc": ev.get("probe_acc"),
                    "erank": bb.get("erank"), "rankme": bb.get("rankme"), "info": ev.get("info"), "data": run.data.describe(),
+                   "collapsed": collapse is not None, "collapse": collapse,
                    "checkpoint": str(run.last_checkpoint or ""), "run_dir": str(run.out_dir)}
         run.writer.write_summary(summary)
         run.summary = summary
+        if collapse and run.stop_signal is None: print(collapse_warning(collapse, base_lr=run.cfg.optim.base_lr), file=sys.stderr, flush=True)
 
 # %% ../nbs/10_hooks.ipynb #2b37dfd4
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
