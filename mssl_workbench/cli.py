@@ -35,22 +35,23 @@ __all__ = ['QUICKSTART', 'PRESETS', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_
            'check_torchrun_options', 'set_parent_death_signal', 'proc_table', 'descendants', 'launch_torchrun',
            'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary', 'main', 'lm_config_from_args']
 
-# %% ../nbs/17_cli.ipynb #974e8447
+# %% ../nbs/17_cli.ipynb #33335316
 QUICKSTART = {
     "data": {"dataset": "fashion_mnist", "root": str(SAMPLE_FASHION_MNIST), "val_split": "test",
              "image_size": 28, "in_chans": 1, "augment": "small"},
     "model": {"method": "matrix_ssl", "backbone": "resnet10t_mini_nopool", "small_input": False, "channels_last": True,
+              "backbone_kwargs": {"channels": [16, 32, 64, 128], "stem_width": 8},
               "proj_dim": 256, "proj_hidden": 1024, "proj_layers": 3, "pred_hidden": 256,
               "loss": {"form": "official", "lamda": 1.0, "mu": 1.0, "gamma": 1.0, "order": 4}},
     "optim": {"warmup_epochs": 1.0},
-    "train": {"epochs": 16, "batch_size": 256, "precision": "auto", "checkpoint_every": 1, "log_every": 5},
-    "eval": {"monitor_samples": 2000, "knn_train_samples": 10000, "every": 4},
+    "train": {"epochs": 30, "batch_size": 256, "precision": "auto", "checkpoint_every": 1, "log_every": 5},
+    "eval": {"monitor_samples": 2000, "knn_train_samples": 10000, "every": 6},
 }
 
 def _registry() -> dict[str, tuple[dict, str]]:
     "Every preset: the quickstart, then each registered method's own"
     presets = {"quickstart": (QUICKSTART, "embedded Fashion-MNIST sample, Matrix-SSL official form (λ = μ = γ = 1), resnet10t_mini without "
-                                          "the stem max-pool, 16 epochs, bf16 where native; ~3 min on 2 CPU cores (see benchmarks/quickstart_levers.py)")}
+                                          "the stem max-pool at half width, 30 epochs, bf16 where native; ~3 min on 2 CPU cores (see benchmarks/quickstart_levers.py)")}
     for name in list_methods():
         for key, value in get_method(name).presets.items():
             if key in presets: raise ValueError(f"preset {key!r} is declared twice (method {name})")
