@@ -77,6 +77,30 @@ class FigurePanel:
         key = json.dumps(out["data"], sort_keys=True)
         if key != self._sent: self.widget.outputs, self._sent = (out,), key
 
+def _readable(path: Path) -> RunRecord:
+    "`read_run`, then everything the panels read from the run, so that a damaged run fails here (RunDirError naming it), not mid-drawing"
+    try:
+        run = read_run(path)
+        for space in SPACES:
+            summary_rows([run], space=space)
+            for epoch in run.spectrum_epochs(space):   # as draw_epoch uses a spectrum
+                values = run.spectrum(epoch, space)
+                if len(values) and (values > 0).any(): fit_alpha(values)
+            for metric in METRIC_LABELS: run.monitor(metric, space)
+            for key in INFO_LABELS: run.info(key, space)
+        return run
+    except RunDirError: raise
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise RunDirError(f"{path}: damaged ({type(e).__name__}: {e})") from None
+
+def _run_label(root: Path, path: Path) -> str:
+    "A run's name in the picker: its path under root, with '⚠ collapsed at step N' when its summary.json says so"
+    name = str(path.relative_to(root)) if path != root else path.name
+    try: summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError): return name
+    if not (isinstance(summary, dict) and summary.get("collapsed")): return name
+    return f"{name} ⚠ collapsed at step {(summary.get('collapse') or {}).get('step')}"
+
 TABLE_CSS = ("<style>.mssl-summary{border-collapse:collapse;margin:0.5em 0}.mssl-summary td,.mssl-summary th"
              "{border:1px solid #ccc;padding:3px 10px;text-align:right}.mssl-summary td:nth-child(-n+2){text-align:left}</style>")
 
@@ -143,13 +167,21 @@ class Dashboard:
         "The run at `path`, re-read only when its files changed"
         sig = _signature(path)
         hit = self._cache.get(path)
-        if hit is None or hit[0] != sig: self._cache[path] = hit = (sig, read_run(path))
+        if hit is None or hit[0] != sig:
+            try: loaded = _readable(path)
+            except (RunDirError, OSError) as e: loaded = e   # remembered too: a damaged run is not re-read until it changes
+            self._cache[path] = hit = (sig, loaded)
+        if isinstance(hit[1], Exception): raise hit[1]
         return hit[1]
 
     @property
     def runs(self) -> list[RunRecord]:
-        "The selected runs, freshly loaded"
-        return [self.load(Path(p)) for p in self.runs_select.value]
+        "The selected runs that can be read, freshly loaded; the others are in `skipped_runs` ({path: reason})"
+        out, self.skipped_runs = [], {}
+        for p in self.runs_select.value:
+            try: out.append(self.load(Path(p)))
+            except (RunDirError, OSError) as e: self.skipped_runs[p] = str(e)
+        return out
 
     @property
     def space(self) -> str: return self.space_buttons.value
@@ -159,8 +191,8 @@ class Dashboard:
         with self._lock:
             paths = [str(p) for p in find_runs(self.root)]
             old, chosen = [v for _, v in self.runs_select.options], set(self.runs_select.value)
-            labels = [(str(Path(p).relative_to(self.root)) if Path(p) != self.root else Path(p).name, p) for p in paths]
-            if paths != old:
+            labels = [(_run_label(self.root, Path(p)), p) for p in paths]
+            if labels != list(self.runs_select.options):
                 self._quiet = True   # no redraw for the intermediate empty selection
                 try:
                     self.runs_select.options = labels
@@ -260,7 +292,9 @@ class Dashboard:
             self._held += 1
             try:
                 self._update_slider(); self.draw_epoch(); self.draw_metrics()
-                skipped = [f"{r.name}/{log}.jsonl: {n} damaged line(s) skipped" for r in self.runs for log, n in r.skipped.items()]
+                runs = self.runs
+                skipped = [f"{r.name}/{log}.jsonl: {n} damaged line(s) skipped" for r in runs for log, n in r.skipped.items()]
+                skipped += [f"skipped {Path(p).name}: {why}" for p, why in self.skipped_runs.items()]
                 self.status.value = f"<span style='color:#a60'>{'; '.join(skipped)}</span>" if skipped else ""
             except (RunDirError, OSError) as e:
                 self.status.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"

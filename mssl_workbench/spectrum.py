@@ -385,26 +385,36 @@ def summary_rows(
     *,
     space: str="embedding",  # the space whose rank metrics are reported
 ) -> list[dict]:             # one dict per run
-    "Final k-NN / probe accuracy and rank metrics of each run (the last epoch that has them)"
+    "Final k-NN / probe accuracy and rank metrics of each run (the last epoch that has them), and whether it collapsed"
     out = []
     for run in (as_run(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])):
+        summary = run.summary if isinstance(run.summary, dict) else {}
         last = lambda key: next((r[key] for r in reversed(run.epochs) if r.get(key) is not None), None)
         mon = next((r["monitor"][space] for r in reversed(run.epochs) if space in r.get("monitor", {})), {})
         info = run.final_info(space)
         out.append({"run": run.name, "method": run.method, "epoch": run.final().get("epoch"),
                     "knn_acc": last("knn_acc"), "probe_acc": last("probe_acc"),
-                    **{k: mon.get(k) for k in ("erank", "rankme", "alpha_req")}, "mi": info.get("mi"), "joint": info.get("joint")})
+                    **{k: mon.get(k) for k in ("erank", "rankme", "alpha_req")}, "mi": info.get("mi"), "joint": info.get("joint"),
+                    "collapsed": summary.get("collapsed"), "collapse_step": (summary.get("collapse") or {}).get("step")})
     return out
 
 def summary_html(rows: list[dict]) -> str:
-    "`summary_rows` as an HTML table (accuracies in %, empty cells for missing values)"
+    "`summary_rows` as an HTML table (accuracies in %, empty cells for missing values); collapsed runs highlighted, with a note above"
     fmt = {"knn_acc": lambda v: f"{100 * v:.2f}%", "probe_acc": lambda v: f"{100 * v:.2f}%",
            "erank": "{:.2f}".format, "rankme": "{:.2f}".format, "alpha_req": "{:.3f}".format, "mi": "{:.3f}".format, "joint": "{:.3f}".format}
     heads = {"run": "run", "method": "method", "epoch": "epoch", "knn_acc": "k-NN acc.", "probe_acc": "probe acc.",
-             "erank": "effective rank", "rankme": "RankMe", "alpha_req": "α-ReQ", "mi": "MI (nats)", "joint": "joint entropy (nats)"}
-    cell = lambda k, v: "" if v is None else html.escape(fmt.get(k, str)(v))
-    body = "".join("<tr>" + "".join(f"<td>{cell(k, r.get(k))}</td>" for k in heads) + "</tr>" for r in rows)
-    return (f"<table class='mssl-summary'><thead><tr>{''.join(f'<th>{h}</th>' for h in heads.values())}</tr></thead>"
+             "erank": "effective rank", "rankme": "RankMe", "alpha_req": "α-ReQ", "mi": "MI (nats)", "joint": "joint entropy (nats)",
+             "collapsed": "collapsed"}
+    fmt["collapsed"] = lambda v: "yes" if v else "no"
+    def cell(k, r):
+        if k == "collapsed" and r.get(k): return html.escape(f"yes, at step {r.get('collapse_step')}")
+        return "" if r.get(k) is None else html.escape(fmt.get(k, str)(r[k]))
+    warn = "style='background:#fde2e1'"
+    body = "".join(f"<tr {warn if r.get('collapsed') else ''}>" + "".join(f"<td>{cell(k, r)}</td>" for k in heads) + "</tr>" for r in rows)
+    collapsed = [f"<code>{html.escape(str(r['run']))}</code> at step {r.get('collapse_step')}" for r in rows if r.get("collapsed")]
+    note = "" if not collapsed else (f"<p class='mssl-collapsed' {warn}>⚠ collapsed: {', '.join(collapsed)} — the held-out features "
+            "have an effective rank below 2 (summary.json, <code>collapse</code>); their numbers describe a collapsed representation.</p>")
+    return (f"{note}<table class='mssl-summary'><thead><tr>{''.join(f'<th>{h}</th>' for h in heads.values())}</tr></thead>"
             f"<tbody>{body}</tbody></table>")
 
 def report_figures(

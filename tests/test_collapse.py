@@ -71,3 +71,24 @@ def test_healthy_run_is_not_flagged(runs):
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["collapsed"] is False and s["collapse"] is None
     assert s["erank"] > 10 * COLLAPSE_ERANK, s["erank"]   # far from the threshold, not just above it
+
+
+def test_spectrum_report_shows_the_collapse(runs, tmp_path):
+    (_, collapsed), (_, healthy) = runs["collapsed"], runs["healthy"]
+    step = json.loads((collapsed / "summary.json").read_text())["collapse"]["step"]
+    r = mssl("mssl-spectrum", collapsed, healthy, "-o", tmp_path / "report.html")
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = (tmp_path / "report.html").read_text()
+    assert f"⚠ collapsed: <code>collapsed</code> at step {step}" in page
+    assert f"yes, at step {step}" in page and "<td>no</td>" in page   # the healthy run: "no"
+
+
+def test_dashboard_shows_the_collapse(runs):
+    from mssl_workbench.dashboard import Dashboard
+    _, collapsed = runs["collapsed"]
+    step = json.loads((collapsed / "summary.json").read_text())["collapse"]["step"]
+    d = Dashboard(collapsed.parent)
+    labels = sorted(label for label, _ in d.runs_select.options)
+    assert labels == [f"collapsed ⚠ collapsed at step {step}", "healthy"], labels
+    assert f"yes, at step {step}" in d.table.value and "⚠ collapsed" in d.table.value
+    assert not d.skipped_runs
