@@ -36,7 +36,7 @@ from .config import config_from_dict, config_to_dict
 from .eval import extract_features, knn_accuracy
 from .matrix import rankme
 from .methods import build_method_model, get_method
-from .runs import OutputError, RunWriter, atomic_write, check_output, checkpoint_paths, load_trained, written_as
+from .runs import OutputError, RunWriter, atomic_write, check_output, checkpoint_damage, checkpoint_paths, load_trained, written_as
 
 # %% auto #0
 __all__ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG',
@@ -67,6 +67,8 @@ def resolve_checkpoint(
     p = Path(run_or_ckpt).expanduser()
     if p.is_dir():
         found = _checkpoints_of(p)
+        if not found and (damage := checkpoint_damage(p)):
+            raise EvalError(f"{p}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact checkpoint file of the run")
         if not found: raise EvalError(f"{p}: no checkpoints/step_*.pt in this run directory: train first (mssl-train) or pass a checkpoint file")
         return found[0], p
     if not p.is_file(): raise EvalError(f"{p}: no such run directory or checkpoint: pass a run directory (runs/<preset>) or a .pt file")

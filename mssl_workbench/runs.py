@@ -25,8 +25,8 @@ from .eval import INFO_KEYS, information_metrics, monitor_metrics
 # %% auto #0
 __all__ = ['FORMAT', 'RUN_FILES', 'LOGS', 'SPACES', 'MONITOR_KEYS', 'RunDirError', 'CheckpointError', 'jsonable', 'atomic_write',
            'append_jsonl', 'read_jsonl', 'OutputError', 'written_as', 'check_output', 'checkpoint_name',
-           'save_checkpoint', 'load_checkpoint', 'read_manifest', 'checkpoint_paths', 'latest_checkpoint', 'RunWriter',
-           'read_config', 'RunRecord', 'read_run', 'as_run', 'load_trained']
+           'save_checkpoint', 'load_checkpoint', 'read_manifest', 'checkpoint_paths', 'latest_checkpoint',
+           'checkpoint_damage', 'RunWriter', 'read_config', 'RunRecord', 'read_run', 'as_run', 'load_trained']
 
 # %% ../nbs/09_runs.ipynb #d88c4f81
 FORMAT = 2
@@ -193,6 +193,20 @@ def latest_checkpoint(
         try: return p, load_checkpoint(p)
         except CheckpointError as e: warnings.warn(f"skipping {e}")
     return None
+
+def checkpoint_damage(
+    run_dir: str | Path, # a run directory
+) -> list[str]:          # one phrase per recorded checkpoint that cannot be used, newest first; [] when none is damaged
+    "Why the checkpoints a run recorded cannot be used — missing, truncated (bytes on disk against bytes written) or unreadable — for the message that replaces 'no checkpoint'"
+    run_dir, out = Path(run_dir), []
+    for e in reversed(read_manifest(run_dir)):
+        p = run_dir / "checkpoints" / e["file"]
+        if not p.is_file(): out.append(f"{p} is missing")
+        elif not _intact(run_dir, e): out.append(f"{p} is truncated ({p.stat().st_size} of {e.get('bytes')} bytes)")
+        else:
+            try: load_checkpoint(p)
+            except CheckpointError as err: out.append(str(err).split(";")[0])
+    return out
 
 # %% ../nbs/09_runs.ipynb #5bb4b33a
 class RunWriter:
@@ -408,6 +422,8 @@ def load_trained(
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
+        if found is None and (damage := checkpoint_damage(path)):
+            raise CheckpointError(f"{path}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact step_*.pt file of the run")
         if found is None: raise CheckpointError(f"{path}: no intact checkpoint in {path / 'checkpoints'}; train first or pass a step_*.pt file")
         ckpt, state = found
     else: ckpt, state = path, load_checkpoint(path)

@@ -26,7 +26,7 @@ from .eval import OnlineLinearProbe
 from .hooks import Hook, NonFiniteError, last_good, method_hooks
 from .methods import build_method_model, get_method
 from .models import momentum_schedule
-from .runs import CheckpointError, RunDirError, RunWriter, latest_checkpoint, load_checkpoint
+from .runs import CheckpointError, RunDirError, RunWriter, checkpoint_damage, latest_checkpoint, load_checkpoint
 
 # %% auto #0
 __all__ = ['RESUME_MAY_CHANGE', 'MAX_FEATURE', 'lr_at', 'param_groups', 'create_optimizer', 'EpochBatches', 'RunData',
@@ -300,10 +300,18 @@ class Trainer:
         if not resume: return None
         if resume != "auto" and Path(resume).is_dir():     # a run directory: its newest intact checkpoint
             found = latest_checkpoint(resume)
+            if found is None and (damage := checkpoint_damage(resume)):
+                raise CheckpointError(f"--resume {resume}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact step_*.pt file")
             if found is None: raise CheckpointError(f"--resume {resume}: no intact checkpoint in {Path(resume) / 'checkpoints'}; pass a step_*.pt file")
             return found
         if resume != "auto": return Path(resume), load_checkpoint(resume)
         found = latest_checkpoint(self.out_dir)
+        if found is None and (damage := checkpoint_damage(self.out_dir)):
+            raise CheckpointError(f"--resume auto: nothing to continue from in {self.out_dir}: {'; '.join(damage[:3])}; "
+                                  f"start over with a fresh --output (or delete {self.out_dir})")
+        if found is None and RunWriter(self.out_dir).holds_run():
+            raise CheckpointError(f"--resume auto: {self.out_dir} holds a run that wrote no checkpoint (it stopped before its first one); "
+                                  f"start over with a fresh --output (or delete {self.out_dir})")
         if found is None and self.is_main: print(f"resume=auto: no checkpoint in {self.out_dir / 'checkpoints'}, starting fresh")
         return found
 

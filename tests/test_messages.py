@@ -1,0 +1,78 @@
+"""Messages that point the right way (issue 22, part 5), through the real console scripts: a damaged checkpoint is
+named as damaged (not "no checkpoints ... train first", not "continue it with --resume auto"), and what is on disk
+stays as it was."""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
+ENV.pop("CI", None)
+TINY = ["--preset", "quickstart", "--quiet", "train.epochs=1", "data.fraction=0.03", "train.batch_size=64",
+        "eval.monitor_samples=64", "eval.knn_train_samples=64", "eval.info_samples=0"]
+
+
+def mssl(command: str, *argv, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / command), *map(str, argv)], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def one_line(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == code, (r.returncode, r.stderr[-3000:])
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    for n in needles: assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    "A real tiny quickstart run (4 steps, one checkpoint)"
+    out = tmp_path_factory.mktemp("messages") / "run"
+    r = mssl("mssl-train", *TINY, "--output", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.fixture
+def truncated(trained, tmp_path) -> Path:
+    "A copy of the run whose only checkpoint is cut to 1000 bytes"
+    run = shutil.copytree(trained, tmp_path / "run")
+    (ckpt,) = (run / "checkpoints").glob("step_*.pt")
+    with open(ckpt, "r+b") as f: f.truncate(1000)
+    return run
+
+
+@pytest.mark.parametrize("command", ["knn", "linear", "select"])
+def test_eval_names_the_truncated_checkpoint(truncated, command):
+    before = digest(truncated)
+    r = mssl("mssl-eval", command, truncated)
+    one_line(r, 2, "no usable checkpoint", "is truncated (1000 of", "step_")
+    assert "train first" not in r.stderr
+    assert digest(truncated) == before
+
+
+def test_resume_auto_names_the_damaged_checkpoint(truncated):
+    before = digest(truncated)
+    r = mssl("mssl-train", *TINY, "--output", truncated, "--resume", "auto")
+    one_line(r, 2, "--resume auto: nothing to continue from", "is truncated (1000 of", "fresh --output")
+    assert "continue it with --resume auto" not in r.stderr
+    assert digest(truncated) == before
+
+
+def test_resume_auto_on_a_run_without_checkpoint(trained, tmp_path):
+    run = shutil.copytree(trained, tmp_path / "run")
+    shutil.rmtree(run / "checkpoints")
+    before = digest(run)
+    r = mssl("mssl-train", *TINY, "--output", run, "--resume", "auto")
+    one_line(r, 2, "wrote no checkpoint", "fresh --output")
+    assert "continue it with --resume auto" not in r.stderr
+    assert digest(run) == before
