@@ -394,11 +394,15 @@ def read_run(
     if (path / "summary.json").exists():
         try: summary = json.loads((path / "summary.json").read_text())
         except json.JSONDecodeError: skipped["summary"] = 1
+        if not isinstance(summary, dict): summary, skipped["summary"] = {}, 1   # parses, but is not a summary
     evals = {}
     for f in sorted((path / "eval").glob("*.json")):
         try: evals[f.stem] = json.loads(f.read_text())
         except json.JSONDecodeError: skipped[f"eval/{f.name}"] = 1
-    return RunRecord(name=path.name, method=str(config["method"]), kind=str(config.get("kind", "image")), config=config,
+    method = config.get("method") or (config.get("model") if isinstance(config.get("model"), dict) else {}).get("method")
+    if not method: raise RunDirError(f"{path / 'config.yaml'}: no 'method' (nor model.method); add `method: <name>` at the top "
+                                     "(the method's registry name, e.g. matrix_ssl)")
+    return RunRecord(name=path.name, method=str(method), kind=str(config.get("kind", "image")), config=config,
                      summary=summary, checkpoints=checkpoint_paths(path), evals=evals, skipped=skipped, path=path, **logs)
 
 def as_run(

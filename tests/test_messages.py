@@ -76,3 +76,15 @@ def test_resume_auto_on_a_run_without_checkpoint(trained, tmp_path):
     one_line(r, 2, "wrote no checkpoint", "fresh --output")
     assert "continue it with --resume auto" not in r.stderr
     assert digest(run) == before
+
+
+def test_config_without_method_is_named(trained, tmp_path):
+    run = shutil.copytree(trained, tmp_path / "run")
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text("".join(l for l in config.splitlines(True) if not l.startswith("method:")))
+    r = mssl("mssl-spectrum", run, "-o", tmp_path / "report.html")   # model.method stands in for it
+    assert r.returncode == 0 and "KeyError" not in r.stderr, r.stderr[-3000:]
+    (run / "config.yaml").write_text("format: 2\nkind: image\n")
+    r = mssl("mssl-spectrum", run, "-o", tmp_path / "report2.html")
+    one_line(r, 2, "config.yaml", "no 'method'", "method: <name>")
+    assert not (tmp_path / "report2.html").exists()
