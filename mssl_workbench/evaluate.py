@@ -36,7 +36,8 @@ from .config import config_from_dict, config_to_dict
 from .eval import extract_features, knn_accuracy
 from .matrix import rankme
 from .methods import build_method_model, get_method
-from .runs import OutputError, RunWriter, atomic_write, check_output, checkpoint_damage, checkpoint_paths, load_trained, written_as
+from .runs import (OutputError, RunDirError, RunWriter, atomic_write, check_output, checkpoint_damage, checkpoint_paths,
+                                 load_trained, read_config, written_as)
 
 # %% auto #0
 __all__ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG',
@@ -60,11 +61,19 @@ def _checkpoints_of(run_dir: Path) -> list[Path]:
     "Newest first: the run's intact checkpoints, from its manifest (runs.checkpoint_paths)"
     return checkpoint_paths(run_dir)
 
+def _refuse_lm_run(p: Path, run_dir: Path):
+    "A language-model run given to an image evaluation: name the command that scores it"
+    try: kind = read_config(run_dir).get("kind") if (run_dir / "config.yaml").is_file() else None
+    except RunDirError: return
+    if kind == "lm": raise EvalError(f"{p}: a language-model run (kind: lm in {run_dir / 'config.yaml'}); this command evaluates "
+                                     f"image runs: score it with mssl-eval gsm8k {run_dir}")
+
 def resolve_checkpoint(
     run_or_ckpt: str | Path, # a run directory (its newest checkpoint) or a checkpoint file
 ) -> tuple[Path, Path]:      # (checkpoint, run directory the results go to)
     "The checkpoint to evaluate and the run directory that receives eval/<kind>.json"
     p = Path(run_or_ckpt).expanduser()
+    _refuse_lm_run(p, p if p.is_dir() else (p.parent.parent if p.parent.name == "checkpoints" else p.parent))
     if p.is_dir():
         found = _checkpoints_of(p)
         if not found and (damage := checkpoint_damage(p)):

@@ -445,6 +445,9 @@ def write_report(
     runs = [as_run(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
     if not runs: raise ValueError("write_report needs at least one run")
     for r in runs:
+        if r.kind == "lm":
+            raise RunDirError(f"{r.where('config.yaml')}: a language-model run (kind: lm); it records no eigenspectra, which this report "
+                              "draws: its hidden-state erank and Diff-eRank are in summary.json and epochs.jsonl")
         if not r.spectrum_epochs(space): r.spectrum(space=space)   # raises: the run has nothing to show yet
     figs = report_figures(runs, space=space)
     parts = [pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}) for i, f in enumerate(figs)]

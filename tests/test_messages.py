@@ -88,3 +88,31 @@ def test_config_without_method_is_named(trained, tmp_path):
     r = mssl("mssl-spectrum", run, "-o", tmp_path / "report2.html")
     one_line(r, 2, "config.yaml", "no 'method'", "method: <name>")
     assert not (tmp_path / "report2.html").exists()
+
+
+@pytest.fixture
+def lm_run(tmp_path) -> Path:
+    "A folder as an LM run leaves it (kind: lm) with one checkpoint; written through RunWriter, not trained"
+    import torch
+    from mssl_workbench.runs import RunWriter
+    w = RunWriter(tmp_path / "lm").start({"method": "matrix_nt", "model": {"name": "tiny"}}, method="matrix_nt", kind="lm")
+    w.save_checkpoint(2, {"model": {"w": torch.zeros(3)}, "config": {"method": "matrix_nt"}})
+    w.append("epochs", {"epoch": 0, "step": 2, "accuracy": 0.0})
+    return w.dir
+
+
+@pytest.mark.parametrize("argv", [["knn"], ["linear"], ["select"], ["export-detectron2"]])
+def test_image_evaluation_of_an_lm_run_points_to_gsm8k(lm_run, argv):
+    before = digest(lm_run)
+    r = mssl("mssl-eval", *argv, lm_run)
+    one_line(r, 2, "a language-model run", "mssl-eval gsm8k")
+    assert "pass a checkpoint written by mssl-train" not in r.stderr
+    (ckpt,) = (lm_run / "checkpoints").glob("step_*.pt")
+    one_line(mssl("mssl-eval", *argv, ckpt), 2, "a language-model run", "mssl-eval gsm8k")
+    assert digest(lm_run) == before
+
+
+def test_spectrum_of_an_lm_run_says_what_it_is(lm_run, tmp_path):
+    r = mssl("mssl-spectrum", lm_run, "-o", tmp_path / "report.html")
+    one_line(r, 2, "a language-model run", "no eigenspectra")
+    assert "wait for the first epoch" not in r.stderr and not (tmp_path / "report.html").exists()
