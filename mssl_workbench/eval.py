@@ -146,7 +146,7 @@ def information_metrics(
     *,
     alpha: float=2.0,         # order α of the matrix Rényi entropies (1: von Neumann)
 ) -> dict[str, float | None]: # {h1, h2, joint, mi}; only h1 for a single view
-    "Matrix Rényi-α entropies of two views, their joint entropy and mutual information (arXiv 2309.17281 §3), on float64 Gram matrices"
+    "Matrix Rényi-α entropies of two views, their joint entropy and mutual information (Tan et al., arXiv 2309.17281; numbers unverified), on float64 Gram matrices"
     z1 = torch.as_tensor(z1).double()
     if z1.ndim != 2 or z1.shape[0] < 2: raise ValueError(f"information_metrics: expected (m, d) embeddings with m >= 2, got shape {tuple(z1.shape)}")
     K1 = gram(z1)

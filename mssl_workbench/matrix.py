@@ -510,7 +510,7 @@ def matrix_information(
     alpha: float=2,   # order α > 0; 1 gives the von Neumann entropies
     **kwargs,         # passed to renyi_entropy (eps, eigh64)
 ) -> MatrixInformation: # (h1, h2, joint, mi), each (...)
-    "H_α(K1), H_α(K2), the joint H_α(K1 ∘ K2) and I_α = H_α(K1) + H_α(K2) − H_α(K1 ∘ K2) (arXiv 2309.17281, §3)"
+    "H_α(K1), H_α(K2), the joint H_α(K1 ∘ K2) and I_α = H_α(K1) + H_α(K2) − H_α(K1 ∘ K2) (Tan et al., arXiv 2309.17281; definition numbers unverified)"
     h1, h2 = renyi_entropy(K1, alpha, **kwargs), renyi_entropy(K2, alpha, **kwargs)
     joint = joint_renyi_entropy(K1, K2, alpha, **kwargs)
     return MatrixInformation(h1, h2, joint, h1 + h2 - joint)
