@@ -212,6 +212,8 @@ class MaskedAutoencoder(nn.Module):
         self.in_chans = encoder.patch_embed.proj.in_channels
         self.num_prefix = encoder.num_prefix_tokens
         num_visible(self.num_patches, mask_ratio)   # validates the ratio
+        if mask_ratio == 0: raise ValueError("model.options.mask_ratio=0 hides no patch, so the reconstruction loss (over the hidden "
+                                             "patches) has nothing to average: use a ratio in (0, 1), e.g. 0.75")
         self.mask_ratio, self.norm_pix_loss, self.reg, self.lamda, self.mu, self.center = \
             mask_ratio, norm_pix_loss, reg, lamda, mu, center
         self.feature_kind, self.grad_semantics, self.distributed, self.method = features, grad_semantics, distributed, method

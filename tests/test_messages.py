@@ -116,3 +116,11 @@ def test_spectrum_of_an_lm_run_says_what_it_is(lm_run, tmp_path):
     r = mssl("mssl-spectrum", lm_run, "-o", tmp_path / "report.html")
     one_line(r, 2, "a language-model run", "no eigenspectra")
     assert "wait for the first epoch" not in r.stderr and not (tmp_path / "report.html").exists()
+
+
+def test_mask_ratio_zero_is_refused_before_training(tmp_path):
+    out = tmp_path / "mae"
+    r = mssl("mssl-train", "--preset", "fmnist-mae", "--quiet", "model.options.mask_ratio=0", "data.fraction=0.03", "train.batch_size=64",
+             "--output", out)
+    one_line(r, 2, "model.options.mask_ratio=0", "hides no patch", "(0, 1)")
+    assert "base_lr" not in r.stderr and not list(out.glob("checkpoints/*.pt"))
