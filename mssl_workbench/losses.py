@@ -320,7 +320,7 @@ def umae_uniformity(
     return gram(z).square().mean()
 
 class TCRLoss(nn.Module):
-    """M-MAE's TCR regulariser (Zhang et al., Information Flow in SSL): `forward(z1)` = −log det(I + (μ/d) ẐᵀẐ),
+    """M-MAE's TCR regulariser (Tan et al., Information Flow in SSL, ICML 2024): `forward(z1)` = −log det(I + (μ/d) ẐᵀẐ),
     Ẑ the ℓ2-normalised rows (optionally column-centred), exact log-det. One input: `z1`, the online embeddings."""
     inputs = ("z1",)
     def __init__(self, mu: float = 1.0, centering: bool = False, gather_distributed: bool = False):
