@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from .eval import fit_alpha
 from .runs import RUN_FILES, SPACES, RunDirError, RunRecord, read_run
-from .spectrum import INFO_LABELS, METRIC_LABELS, run_styles, summary_html, summary_rows
+from .spectrum import INFO_LABELS, METRIC_LABELS, nonfinite_notes, run_styles, summary_html, summary_rows
 
 # %% auto #0
 __all__ = ['TABLE_CSS', 'find_runs', 'FigurePanel', 'Dashboard']
@@ -294,7 +294,7 @@ class Dashboard:
                 self._update_slider(); self.draw_epoch(); self.draw_metrics()
                 runs = self.runs
                 skipped = [f"{r.name}/{log}.jsonl: {n} damaged line(s) skipped" for r in runs for log, n in r.skipped.items()]
-                skipped += [f"skipped {Path(p).name}: {why}" for p, why in self.skipped_runs.items()]
+                skipped += [f"skipped {Path(p).name}: {why}" for p, why in self.skipped_runs.items()] + nonfinite_notes(runs)
                 self.status.value = f"<span style='color:#a60'>{'; '.join(skipped)}</span>" if skipped else ""
             except (RunDirError, OSError) as e:
                 self.status.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import html
 import json
+import math
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from .runs import (LOGS, MONITOR_KEYS, SPACES, RunDirError, RunRecord, RunWriter
 __all__ = ['METHOD_COLORS', 'DASHES', 'METRIC_LABELS', 'INFO_LABELS', 'extend_synthetic_run', 'make_synthetic_run',
            'method_color', 'run_styles', 'fig_eigenspectrum', 'fig_rank_metrics', 'fig_information',
            'explained_variance', 'fig_explained_variance', 'fig_compare_spectra', 'fig_loss_terms', 'summary_rows',
-           'summary_html', 'report_figures', 'write_report', 'main']
+           'nonfinite_notes', 'summary_html', 'report_figures', 'write_report', 'main']
 
 # %% ../nbs/12_spectrum.ipynb #eb092bfa
 @contextlib.contextmanager
@@ -398,6 +399,24 @@ def summary_rows(
                     "collapsed": summary.get("collapsed"), "collapse_step": (summary.get("collapse") or {}).get("step")})
     return out
 
+def nonfinite_notes(
+    runs,                    # runs (directories, Runs or embeddings)
+) -> list[str]:              # one line per run and quantity: "run: erank (embedding) non-finite at epochs 3, 4; not drawn"
+    "The non-finite (NaN, ±inf) values in the runs' epochs.jsonl, which the figures cannot draw: named instead of dropped silently"
+    out = []
+    bad = lambda v: isinstance(v, (int, float)) and not math.isfinite(v)
+    for run in (as_run(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])):
+        found = {}
+        for r in run.epochs:
+            values = {k: r.get(k) for k in ("loss", "knn_acc", "probe_acc")}
+            for space, m in (r.get("monitor") or {}).items(): values.update({f"{k} ({space})": v for k, v in (m or {}).items()})
+            for space, m in (r.get("info") or {}).items():
+                if isinstance(m, dict): values.update({f"info {k} ({space})": v for k, v in m.items()})
+            for k, v in values.items():
+                if bad(v): found.setdefault(k, []).append(str(r.get("epoch")))
+        out += [f"{run.name}: {k} is non-finite at epoch{'s' if len(e) > 1 else ''} {', '.join(e)}; not drawn" for k, e in found.items()]
+    return out
+
 def summary_html(rows: list[dict]) -> str:
     "`summary_rows` as an HTML table (accuracies in %, empty cells for missing values); collapsed runs highlighted, with a note above"
     fmt = {"knn_acc": lambda v: f"{100 * v:.2f}%", "probe_acc": lambda v: f"{100 * v:.2f}%",
@@ -459,6 +478,7 @@ table.mssl-summary{{border-collapse:collapse}} .mssl-summary td,.mssl-summary th
 .mssl-summary td:first-child,.mssl-summary td:nth-child(2){{text-align:left}} .figure{{margin:2em 0}}</style></head>
 <body><h1>{html.escape(title)}</h1><p>mssl-workbench {mssl_workbench.__version__}; space: {space}.</p><ul>{where}</ul>
 {summary_html(summary_rows(runs, space=space))}
+{''.join(f"<p class='mssl-nonfinite' style='color:#a60'>{html.escape(n)}</p>" for n in nonfinite_notes(runs))}
 {''.join(f'<div class="figure">{p}</div>' for p in parts)}
 </body></html>"""
     out = Path(out)
