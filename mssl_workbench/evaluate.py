@@ -1225,7 +1225,18 @@ def finetune_model(model: nn.Module, cfg, num_classes: int, *, drop_path: float 
     "The online backbone rebuilt as a timm classifier (drop path set), pre-trained weights loaded, new head"
     from mssl_workbench.models import create_backbone
     bb = getattr(model, "backbone", None)
-    if bb is None: raise EvalError("the model has no `backbone` attribute: cannot fine-tune it")
+    enc = getattr(model, "encoder", None)
+    if bb is None and enc is not None and hasattr(enc, "reset_classifier") and hasattr(enc, "blocks"):
+        import copy
+        from timm.layers import DropPath
+        net = copy.deepcopy(enc)   # a masked autoencoder (MAE, M-MAE): its ViT encoder, weights kept, a new head
+        net.reset_classifier(num_classes)
+        for i, blk in enumerate(net.blocks):   # stochastic depth, linear in depth as timm sets it
+            rate = drop_path * i / max(1, len(net.blocks) - 1)
+            for name in ("drop_path1", "drop_path2"):
+                if hasattr(blk, name): setattr(blk, name, DropPath(rate) if rate > 0 else nn.Identity())
+        return net
+    if bb is None: raise EvalError("the model has neither a `backbone` nor a ViT `encoder`: cannot fine-tune it")
     kw = {"drop_path_rate": drop_path} if drop_path else {}
     try: fresh = create_backbone(cfg.model.backbone, in_chans=cfg.data.in_chans, small_input=cfg.model.small_input, **kw)
     except TypeError: fresh = create_backbone(cfg.model.backbone, in_chans=cfg.data.in_chans, small_input=cfg.model.small_input)

@@ -124,3 +124,15 @@ def test_mask_ratio_zero_is_refused_before_training(tmp_path):
              "--output", out)
     one_line(r, 2, "model.options.mask_ratio=0", "hides no patch", "(0, 1)")
     assert "base_lr" not in r.stderr and not list(out.glob("checkpoints/*.pt"))
+
+
+def test_finetune_takes_an_mmae_vit_run(tmp_path):
+    "export-detectron2 sends ViTs to finetune; finetune fine-tunes the masked autoencoder's ViT encoder"
+    run = tmp_path / "mmae"
+    r = mssl("mssl-train", "--preset", "fmnist-mmae", "--quiet", "data.fraction=0.03", "train.batch_size=64", "eval.monitor_samples=64",
+             "eval.knn_train_samples=64", "eval.info_samples=0", "--output", run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = mssl("mssl-eval", "finetune", run, "epochs=1", "batch_size=64", "train_fraction=0.01", "val_fraction=0.05",
+             "warmup_epochs=0", "drop_path=0.1")
+    assert r.returncode == 0 and "finetune top1" in r.stdout, r.stderr[-3000:]
+    assert (run / "eval" / "finetune.json").is_file()
