@@ -406,7 +406,7 @@ MAE_METHODS = {"mae": "none", "umae": "square", "mmae": "tcr"}
 _MAE_SOURCES = {
     "mae": "He et al., Masked Autoencoders Are Scalable Vision Learners (CVPR 2022, arXiv 2111.06377); facebookresearch/mae",
     "umae": "Zhang, Wang, Wang, How Mask Matters (NeurIPS 2022, arXiv 2210.08344); zhangq327/U-MAE and yifanzhang-pro/M-MAE (--reg square)",
-    "mmae": "Zhang et al., Information Flow in Self-Supervised Learning (ICML 2024, arXiv 2309.17281); yifanzhang-pro/M-MAE pretrain.sh, μ=3",
+    "mmae": "Tan et al., Information Flow in Self-Supervised Learning (ICML 2024, arXiv 2309.17281); yifanzhang-pro/M-MAE pretrain.sh, μ=3",
 }
 
 MAE_OPTIM = optim_recipe("adamw", 1.5e-4, 0.05, betas=(0.9, 0.95), warmup_epochs=40.0, no_decay_bias_norm=True)
