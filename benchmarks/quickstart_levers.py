@@ -92,12 +92,17 @@ def git_commit() -> str:
 def result_path(name: str) -> Path: return OUT / f"{name}.json"
 
 
+def preset_of(name: str) -> str:
+    "The preset a row trains from: the SimCLR reference rows use SimCLR's own, every other row the quickstart"
+    return "fmnist-simclr" if name.startswith("simclr") else "quickstart"
+
+
 def recipe_key(name: str, overrides: list[str]) -> str:
     "Hash of the fully resolved config a row trains with: a row is redone when the preset or the overrides change"
     import hashlib
     from mssl_workbench.cli import get_preset
     from mssl_workbench.config import apply_overrides, config_from_dict, config_to_dict
-    preset = "fmnist-simclr" if name.startswith("simclr") else "quickstart"
+    preset = preset_of(name)
     d = config_to_dict(config_from_dict(apply_overrides(get_preset(preset), [o for o in overrides if not o.startswith("model.method")])))
     d.pop("output", None); d.get("data", {}).pop("root", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -151,7 +156,7 @@ def run_lever(name: str, group: str, overrides: list[str], note: str, *, split: 
     "mssl-train with the overrides, then mssl-eval linear (fast path) on the same splits; the row of the table"
     from mssl_workbench.runs import read_run
     run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)) / "run"     # a fresh folder per attempt
-    preset, asked = ("fmnist-simclr" if name.startswith("simclr") else "quickstart"), overrides
+    preset, asked = preset_of(name), overrides
     if preset != "quickstart":     # the reference method's own preset, on the quickstart's data and monitor sizes
         overrides = [f"data.root={SAMPLE}", "eval.monitor_samples=2000", "eval.knn_train_samples=10000",
                      *[o for o in overrides if not o.startswith("model.method")]]
