@@ -1,0 +1,425 @@
+"""The study: every method of the workbench side by side, one committed JSON per cell, resumable over sittings.
+
+    python benchmarks/study.py --dry-run                  # the cells, done / stale / to do, estimated minutes
+    python benchmarks/study.py --max-minutes 90           # run cells not yet done; stop cleanly after the cell running at 90 min
+    python benchmarks/study.py --family ssl --only simclr byol
+    python benchmarks/study.py --table                    # the tables of the committed results, run nothing
+
+A study is a list of cells (family, method, learning rate, seed, budget). Each cell is real console-script runs:
+`mssl-train` with the method's own preset and the study's shared recipe, then `mssl-eval` (the linear fast path on the
+validation and on the test split, offline k-NN, the label-free `select` criteria). Its result is one JSON file under
+results/study/<budget>/<family>/<cell>.json (committed; run directories stay in a temporary folder), written
+atomically when the cell ends, holding the command, git commit, torch version, load average at start and end, wall
+time, the final metrics and the final eigenspectrum (downsampled). A cell whose JSON exists for the same recipe key
+(the hash of its fully resolved training config and evaluation commands) is skipped; a killed runner loses at most
+the cell in progress (its children get SIGTERM when it dies). Run it alone on the machine; the load columns show
+whether it was.
+
+Families
+- ssl: every registered two-view method (and Matrix-SSL's paper form) on the embedded Fashion-MNIST sample with the
+  quickstart's backbone (resnet10t_mini without the stem max-pool, half width), the quickstart's augmentation
+  (`small`), bf16 where native, the same images seen (the budget's epochs × 8,000 images of train_fit); each method
+  keeps its own loss, heads, teacher and optimiser. Seed 0 sweeps 3 learning rates (0.5×, 1×, 2× the method's
+  Fashion-MNIST preset); the one with the best validation (train_holdout) linear accuracy is then run on seeds 1, 2.
+  Test-split numbers are reported, never used to choose.
+- baseline: raw pixels and the random-init backbone, through the same k-NN and linear head.
+- selection: Kendall τ of RankMe and of LiDAR against linear accuracy within each method's sweep, and the regret of
+  picking by each (computed from the ssl cells' JSON with mssl-eval's own `selection_report`).
+
+Pause protocol (so other work can run tests between cells without spoiling the load figures): while the file
+/tmp/mssl-study.pause exists the runner waits before its next cell and keeps /tmp/mssl-study.paused present.
+"""
+from __future__ import annotations
+
+import argparse, hashlib, json, math, os, signal, subprocess, sys, tempfile, time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quickstart_levers import (SAMPLE, baseline_rows, git_commit, load_average, spectrum_points)   # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "study"
+PAUSE, PAUSED = Path("/tmp/mssl-study.pause"), Path("/tmp/mssl-study.paused")
+RUNNER_VERSION = 1          # bump when what a cell measures changes (invalidates every cell)
+
+# The shared recipe: the quickstart's data, backbone, augmentation and precision; train_fit / train_holdout split
+BACKBONE = ["model.backbone=resnet10t_mini_nopool", "model.backbone_kwargs={channels: [16, 32, 64, 128], stem_width: 8}",
+            "model.small_input=false", "model.channels_last=true", "train.precision=auto"]
+DATA = [f"data.root={SAMPLE}", "data.train_split=train_fit", "data.val_split=train_holdout", "data.augment=small"]
+MONITOR = ["eval.monitor_samples=2000", "eval.knn_train_samples=8000", "train.quiet=true", "train.checkpoint_every=5"]
+
+# Budgets: how many epochs of the 8,000 train_fit images every method sees (eval.every: monitor passes)
+# (overrides, learning-rate factors of the seed-0 sweep, seeds); "toy" is the runner's own test: 1 lr, 1 seed, 2 steps
+BUDGETS = {"e20": (["train.epochs=20", "eval.every=5"], (1.0, 0.5, 2.0), (0, 1, 2)),
+           "toy": (["train.epochs=1", "train.max_steps=2", "eval.every=1", "eval.monitor_samples=256", "eval.knn_train_samples=512"],
+                   (1.0,), (0,))}
+
+# (row name, registry method, extra overrides): the two-view methods in the order of the chapter's table
+SSL_METHODS = [
+    ("matrix_ssl", "matrix_ssl", []),
+    ("matrix_ssl_paper", "matrix_ssl", ["model.loss.form=paper"]),
+    ("mec", "mec", []), ("simclr", "simclr", []), ("moco_v2", "moco_v2", []), ("byol", "byol", []),
+    ("simsiam", "simsiam", []), ("barlow_twins", "barlow_twins", []), ("vicreg", "vicreg", []),
+    ("spectral", "spectral", []), ("frossl", "frossl", []), ("mmcr", "mmcr", []), ("ivne", "ivne", []),
+]
+
+# The evaluations every ssl cell runs (options after the run directory); {split} is the query split
+LINEAR = ["--preset", "fmnist-sample", "train_split=train_fit"]
+KNN = ["--preset", "fmnist", f"root={SAMPLE}", "train_split=train_fit", "val_split=test"]
+SELECT = ["--preset", "fmnist", f"root={SAMPLE}", "split=train_fit"]
+TOY_EVAL = {"linear": ["epochs=1"], "select": ["lidar_images=16", "lidar_views=2", "rankme_samples=256"]}
+
+
+@dataclass(frozen=True)
+class Cell:
+    family: str                 # ssl | baseline | selection
+    method: str                 # the row name (SSL_METHODS) or the baseline's name
+    budget: str
+    seed: int = 0
+    lr: float | None = None     # absolute base_lr (ssl), None for families without one
+    overrides: tuple = ()       # mssl-train overrides beyond the preset
+    preset: str = ""            # the mssl-train preset (ssl)
+    evals: dict = field(default_factory=dict, hash=False, compare=False)   # extra options per evaluation (toy budget)
+
+    @property
+    def name(self) -> str:
+        return self.method + (f"-lr{self.lr:g}" if self.lr is not None else "") + (f"-s{self.seed}" if self.family == "ssl" else "")
+
+    def path(self, out: Path) -> Path: return out / self.budget / self.family / f"{self.name}.json"
+
+
+def preset_lr(preset: str) -> float:
+    "The base learning rate a method's Fashion-MNIST preset resolves to"
+    from mssl_workbench.cli import get_preset
+    from mssl_workbench.config import config_from_dict
+    return float(config_from_dict(get_preset(preset)).optim.base_lr)
+
+
+def ssl_overrides(budget: str, extra: list[str], lr: float, seed: int) -> tuple:
+    return tuple(DATA + BACKBONE + MONITOR + BUDGETS[budget][0] + extra + [f"optim.base_lr={lr:g}", f"train.seed={seed}"])
+
+
+def ssl_cell(row: str, budget: str, lr: float, seed: int) -> Cell:
+    method, extra = next((m, e) for r, m, e in SSL_METHODS if r == row)
+    return Cell("ssl", row, budget, seed, lr, ssl_overrides(budget, extra, lr, seed), f"fmnist-{method.replace('_', '')}",
+                TOY_EVAL if budget == "toy" else {})
+
+
+def sweep_lrs(row: str, budget: str) -> list[float]:
+    "The seed-0 sweep: the budget's factors (1× first) × the method's Fashion-MNIST preset learning rate"
+    method = next(m for r, m, _ in SSL_METHODS if r == row)
+    base = preset_lr(f"fmnist-{method.replace('_', '')}")
+    return [float(f"{base * f:.6g}") for f in BUDGETS[budget][1]]
+
+
+def read_cell(path: Path) -> dict | None:
+    try: return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError): return None
+
+
+def chosen_lr(row: str, budget: str, out: Path) -> float | None:
+    "The swept learning rate with the best validation linear accuracy on seed 0; None until the whole sweep is done"
+    results = [read_cell(ssl_cell(row, budget, lr, 0).path(out)) for lr in sweep_lrs(row, budget)]
+    if any(r is None for r in results): return None
+    ok = [r for r in results if not r.get("failed")]
+    return max(ok, key=lambda r: (r["val_linear"], r["lr"]))["lr"] if ok else None
+
+
+def ssl_cells(budget: str, out: Path, rows: list[str] | None = None) -> list[Cell]:
+    "Seed-0 sweep (1× of every method first, then 0.5× and 2×), then seeds 1, 2 at each method's chosen lr"
+    rows = [r for r, *_ in SSL_METHODS if rows is None or r in rows]
+    cells = [ssl_cell(r, budget, sweep_lrs(r, budget)[i], 0) for i in range(len(BUDGETS[budget][1])) for r in rows]
+    for r in rows:
+        lr = chosen_lr(r, budget, out)
+        if lr is not None: cells += [ssl_cell(r, budget, lr, s) for s in BUDGETS[budget][2][1:]]
+    return cells
+
+
+def pending_seed_cells(budget: str, out: Path, rows: list[str] | None = None) -> list[str]:
+    "Rows whose seeds 1, 2 wait for the sweep (listed by --dry-run)"
+    return [r for r, *_ in SSL_METHODS if (rows is None or r in rows) and chosen_lr(r, budget, out) is None]
+
+
+def all_cells(budget: str, out: Path, families: list[str], rows: list[str] | None) -> list[Cell]:
+    cells = []
+    if "baseline" in families: cells += [Cell("baseline", b, budget) for b in ("raw-pixels", "random-init") if rows is None or b in rows]
+    if "ssl" in families: cells += ssl_cells(budget, out, rows)
+    if "selection" in families and rows is None: cells.append(Cell("selection", "rankme-lidar", budget))
+    return cells
+
+
+# ------------------------------------------------------------------------------------------------------ recipe keys
+def eval_commands(cell: Cell, run_dir: str) -> dict[str, list[str]]:
+    "The mssl-eval command lines of an ssl cell"
+    extra = lambda kind: list(cell.evals.get(kind, []))
+    return {"val_linear": ["linear", run_dir, *LINEAR, "val_split=train_holdout", *extra("linear"), "--quiet"],
+            "linear": ["linear", run_dir, *LINEAR, "val_split=test", *extra("linear"), "--quiet"],
+            "knn": ["knn", run_dir, *KNN, *extra("knn"), "--quiet"],
+            "select": ["select", run_dir, *SELECT, *extra("select"), "--quiet"]}
+
+
+def recipe_key(cell: Cell) -> str:
+    "Hash of everything a cell's numbers depend on: the resolved training config, the evaluation commands, the runner"
+    what: dict = {"runner": RUNNER_VERSION, "family": cell.family, "method": cell.method, "budget": cell.budget}
+    if cell.family == "ssl":
+        from mssl_workbench.cli import get_preset
+        from mssl_workbench.config import apply_overrides, config_from_dict, config_to_dict
+        d = config_to_dict(config_from_dict(apply_overrides(get_preset(cell.preset), list(cell.overrides))))
+        d.pop("output", None)
+        d["data"].pop("root", None)      # where the checkout is does not change a result
+        what["config"] = d
+        what["evals"] = eval_commands(cell, "RUN")
+    elif cell.family == "baseline":
+        what["budget"] = None            # baselines do not train: one per study, whatever the budget
+    text = json.dumps(what, sort_keys=True, default=str).replace(str(SAMPLE), "SAMPLE")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def is_done(cell: Cell, out: Path) -> bool:
+    if cell.family == "selection": return False     # derived, cheap: recomputed whenever its inputs change (see run_selection)
+    r = read_cell(cell.path(out))
+    return r is not None and r.get("recipe_key") == recipe_key(cell)
+
+
+# ----------------------------------------------------------------------------------------------------------- running
+def _child_setup():
+    from mssl_workbench.cli import set_parent_death_signal
+    set_parent_death_signal(signal.SIGKILL)          # a killed runner leaves no orphan training
+
+
+def run(cmd: list[str]) -> str:
+    "Run a console script as a child (dies with this runner); on failure raise with the end of its output"
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_child_setup) as p:
+        try: out, _ = p.communicate()
+        except BaseException:
+            p.kill(); p.wait(timeout=30)
+            raise
+    if p.returncode: raise CellFailed(p.returncode, shown(cmd), out)
+    return out
+
+
+class CellFailed(Exception):
+    "A console script of a cell exited non-zero: the cell's result is the failure (a diverged lr is a sweep outcome)"
+    def __init__(self, code: int, command: str, output: str):
+        super().__init__(f"exit {code}: {command}")
+        self.code, self.command, self.output = code, command, output
+        lines = [l for l in output.strip().splitlines() if l.strip()]
+        self.message = lines[-1] if lines else ""
+
+
+def train_cmd(*args: str) -> list[str]: return [sys.executable, "-m", "mssl_workbench.cli", *args]
+def eval_cmd(*args: str) -> list[str]: return [sys.executable, "-m", "mssl_workbench.evaluate", *args]
+def shown(cmd: list[str]) -> str:
+    return " ".join({"mssl_workbench.cli": "mssl-train", "mssl_workbench.evaluate": "mssl-eval"}.get(cmd[2], cmd[2]) if i == 0 else a
+                    for i, a in enumerate(cmd[2:]))
+
+
+def run_ssl(cell: Cell, workdir: Path) -> dict:
+    from mssl_workbench.runs import read_run
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{cell.name}-", dir=workdir)) / "run"
+    tc = train_cmd("--preset", cell.preset, "--output", str(run_dir), *cell.overrides)
+    t0 = time.perf_counter()
+    evals, commands = {}, [shown(tc)]
+    try:
+        run(tc)
+        train_wall = time.perf_counter() - t0
+        for key, args in eval_commands(cell, str(run_dir)).items():
+            ec = eval_cmd(*args)
+            commands.append(shown(ec))
+            run(ec)
+            evals[key] = json.loads((run_dir / "eval" / f"{args[0]}.json").read_text())
+    except CellFailed as e:
+        print(e.output[-2000:], file=sys.stderr)
+        return {"failed": True, "exit": e.code, "failed_command": e.command, "error": e.message, "command": " && ".join(commands)}
+    rec = read_run(run_dir)
+    s = rec.summary
+    traj = [{"epoch": r.get("epoch"), "train_s": r.get("train_s"), "knn": r.get("knn_acc"),
+             "erank": ((r.get("monitor") or {}).get("backbone") or {}).get("erank")} for r in rec.epochs]
+    spectra = {}
+    for space in ("backbone", "embedding"):
+        if rec.spectrum_epochs(space):
+            idx, vals = spectrum_points(rec.spectrum(space=space))
+            spectra[space] = {"index": idx, "values": vals}
+    last = next((r for r in reversed(rec.metrics) if "loss" in r), {})
+    emb_erank = rec.monitor("erank", "embedding")[1]
+    return {"epochs": s.get("epochs_done"), "steps": s.get("steps"), "train_s": s.get("train_s"), "train_wall_s": round(train_wall, 1),
+            "val_knn": s.get("knn_acc"), "val_linear": evals["val_linear"]["top1_best"],
+            "linear": evals["linear"]["top1_best"], "linear_last": evals["linear"]["top1_last"],
+            "knn": evals["knn"].get("k20"), "knn_k200": evals["knn"].get("k200"),
+            "rankme": evals["select"]["rankme"], "lidar": evals["select"]["lidar"], "select_space": evals["select"]["space"],
+            "erank": s.get("erank"), "erank_embedding": emb_erank[-1] if emb_erank else None, "collapsed": s.get("collapsed"),
+            "info": {space: rec.final_info(space) for space in ("backbone", "embedding")},
+            "final_loss": last.get("loss"), "final_terms": last.get("terms"), "trajectory": traj, "spectra": spectra,
+            "command": " && ".join(commands)}
+
+
+def run_baseline(cell: Cell, workdir: Path) -> dict:
+    "raw-pixels / random-init: k-NN and the fast-path linear head, trained on train_fit, read on train_holdout and test"
+    val = baseline_rows(["data.train_split=train_fit", "data.val_split=train_holdout"], workdir)[cell.method]
+    test = baseline_rows(["data.train_split=train_fit", "data.val_split=test"], workdir)[cell.method]
+    return {"val_knn": val["knn"], "val_linear": val["linear"], "knn": test["knn"], "linear": test["linear"],
+            "linear_last": test["linear_last"], "erank": test.get("erank"), "note": test["note"],
+            "command": "python benchmarks/study.py --family baseline (quickstart_levers.baseline_rows on train_fit → train_holdout, test)"}
+
+
+def run_selection(cell: Cell, out: Path) -> dict | None:
+    "Kendall τ and regret of RankMe and LiDAR against linear accuracy within each method's seed-0 sweep (from the JSON)"
+    from mssl_workbench.evaluate import selection_report
+    entries, sources = [], []
+    for row, *_ in SSL_METHODS:
+        for lr in sweep_lrs(row, cell.budget):
+            p = ssl_cell(row, cell.budget, lr, 0).path(out)
+            r = read_cell(p)
+            if r is None or r.get("failed"): continue
+            sources.append(str(p.relative_to(out)))
+            entries.append({"run": r["cell"], "method": row, "rankme": r["rankme"], "lidar": r["lidar"],
+                            "accuracy": {"linear": r["linear"], "val_linear": r["val_linear"]}})
+    if not entries: return None
+    report = selection_report(entries)
+    return {"report": report, "sources": sources, "complete": len(entries) == len(SSL_METHODS) * len(BUDGETS[cell.budget][1]),
+            "command": "python benchmarks/study.py --family selection (mssl_workbench.evaluate.selection_report over the sweep cells)"}
+
+
+def write_cell(path: Path, row: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(row, indent=1, default=float) + "\n")
+    tmp.replace(path)
+
+
+def commit(path: Path, message: str):
+    "Commit one result file (only it: other staged changes stay staged); a failure is reported, not fatal"
+    try:
+        subprocess.run(["git", "add", str(path)], cwd=path.parent, check=True, capture_output=True)
+        subprocess.run(["git", "commit", "-q", "-m", message, "--", str(path)], cwd=path.parent, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"  (not committed: {getattr(e, 'stderr', b'').decode(errors='replace').strip() or e})", flush=True)
+
+
+def wait_while_paused():
+    if not PAUSE.exists(): return
+    PAUSED.touch()
+    print(f"paused while {PAUSE} exists", flush=True)
+    try:
+        while PAUSE.exists(): time.sleep(5)
+    finally: PAUSED.unlink(missing_ok=True)
+
+
+def estimate_minutes(cell: Cell, out: Path) -> float:
+    "Minutes a cell will take: the mean wall time of the same method's finished cells, else the family's default"
+    same = [read_cell(p) for p in (out / cell.budget / cell.family).glob(f"{cell.method}-*.json")] if cell.family == "ssl" else []
+    walls = [r["wall_s"] for r in same if r and r.get("wall_s")]
+    if walls: return sum(walls) / len(walls) / 60
+    return {"ssl": 2.0 if cell.budget != "toy" else 0.5, "baseline": 0.5, "selection": 0.05}[cell.family]
+
+
+def run_cell(cell: Cell, out: Path, workdir: Path) -> dict | None:
+    load0, t0 = load_average(), time.perf_counter()
+    if cell.family == "ssl": row = run_ssl(cell, workdir)
+    elif cell.family == "baseline": row = run_baseline(cell, workdir)
+    else: row = run_selection(cell, out)
+    if row is None: return None
+    import torch
+    return {"cell": cell.name, "family": cell.family, "method": cell.method, "budget": cell.budget, "seed": cell.seed, "lr": cell.lr,
+            "preset": cell.preset or None, "overrides": list(cell.overrides), "recipe_key": recipe_key(cell), **row,
+            "wall_s": round(time.perf_counter() - t0, 1), "load_start": load0, "load_end": load_average(),
+            "commit": git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", default="e20", choices=list(BUDGETS))
+    ap.add_argument("--family", nargs="*", default=["baseline", "ssl", "selection"], choices=["baseline", "ssl", "selection"])
+    ap.add_argument("--only", nargs="*", help="only these rows (methods or baselines)")
+    ap.add_argument("--resume", action="store_true", help="skip cells already done for the current recipe (the default; kept for clarity)")
+    ap.add_argument("--rerun", action="store_true", help="run the selected cells even when done")
+    ap.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this many minutes")
+    ap.add_argument("--dry-run", action="store_true", help="list the cells and their estimated minutes; run nothing")
+    ap.add_argument("--table", action="store_true", help="print the committed results; run nothing")
+    ap.add_argument("--commit", action="store_true", help="git-commit each cell's JSON when it is written")
+    ap.add_argument("--out", default=str(OUT), help="results folder (default results/study)")
+    ap.add_argument("--workdir", default=None, help="where run directories go (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.table:
+        print(table(out, args.budget))
+        return 0
+    cells = all_cells(args.budget, out, args.family, args.only)
+    if args.dry_run:
+        todo = 0.0
+        for c in cells:
+            done = is_done(c, out)
+            state = "done" if done else ("stale" if c.path(out).is_file() and c.family != "selection" else "to do")
+            est = 0.0 if done else estimate_minutes(c, out)
+            todo += est
+            print(f"{state:6s} {c.family:9s} {c.name:34s} {est:5.1f} min  {c.path(out).relative_to(out)}")
+        for r in pending_seed_cells(args.budget, out, args.only) if "ssl" in args.family else []:
+            print(f"{'later':6s} {'ssl':9s} {r + ' seeds 1, 2':34s} {2 * estimate_minutes(ssl_cell(r, args.budget, sweep_lrs(r, args.budget)[0], 0), out):5.1f} min  (after its sweep)")
+        print(f"{todo:.0f} min to run")
+        return 0
+    import torch
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mssl-study-"))
+    start, ran = time.perf_counter(), 0
+    while True:
+        todo = [c for c in all_cells(args.budget, out, args.family, args.only)
+                if (args.rerun and c.name not in _ran) or (not is_done(c, out) and c.name not in _ran)]
+        todo = [c for c in todo if c.family != "selection"] or [c for c in todo if c.family == "selection"]
+        if not todo: break
+        if args.max_minutes is not None and (time.perf_counter() - start) / 60 >= args.max_minutes:
+            print(f"--max-minutes {args.max_minutes:g} reached: {len(todo)} cell(s) left", flush=True)
+            break
+        wait_while_paused()
+        cell = todo[0]
+        print(f"{cell.family}/{cell.name} ...", flush=True)
+        row = run_cell(cell, out, workdir)
+        _ran.add(cell.name)
+        if row is None:
+            print(f"{cell.family}/{cell.name}: nothing to compute yet", flush=True)
+            if cell.family == "selection": break
+            continue
+        old = read_cell(cell.path(out))
+        if cell.family == "selection" and old and {k: v for k, v in old.items() if k not in VOLATILE} == {k: v for k, v in row.items() if k not in VOLATILE}:
+            break
+        write_cell(cell.path(out), row)
+        ran += 1
+        print(f"{cell.family}/{cell.name}: {summary_line(row)}", flush=True)
+        if args.commit: commit(cell.path(out), f"study {args.budget}: {cell.family}/{cell.name}")
+        if cell.family == "selection": break
+    print(f"{ran} cell(s) written in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    return 0
+
+
+_ran: set = set()
+VOLATILE = ("wall_s", "load_start", "load_end", "commit", "torch", "threads", "finished")
+
+
+def summary_line(r: dict) -> str:
+    if r.get("failed"): return f"FAILED (exit {r['exit']}): {r['error']}"
+    if r["family"] == "selection": return f"{len(r['sources'])} sweep cells"
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+    return (f"linear {pct(r.get('linear'))} (val {pct(r.get('val_linear'))}), k-NN {pct(r.get('knn'))}, "
+            f"erank {r.get('erank') or 0:.1f}, {r['wall_s']:.0f} s, load {r['load_start'][0]:.2f}/{r['load_end'][0]:.2f}")
+
+
+def table(out: Path, budget: str) -> str:
+    rows = [read_cell(p) for p in sorted((out / budget).glob("*/*.json"))] + [read_cell(p) for p in sorted((out / budget).glob("baseline/*.json"))]
+    lines = [f"| {'cell':34s} | val lin % | lin % | k-NN % | erank | RankMe | wall s | load |", "|" + "---|" * 8]
+    seen = set()
+    for r in rows:
+        if not r or r["family"] == "selection" or r["cell"] in seen: continue
+        seen.add(r["cell"])
+        f = lambda v, s=100: "-" if v is None else f"{s * v:.1f}"
+        if r.get("failed"):
+            lines.append(f"| {r['cell']:34s} | failed (exit {r['exit']}): {r['error'][:80]} |||||| {r['wall_s']:.0f} | |")
+            continue
+        lines.append(f"| {r['cell']:34s} | {f(r.get('val_linear'))} | {f(r.get('linear'))} | {f(r.get('knn'))} | {f(r.get('erank'), 1)} | "
+                     f"{f(r.get('rankme'), 1)} | {r['wall_s']:.0f} | {r['load_start'][0]:.1f}/{r['load_end'][0]:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
