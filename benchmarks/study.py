@@ -26,8 +26,10 @@ Families
 - selection: Kendall τ of RankMe and of LiDAR against linear accuracy within each method's sweep, and the regret of
   picking by each (computed from the ssl cells' JSON with mssl-eval's own `selection_report`).
 
-Pause protocol (so other work can run tests between cells without spoiling the load figures): while the file
-/tmp/mssl-study.pause exists the runner waits before its next cell and keeps /tmp/mssl-study.paused present.
+Pause protocol (so other work can run tests between cells without spoiling the load figures): while a file
+/tmp/mssl-study.pause or /tmp/mssl-study.pause.<who> exists the runner waits before its next cell and keeps
+/tmp/mssl-study.paused present; whoever needs the machine creates their own pause file, waits for .paused, works,
+and removes their file.
 """
 from __future__ import annotations
 
@@ -297,12 +299,16 @@ def commit(path: Path, message: str):
         print(f"  (not committed: {getattr(e, 'stderr', b'').decode(errors='replace').strip() or e})", flush=True)
 
 
+def pause_requests() -> list[Path]:
+    "Pause files present: /tmp/mssl-study.pause and /tmp/mssl-study.pause.<who> (one per party that needs the machine)"
+    return sorted(PAUSE.parent.glob(PAUSE.name + "*"))
+
 def wait_while_paused():
-    if not PAUSE.exists(): return
+    if not pause_requests(): return
     PAUSED.touch()
-    print(f"paused while {PAUSE} exists", flush=True)
+    print(f"paused while {', '.join(map(str, pause_requests()))} exist(s)", flush=True)
     try:
-        while PAUSE.exists(): time.sleep(5)
+        while pause_requests(): time.sleep(5)
     finally: PAUSED.unlink(missing_ok=True)
 
 
