@@ -247,6 +247,10 @@ def validate_config(cfg: Config):
         if not good: raise ConfigError(f"{key} must be {rule}, got {value!r}")
     if cfg.train.batch_size % cfg.optim.accumulate:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by optim.accumulate={cfg.optim.accumulate}")
+    check = get_method(cfg.model.method).check_options      # the method's own builder options (e.g. M-MAE's lamda)
+    if check is not None:
+        try: check(cfg.model.options)
+        except ValueError as e: raise ConfigError(str(e)) from None
 
 def config_from_dict(
     d: dict, # nested sections; missing keys keep their defaults (method-owned ones: the method's values)

@@ -41,17 +41,17 @@ from .runs import (OutputError, RunDirError, RunWriter, atomic_write, check_outp
 
 # %% auto #0
 __all__ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG',
-           'DETECTRON2_NOTE', 'SEMISUP_PRESETS', 'FINETUNE_PRESETS', 'COCO_PRESETS', 'EvalError', 'resolve_checkpoint',
-           'random_init_run', 'write_eval', 'check_options', 'build_config', 'LabelledSplit', 'load_split',
-           'tensor_prepare', 'classification_transforms', 'split_loader', 'split_features', 'file_sha256',
+           'DETECTRON2_NOTE', 'DETECTION_BACKBONES', 'SEMISUP_PRESETS', 'FINETUNE_PRESETS', 'COCO_PRESETS', 'EvalError',
+           'resolve_checkpoint', 'random_init_run', 'write_eval', 'check_options', 'build_config', 'LabelledSplit',
+           'load_split', 'tensor_prepare', 'classification_transforms', 'split_loader', 'split_features', 'file_sha256',
            'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData', 'LinearConfig', 'linear_head',
            'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head', 'run_linear', 'KnnConfig',
            'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SelectConfig', 'selection_criteria',
            'selection_report', 'info_columns', 'run_select', 'coco_score', 'format_coco', 'make_synthetic_coco',
-           'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict', 'is_detectron2_export',
-           'export_detectron2', 'SemisupConfig', 'semisup_indices', 'read_subset_file', 'run_semisup', 'FinetuneConfig',
-           'finetune_model', 'run_finetune', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco', 'build_parser',
-           'protocol_config', 'main']
+           'oracle_detections', 'detectron2_state_dict', 'torchvision_state_dict', 'detection_backbone_problem',
+           'is_detectron2_export', 'export_detectron2', 'SemisupConfig', 'semisup_indices', 'read_subset_file',
+           'run_semisup', 'FinetuneConfig', 'finetune_model', 'run_finetune', 'CocoConfig', 'maskrcnn_from_resnet',
+           'run_coco', 'build_parser', 'protocol_config', 'main']
 
 # %% ../nbs/16_evaluate.ipynb #993e8c50
 class EvalError(ValueError):
@@ -1008,6 +1008,36 @@ def torchvision_state_dict(d2: dict[str, np.ndarray]) -> dict[str, Tensor]:
         out[new] = torch.from_numpy(np.array(v))
     return out
 
+DETECTION_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+def detection_backbone_problem(
+    model: dict,   # a run's model settings (config.yaml's `model`)
+    in_chans: int, # its data.in_chans
+) -> str | None:   # why export-detectron2 / coco cannot take this backbone; None when they can
+    "The backbones of the detectron2 / COCO path: torchvision-layout ResNets (7x7 stride-2 stem and max-pool, standard widths) on RGB"
+    name, kwargs, small = model.get("backbone"), model.get("backbone_kwargs") or {}, bool(model.get("small_input"))
+    if name in DETECTION_BACKBONES and not kwargs and not small:
+        return None if in_chans == 3 else f"backbone takes {in_chans}-channel input; detectron2 and COCO need RGB (train with data.in_chans=3)"
+    if "resnet" not in str(name): why = f"backbone {name!r} is not a ResNet"
+    elif name not in DETECTION_BACKBONES: why = f"backbone {name!r} does not have torchvision's ResNet layout (a deep or changed stem, or other widths)"
+    elif kwargs: why = f"backbone {name!r} with model.backbone_kwargs={kwargs} changes torchvision's layout"
+    else: why = f"backbone {name!r} has a small-input stem (model.small_input=true)"
+    rgb = "" if in_chans == 3 else f", and {in_chans}-channel input"
+    return (f"{why}{rgb}: export-detectron2 and coco take {', '.join(DETECTION_BACKBONES)} with the 7x7 stride-2 stem "
+            "(model.small_input=false) on RGB; train one with model.backbone=resnet50 data.in_chans=3"
+            + ("; ViTs go to `mssl-eval finetune`" if "resnet" not in str(name) else ""))
+
+def _check_detection_backbone(ckpt: Path, run_dir: Path, cfg=None):
+    "Refuse a backbone the detectron2 / COCO path cannot take: from config.yaml before any work, from the loaded config after"
+    if cfg is None:
+        try: d = read_config(run_dir) if (run_dir / "config.yaml").is_file() else None
+        except RunDirError: return
+        if not isinstance(d, dict) or not isinstance(d.get("model"), dict) or d.get("kind", "image") != "image": return
+        model, chans = d["model"], (d.get("data") or {}).get("in_chans", 1)
+    else: model, chans = config_to_dict(cfg)["model"], cfg.data.in_chans
+    problem = detection_backbone_problem(model, chans)
+    if problem: raise EvalError(f"{ckpt}: {problem}")
+
 def _resnet_of(model: nn.Module, cfg) -> nn.Module:
     "The online backbone's timm ResNet; EvalError for other families"
     from timm.models.resnet import ResNet
@@ -1034,11 +1064,10 @@ def is_detectron2_export(path: str | Path) -> bool:
 def export_detectron2(ckpt_or_run: str | Path, output: str | Path, *, log=print, write: bool = True) -> dict:
     "Write the online ResNet backbone of a checkpoint as a detectron2 weights pickle; print the config keys it needs"
     ckpt, run_dir = resolve_checkpoint(ckpt_or_run)
+    _check_detection_backbone(ckpt, run_dir)            # at the start: the default resnet10t_mini (deep stem) is refused here
     model, cfg = _load_trained(ckpt)
+    _check_detection_backbone(ckpt, run_dir, cfg)
     net = _resnet_of(model, cfg)
-    if cfg.data.in_chans != 3: raise EvalError(f"{ckpt}: backbone takes {cfg.data.in_chans}-channel input; detectron2 needs RGB (train with data.in_chans=3)")
-    if net.conv1.weight.shape[-1] != 7 or isinstance(getattr(net, "maxpool", None), nn.Identity):
-        raise EvalError(f"{ckpt}: backbone has a small-input stem (model.small_input=true); detectron2's ResNet expects the 7x7 stride-2 stem and max-pool")
     d2 = detectron2_state_dict(net.state_dict())
     output = atomic_write(output, pickle.dumps({"model": d2, "__author__": "mssl-workbench", "matching_heuristics": True}))
     depth = int(re.sub(r"\D", "", cfg.model.backbone) or 50)
@@ -1373,13 +1402,14 @@ def run_coco(run_or_ckpt, data: str | Path, cc: CocoConfig, *, preset: str | Non
     from pycocotools import mask as mask_utils
     t0 = time.perf_counter()
     root = Path(data)
-    if not root.is_dir(): raise EvalError(f"--data {root}: no such folder (a COCO root with annotations/ and train2017/, val2017/)")
-    train_ds, _ = _coco_split(root, cc.train_split)          # the data first: a wrong folder fails before any model is built
-    val_ds, val_ann = _coco_split(root, cc.val_split)
     ckpt, run_dir = resolve_checkpoint(run_or_ckpt)
+    _check_detection_backbone(ckpt, run_dir)                 # a backbone this path cannot take: refused before the data is read
+    if not root.is_dir(): raise EvalError(f"--data {root}: no such folder (a COCO root with annotations/ and train2017/, val2017/)")
+    train_ds, _ = _coco_split(root, cc.train_split)          # then the data: a wrong folder fails before any model is built
+    val_ds, val_ann = _coco_split(root, cc.val_split)
     model, cfg = _load_trained(ckpt)
+    _check_detection_backbone(ckpt, run_dir, cfg)
     net = _resnet_of(model, cfg)
-    if cfg.data.in_chans != 3: raise EvalError(f"{ckpt}: backbone takes {cfg.data.in_chans}-channel input; COCO needs RGB (data.in_chans=3)")
     cats = json.loads(val_ann.read_text())["categories"]
     det = maskrcnn_from_resnet(net, max(c["id"] for c in cats) + 1, min_size=cc.min_size_train, max_size=cc.max_size,
                                trainable_layers=cc.trainable_layers)

@@ -30,21 +30,22 @@ import yaml
 from torch import Tensor, nn
 
 from . import runs as _runs
+from .hooks import NonFiniteError
 from .matrix import (EIG_EPS, effective_rank, eigenspectrum, erank_from_values, matrix_cross_entropy,
                                    rankme, trace_product_logm_taylor)
 
 # %% auto #0
 __all__ = ['MCE_CONSTRUCTIONS', 'MCE_LOGS', 'LM_ARCHS', 'DATA_FORMATS', 'GSM8K_PROTOCOLS', 'METAMATH_STOP', 'METAMATH_COT',
-           'PROMPT_TEMPLATES', 'LM_PRESETS', 'embedding_mce', 'batch_relation_mce', 'LMLossOutput',
-           'MatrixCrossEntropyLMLoss', 'hidden_state_ranks', 'representation_erank', 'diff_erank', 'LMInputError',
-           'CharTokenizer', 'HFTokenizer', 'check_model_dir', 'load_causal_lm', 'tiny_lm_config', 'model_context',
-           'Example', 'normalize_number', 'extract_answer', 'answers_match', 'truncate_at_stop',
+           'PROMPT_TEMPLATES', 'LM_PRESETS', 'LM_RESUME_MAY_CHANGE', 'embedding_mce', 'batch_relation_mce',
+           'LMLossOutput', 'MatrixCrossEntropyLMLoss', 'hidden_state_ranks', 'representation_erank', 'diff_erank',
+           'LMInputError', 'CharTokenizer', 'HFTokenizer', 'check_model_dir', 'load_causal_lm', 'tiny_lm_config',
+           'model_context', 'Example', 'normalize_number', 'extract_answer', 'answers_match', 'truncate_at_stop',
            'extract_metamath_answer', 'score_generation', 'read_examples', 'make_arith_problems', 'format_prompt',
            'eval_prompt', 'Encoded', 'encode_example', 'encode_examples', 'collate', 'generate_greedy',
            'evaluate_answers', 'evaluate_gsm8k', 'LMModelConfig', 'LMDataConfig', 'LMLossConfig', 'LMOptimConfig',
            'LMTrainConfig', 'LMEvalConfig', 'LMConfig', 'LMConfigError', 'validate_lm_config', 'lm_config_from_dict',
-           'lm_config_to_dict', 'lm_lr_at', 'build_lm', 'LMRun', 'lm_train_step', 'fit_lm', 'load_lm', 'gsm8k_protocol',
-           'lm_eval_main']
+           'lm_config_to_dict', 'lm_lr_at', 'build_lm', 'LMRun', 'lm_train_step', 'fit_lm', 'load_lm',
+           'is_generations_file', 'gsm8k_protocol', 'lm_eval_main']
 
 # %% ../nbs/15_lm.ipynb #00d1ef48
 MCE_CONSTRUCTIONS = ("embedding", "batch")
@@ -566,9 +567,7 @@ def evaluate_answers(
         correct += ok
         records.append({"i": i, "question": e.question, **({"prompt": prompts[i]} if prompts else {}), "generation": g,
                         "prediction": pred, "reference": e.target, "correct": ok})
-    if out_path is not None:
-        out_path = Path(out_path); out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    if out_path is not None: _runs.atomic_write(out_path, "".join(json.dumps(r) + "\n" for r in records))
     n = len(examples) - no_reference
     return {"accuracy": correct / n if n else None, "n": n, "correct": correct, "no_prediction": no_prediction,
             "no_reference": no_reference, "protocol": protocol}
@@ -702,6 +701,11 @@ def validate_lm_config(cfg: LMConfig) -> LMConfig:
         if value not in valid:
             close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=2, cutoff=0.5)
             raise LMConfigError(f"{key}={value!r} is not one of {', '.join(map(str, valid))}" + (f"; did you mean {close[0]}?" if close else ""))
+    for section in ("model", "data", "loss", "optim", "train", "eval"):   # .inf / .nan would only fail at the first step
+        for f in dataclasses.fields(getattr(cfg, section)):
+            value = getattr(getattr(cfg, section), f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise LMConfigError(f"{section}.{f.name} must be a finite number, got {value}")
     for key, low in _MINIMA.items():
         value = getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])
         if value is not None and value < low: raise LMConfigError(f"{key} must be at least {low}, got {value}")
@@ -856,14 +860,23 @@ def _examples(cfg: LMConfig, split: str) -> list[Example]:
         return _arith_examples(d.n_train if split == "train" else d.n_test, steps=d.steps, digits=d.digits, seed=d.seed + (split != "train"))
     return read_examples(source, format=d.format, limit=d.limit_train if split == "train" else d.limit_test)
 
+LM_RESUME_MAY_CHANGE = {"preset", "train.out_dir", "train.epochs", "train.max_steps", "train.stop_after_steps", "train.log_every",
+                        "train.quiet", "train.checkpoint_every_steps", "train.keep_checkpoints", "train.device", "train.micro_batch_size",
+                        "model.gradient_checkpointing", "data.test", "data.n_test", "data.limit_test"}
+
 class LMRun:
     "Everything a language-model run holds (built by fit_lm)"
     def __init__(self, cfg: LMConfig, *, resume: str | None=None):
         self.cfg, self.dist = cfg, _init_distributed(cfg)
         t, d = cfg.train, self.dist
         self.out_dir = Path(t.out_dir)
-        self.checkpoint = self._find_checkpoint(resume)
-        state = _runs.load_checkpoint(self.checkpoint) if self.checkpoint else None
+        self.writer = _runs.RunWriter(self.out_dir) if d.rank == 0 else None
+        found = _runs.resume_checkpoint(self.out_dir, resume, announce=d.rank == 0)   # image runs' finder: damaged newest skipped
+        if self.writer: self.writer.check(resume=found is not None)                  # a folder holding a run needs --resume auto
+        if found is not None:                # another kind of run, or changed settings: refused with the diff, as image runs are
+            from mssl_workbench.train import check_resume
+            check_resume(*found, lm_config_to_dict(cfg), kind="lm", method=cfg.method, may_change=LM_RESUME_MAY_CHANGE)
+        self.checkpoint, state = found if found is not None else (None, None)
         torch.manual_seed(t.seed)
         self.model, self.tokenizer = build_lm(cfg, tokenizer_state=state and state.get("tokenizer"))
         self.train_examples, self.test_examples = _examples(cfg, "train"), _examples(cfg, "test")
@@ -900,25 +913,13 @@ class LMRun:
         l = cfg.loss
         self.loss_fn = MatrixCrossEntropyLMLoss(l.mce, l.gamma, log=l.log, order=l.order, eps=l.eps, lamda=l.lamda, mu=l.mu, per_position=l.per_position)
         self.step, self.init_eranks, self.last_eval, self.stop_reason = 0, None, None, "completed"
-        self.writer = _runs.RunWriter(self.out_dir) if d.rank == 0 else None
         if state is not None: self._load_state(state)
-        if self.writer: self.writer.start(lm_config_to_dict(cfg), method=cfg.method, kind="lm", resume=resume is not None)
+        if self.writer: self.writer.start(lm_config_to_dict(cfg), method=cfg.method, kind="lm", resume=found is not None)
 
     @property
     def is_main(self) -> bool: return self.dist.rank == 0
     @property
     def epoch(self) -> int: return self.step // self.steps_per_epoch
-
-    def _find_checkpoint(self, resume) -> Path | None:
-        existing = _runs.checkpoint_paths(self.out_dir)          # this run's intact checkpoints, newest first
-        if resume is None:
-            if existing: raise LMInputError(f"{self.out_dir} already has checkpoints: pass resume='auto' (--resume auto) to continue, or a new train.out_dir")
-            return None
-        if resume == "auto": return existing[0] if existing else None
-        p = Path(resume)
-        if p.is_dir(): p = (_runs.checkpoint_paths(p) or [p / "checkpoints/step_<none>.pt"])[0]
-        if not p.is_file(): raise LMInputError(f"resume={resume}: no checkpoint there: pass 'auto', a run directory or a checkpoints/step_XXXXXXXX.pt file")
-        return p
 
     # ---- data -------------------------------------------------------------------------------------------------
     def global_batch(self, step: int) -> list[int]:
@@ -966,9 +967,13 @@ class LMRun:
             set_state_dict(self.wrapped, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                            options=StateDictOptions(full_state_dict=True))
         else:
-            _unwrap(self.wrapped).load_state_dict(state["model"])
+            try: _unwrap(self.wrapped).load_state_dict(state["model"])
+            except RuntimeError as e:
+                raise _runs.CheckpointError(f"{self.checkpoint}: weights do not fit this model ({str(e).splitlines()[0][:160]}); "
+                                            "pass a checkpoint of this run, or start a fresh --output") from None
             self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.init_eranks = int(state["step"]), state.get("init_eranks")
+        if self.is_main: print(f"resumed from {self.checkpoint} (step {self.step})")
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if self.is_main:   # drop records an interrupted invocation wrote after this checkpoint
@@ -1019,7 +1024,9 @@ def lm_train_step(run: LMRun, step: int) -> dict:
     objective, ce_sum, mce = _all_sum(totals, run.dist).tolist()
     terms = {"ce": ce_sum / n_tokens}
     if run.loss_fn.construction: terms["mce"] = mce / run.n_micro
-    if not math.isfinite(objective): raise FloatingPointError(f"non-finite loss {objective} at step {step}: lower optim.lr or loss.gamma")
+    if not math.isfinite(objective):
+        raise NonFiniteError(f"non-finite loss {objective} at step {step}; last good checkpoint: {run.checkpoint or 'none'}; "
+                             "lower optim.lr or loss.gamma")
     return {"loss": objective, "terms": terms, "lr": lr, "answer_tokens": n_tokens, "grad_norm": grad_norm}
 
 @torch.no_grad()
@@ -1139,21 +1146,54 @@ def load_lm(
 ) -> tuple[nn.Module, Any, LMConfig | None, Path | None]:  # (model in eval mode, tokenizer, config or None, checkpoint or None)
     "A trained LM from a workbench run/checkpoint (rebuilt from its stored config), or a 🤗 model directory"
     p = Path(target)
-    ckpt = None
+    ckpt, state = None, None
     if p.is_dir() and (p / "config.yaml").is_file():
-        found = sorted((p / "checkpoints").glob("step_*.pt"))
-        if not found: raise LMInputError(f"run directory {p} has no checkpoints/step_*.pt: train it first or pass a checkpoint")
-        ckpt = found[-1]
+        _refuse_image_run(p, p)
+        found = _runs.latest_checkpoint(p)             # the newest intact one, as image evaluations take (manifest sizes)
+        if found is None and (damage := _runs.checkpoint_damage(p)):
+            raise LMInputError(f"{p}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact checkpoint file of the run")
+        if found is None: raise LMInputError(f"run directory {p} has no checkpoints/step_*.pt: train it first or pass a checkpoint")
+        ckpt, state = found
     elif p.is_file(): ckpt = p
     if ckpt is None:
         model, tok = load_causal_lm(p)
         return model.to(device).eval(), tok, None, None
-    state = _runs.load_checkpoint(ckpt)
-    if state.get("kind") != "lm": raise LMInputError(f"{ckpt} is not an LM checkpoint (kind={state.get('kind')!r})")
+    if state is None:
+        _refuse_image_run(ckpt, ckpt.parent.parent)
+        state = _runs.load_checkpoint(ckpt)
+    if state.get("kind") != "lm":
+        raise LMInputError(f"{ckpt}: not a language-model checkpoint (kind={state.get('kind')!r}): mssl-eval gsm8k scores LM runs; "
+                           "evaluate an image run with mssl-eval knn or linear")
     cfg = lm_config_from_dict(state["config"])
     model, tok = build_lm(cfg, tokenizer_state=state.get("tokenizer"))
-    model.load_state_dict(state["model"])
+    try: model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise _runs.CheckpointError(f"{ckpt}: weights do not fit the model its config describes ({str(e).splitlines()[0][:160]}); "
+                                    "pass another checkpoint of the run") from None
     return model.to(device).eval(), tok, cfg, ckpt
+
+def _refuse_image_run(p: Path, run_dir: Path):
+    "An image run given to the LM evaluation: name the commands that score it"
+    try: kind = _runs.read_config(run_dir).get("kind") if (run_dir / "config.yaml").is_file() else None
+    except _runs.RunDirError: return
+    if kind not in (None, "lm"):
+        raise LMInputError(f"{p}: {'an image' if kind == 'image' else f'a {kind}'} run (kind: {kind} in {run_dir / 'config.yaml'}); "
+                           f"mssl-eval gsm8k scores language-model runs: evaluate it with mssl-eval knn {run_dir} (or linear)")
+
+def is_generations_file(
+    path: str | Path, # an existing file
+) -> bool:
+    "Whether `path` holds generations written by `mssl-eval gsm8k` / `evaluate_answers` (JSON lines with i, generation, prediction, reference, correct)"
+    try:
+        with open(path, "rb") as f: first = f.readline(1 << 20)
+        row = json.loads(first)
+    except (OSError, ValueError): return False
+    return isinstance(row, dict) and {"i", "generation", "prediction", "reference", "correct"} <= set(row)
+
+def _run_dir_of(target: Path) -> Path | None:
+    "The run directory a run directory or checkpoint belongs to (None: a model directory or a loose file)"
+    if target.is_dir(): return target if (target / "config.yaml").is_file() else None
+    return target.parent.parent if (target.parent.parent / "config.yaml").is_file() else None
 
 def gsm8k_protocol(
     cfg: LMConfig | None=None,       # a run's config (None: a 🤗 model directory)
@@ -1193,7 +1233,9 @@ def lm_eval_main(argv: list[str] | None=None, *, prog: str="mssl-eval gsm8k") ->
     parser.add_argument("--limit", type=int, help="first N examples only")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, help="default: the run's eval.max_new_tokens; 512 for a model directory")
-    parser.add_argument("--out", help="write the generations (JSON lines) here")
+    parser.add_argument("--out", help="write the generations (JSON lines) here (default RUN_DIR/eval/generations_<data>.jsonl; "
+                        "an existing file only if it holds generations)")
+    parser.add_argument("--overwrite", action="store_true", help="let --out replace a file that is not a generations file")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     try: args = parser.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)
@@ -1209,14 +1251,20 @@ def lm_eval_main(argv: list[str] | None=None, *, prog: str="mssl-eval gsm8k") ->
         if args.limit is not None and args.limit < 1: raise LMInputError(f"--limit must be at least 1, got {args.limit}")
         if args.batch_size < 1: raise LMInputError(f"--batch-size must be at least 1, got {args.batch_size}")
         if not Path(args.model).exists(): raise LMInputError(f"{args.model}: no such run directory, checkpoint or model directory")
+        run_dir = _run_dir_of(Path(args.model))
+        out = Path(args.out) if args.out else (run_dir / "eval" / f"generations_{Path(args.data).stem}.jsonl" if run_dir else None)
+        if out is not None:               # before any work: never over a file this command did not write (issue 22)
+            _runs.check_output(out, flag="--out", owned=is_generations_file, overwrite=args.overwrite)
         examples = read_examples(args.data, format=args.format, limit=args.limit)
+        if all(e.target is None for e in examples):   # nothing to score: keep the run's earlier result
+            kept = f"; {run_dir / 'eval' / 'gsm8k.json'} is left as it was" if run_dir else ""
+            raise LMInputError(f"{args.data}: none of its {len(examples)} examples has a reference number (GSM8K '#### N' or a final "
+                               f"number in the answer): nothing to score{kept}; pass a file with answers")
         device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
         model, tok, cfg, ckpt = load_lm(args.model, device=device)
         template = args.template or (cfg.data.template if cfg else "alpaca")
         protocol = args.protocol or (cfg.eval.protocol if cfg else "metamath")
         max_new = args.max_new_tokens or (cfg.eval.max_new_tokens if cfg else 512)
-        run_dir = ckpt.parent.parent if ckpt is not None and (ckpt.parent.parent / "config.yaml").is_file() else None
-        out = Path(args.out) if args.out else (run_dir / "eval" / f"generations_{Path(args.data).stem}.jsonl" if run_dir else None)
         with torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext():
             result = evaluate_gsm8k(model, tok, examples, template=template, max_new_tokens=max_new, batch_size=args.batch_size,
                                     out_path=out, protocol=protocol)

@@ -71,6 +71,7 @@ class MethodSpec:
     builder: str = PAIR_BUILDER                     # "module:function" that builds the nn.Module
     presets: dict = field(default_factory=dict)     # {preset name: (partial config dict, note)}
     source: str = ""                                # paper / repository of the recipe
+    check_options: Callable | None = field(default=None, compare=False) # options dict -> None, raising ValueError naming model.options.<key>; run when the config is built
 
     def __post_init__(self):
         if set(self.optim) != set(OPTIM_KEYS):

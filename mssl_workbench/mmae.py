@@ -23,8 +23,8 @@ from .losses import _GatherAllReduce, gather_embeddings, tcr, umae_uniformity
 __all__ = ['REGULARIZERS', 'GRAD_SEMANTICS', 'OFFICIAL_LAMDA', 'OFFICIAL_WORLD_SIZE', 'OFFICIAL_EFFECTIVE_LAMDA', 'FEATURES',
            'MAE_OPTIONS', 'MAE_METHODS', 'MAE_OPTIM', 'MAE_SPECS', 'MAE_EVAL_PRESETS', 'patchify', 'unpatchify',
            'num_visible', 'random_masking', 'normalized_patch_target', 'masked_mse', 'gather_features',
-           'mae_regularizer', 'effective_lamda', 'sincos_pos_embed', 'MaskedAutoencoder', 'create_mae_encoder',
-           'create_mae_model', 'fixed_batch_losses']
+           'mae_regularizer', 'effective_lamda', 'sincos_pos_embed', 'check_mae_options', 'MaskedAutoencoder',
+           'create_mae_encoder', 'create_mae_model', 'fixed_batch_losses']
 
 # %% ../nbs/14_mmae.ipynb #f572a3ce
 from .methods import MethodSpec, StepOutput, optim_recipe, register_method
@@ -174,6 +174,27 @@ def sincos_pos_embed(
     table = build_sincos2d_pos_embed(list(grid), dim=dim)
     return torch.cat([torch.zeros(prefix, dim), table]).unsqueeze(0)
 
+def check_mae_options(
+    options: dict, # MAE / U-MAE / M-MAE builder options (model.options); keys that are absent are not checked
+) -> None:
+    "Range checks of the options' values, each failure one line naming model.options.<key> and the fix; the config runs it when it is built"
+    def number(key: str, ok, rule: str):
+        if key not in options: return
+        v = options[key]
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and ok(v)):
+            raise ValueError(f"model.options.{key}={v!r}: must be {rule}")
+    if options.get("mask_ratio") == 0:
+        raise ValueError("model.options.mask_ratio=0 hides no patch, so the reconstruction loss (over the hidden "
+                         "patches) has nothing to average: use a ratio in (0, 1), e.g. 0.75")
+    number("mask_ratio", lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.75")
+    number("lamda", lambda v: v >= 0, "a finite number >= 0 (the regulariser's weight λ; 0 turns it off), e.g. 0.01")
+    number("mu", lambda v: v > 0, "a finite number > 0 (μ of the TCR term log det(I + (μ/d) ZᵀZ)), e.g. 3")
+    for key in ("decoder_dim", "decoder_depth", "decoder_heads"):
+        number(key, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+    for key, choices in (("reg", REGULARIZERS), ("features", FEATURES), ("grad_semantics", GRAD_SEMANTICS)):
+        if key in options and options[key] not in choices:
+            raise ValueError(f"model.options.{key}={options[key]!r}: must be one of {', '.join(choices)}")
+
 class MaskedAutoencoder(nn.Module):
     """MAE on a timm VisionTransformer (He et al. 2022) with U-MAE's or M-MAE's regulariser on the visible pass's
     features: forward(x) -> StepOutput(loss = rec + λ·reg, terms {rec, reg}, detached features)."""
@@ -211,9 +232,8 @@ class MaskedAutoencoder(nn.Module):
         self.num_patches = self.grid[0] * self.grid[1]
         self.in_chans = encoder.patch_embed.proj.in_channels
         self.num_prefix = encoder.num_prefix_tokens
-        num_visible(self.num_patches, mask_ratio)   # validates the ratio
-        if mask_ratio == 0: raise ValueError("model.options.mask_ratio=0 hides no patch, so the reconstruction loss (over the hidden "
-                                             "patches) has nothing to average: use a ratio in (0, 1), e.g. 0.75")
+        check_mae_options(dict(mask_ratio=mask_ratio, lamda=lamda, mu=mu))
+        num_visible(self.num_patches, mask_ratio)   # leaves a visible patch
         self.mask_ratio, self.norm_pix_loss, self.reg, self.lamda, self.mu, self.center = \
             mask_ratio, norm_pix_loss, reg, lamda, mu, center
         self.feature_kind, self.grad_semantics, self.distributed, self.method = features, grad_semantics, distributed, method
@@ -468,7 +488,7 @@ def _presets(method: str) -> dict:
 MAE_SPECS = {m: register_method(MethodSpec(
     name=m, loss=None, loss_kwargs={}, heads={}, teacher=None, augment="mae", optim=dict(MAE_OPTIM), views=1,
     options={**MAE_OPTIONS, "reg": reg}, hooks=(), builder="mssl_workbench.mmae:create_mae_model",
-    source=_MAE_SOURCES[m], presets=_presets(m))) for m, reg in MAE_METHODS.items()}
+    source=_MAE_SOURCES[m], presets=_presets(m), check_options=check_mae_options)) for m, reg in MAE_METHODS.items()}
 
 # %% ../nbs/14_mmae.ipynb #ace89568
 _MAE_FT = "facebookresearch/mae FINETUNE.md"

@@ -26,7 +26,8 @@ from .eval import INFO_KEYS, information_metrics, monitor_metrics
 __all__ = ['FORMAT', 'RUN_FILES', 'LOGS', 'SPACES', 'MONITOR_KEYS', 'RunDirError', 'CheckpointError', 'jsonable', 'atomic_write',
            'append_jsonl', 'read_jsonl', 'OutputError', 'written_as', 'check_output', 'checkpoint_name',
            'save_checkpoint', 'load_checkpoint', 'read_manifest', 'checkpoint_paths', 'latest_checkpoint',
-           'checkpoint_damage', 'RunWriter', 'read_config', 'RunRecord', 'read_run', 'as_run', 'load_trained']
+           'checkpoint_damage', 'RunWriter', 'resume_checkpoint', 'read_config', 'RunRecord', 'read_run', 'as_run',
+           'load_trained']
 
 # %% ../nbs/09_runs.ipynb #d88c4f81
 FORMAT = 2
@@ -278,6 +279,32 @@ class RunWriter:
         mine = [e for e in read_manifest(self.dir) if e.get("run_id") == self.run_id and _intact(self.dir, e)]
         for entry in mine[:-keep]: (self.dir / "checkpoints" / entry["file"]).unlink(missing_ok=True)
         return path
+
+def resume_checkpoint(
+    out_dir: str | Path,      # the run directory the resuming run writes
+    resume: str | None,       # None (a fresh run), "auto" (out_dir's newest intact checkpoint) or a run directory / step_*.pt file
+    *,
+    announce: bool=True,      # print a line when "auto" finds nothing and the run starts fresh
+) -> tuple[Path, dict] | None: # (checkpoint, its state), or None: start fresh
+    "The checkpoint a run continues from, for every command that resumes (image and LM runs): a damaged newest one is skipped for the previous intact one; a folder whose every checkpoint is damaged, or that holds a run that wrote none, is refused naming why"
+    if not resume: return None
+    if resume != "auto" and Path(resume).is_dir():     # a run directory: its newest intact checkpoint
+        found = latest_checkpoint(resume)
+        if found is None and (damage := checkpoint_damage(resume)):
+            raise CheckpointError(f"--resume {resume}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact step_*.pt file")
+        if found is None: raise CheckpointError(f"--resume {resume}: no intact checkpoint in {Path(resume) / 'checkpoints'}; pass a step_*.pt file")
+        return found
+    if resume != "auto": return Path(resume), load_checkpoint(resume)
+    out_dir = Path(out_dir)
+    found = latest_checkpoint(out_dir)
+    if found is None and (damage := checkpoint_damage(out_dir)):
+        raise CheckpointError(f"--resume auto: nothing to continue from in {out_dir}: {'; '.join(damage[:3])}; "
+                              f"start over with a fresh --output (or delete {out_dir})")
+    if found is None and RunWriter(out_dir).holds_run():
+        raise CheckpointError(f"--resume auto: {out_dir} holds a run that wrote no checkpoint (it stopped before its first one); "
+                              f"start over with a fresh --output (or delete {out_dir})")
+    if found is None and announce: print(f"resume=auto: no checkpoint in {out_dir / 'checkpoints'}, starting fresh")
+    return found
 
 # %% ../nbs/09_runs.ipynb #a00a8ccd
 def read_config(run_dir: str | Path) -> dict:

@@ -26,14 +26,14 @@ from plotly.subplots import make_subplots
 import mssl_workbench
 from .eval import INFO_KEYS, fit_alpha, information_metrics, monitor_metrics
 from .matrix import erank_from_values
-from .runs import (LOGS, MONITOR_KEYS, SPACES, RunDirError, RunRecord, RunWriter, append_jsonl, as_run,
+from .runs import (LOGS, MONITOR_KEYS, SPACES, OutputError, RunDirError, RunRecord, RunWriter, append_jsonl, as_run, atomic_write, check_output,
                                  read_config, read_jsonl, read_run)
 
 # %% auto #0
 __all__ = ['METHOD_COLORS', 'DASHES', 'METRIC_LABELS', 'INFO_LABELS', 'extend_synthetic_run', 'make_synthetic_run',
            'method_color', 'run_styles', 'fig_eigenspectrum', 'fig_rank_metrics', 'fig_information',
            'explained_variance', 'fig_explained_variance', 'fig_compare_spectra', 'fig_loss_terms', 'summary_rows',
-           'nonfinite_notes', 'summary_html', 'report_figures', 'write_report', 'main']
+           'nonfinite_notes', 'summary_html', 'report_figures', 'write_report', 'is_spectrum_report', 'main']
 
 # %% ../nbs/12_spectrum.ipynb #eb092bfa
 @contextlib.contextmanager
@@ -472,7 +472,7 @@ def write_report(
     parts = [pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}) for i, f in enumerate(figs)]
     where = "".join(f"<li><code>{html.escape(str(r.path or r.name))}</code>: {html.escape(r.method)}</li>" for r in runs)
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8">{_GENERATOR}<title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table.mssl-summary{{border-collapse:collapse}} .mssl-summary td,.mssl-summary th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
 .mssl-summary td:first-child,.mssl-summary td:nth-child(2){{text-align:left}} .figure{{margin:2em 0}}</style></head>
@@ -481,10 +481,18 @@ table.mssl-summary{{border-collapse:collapse}} .mssl-summary td,.mssl-summary th
 {''.join(f"<p class='mssl-nonfinite' style='color:#a60'>{html.escape(n)}</p>" for n in nonfinite_notes(runs))}
 {''.join(f'<div class="figure">{p}</div>' for p in parts)}
 </body></html>"""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return atomic_write(out, page)
+
+_GENERATOR = '<meta name="generator" content="mssl-spectrum">'
+
+def is_spectrum_report(
+    path: str | Path, # an existing file
+) -> bool:
+    "Whether `path` is a report `mssl-spectrum` wrote (its generator tag, or the header line of reports from before the tag)"
+    try:
+        with open(path, "rb") as f: head = f.read(1 << 16).decode("utf-8", errors="replace")
+    except OSError: return False
+    return head.startswith("<!DOCTYPE html>") and (_GENERATOR in head or "</h1><p>mssl-workbench " in head)
 
 # %% ../nbs/12_spectrum.ipynb #cfde5b25
 def main(argv: list[str] | None = None) -> int:
@@ -492,14 +500,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mssl-spectrum", description="Write a self-contained HTML report of the eigenspectra, "
                                 "rank metrics and loss terms of one or more training runs.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by mssl-train")
-    p.add_argument("-o", "--output", default="spectrum-report.html", help="the HTML file to write (default: %(default)s)")
+    p.add_argument("-o", "--output", default="spectrum-report.html",
+                   help="the HTML file to write (default: %(default)s; an existing file only if it is an mssl-spectrum report)")
+    p.add_argument("--overwrite", action="store_true", help="let -o replace a file that is not an mssl-spectrum report")
     p.add_argument("--space", choices=SPACES, default="embedding", help="which representation's spectrum (default: %(default)s)")
     p.add_argument("--title", default="Spectrum report", help="the report's title")
     p.add_argument("--version", action="version", version=f"%(prog)s {mssl_workbench.__version__}")
     args = p.parse_args(argv)
     try:
+        check_output(args.output, flag="-o", owned=is_spectrum_report, overwrite=args.overwrite)   # before any run is read
         out = write_report([read_run(r) for r in args.runs], args.output, space=args.space, title=args.title)
-    except (RunDirError, FileNotFoundError, OSError) as e:
+    except (RunDirError, OutputError, FileNotFoundError, OSError) as e:
         print(f"mssl-spectrum: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(args.runs)} run{'s' if len(args.runs) > 1 else ''})")

@@ -26,12 +26,12 @@ from .eval import OnlineLinearProbe
 from .hooks import Hook, NonFiniteError, last_good, method_hooks
 from .methods import build_method_model, get_method
 from .models import momentum_schedule
-from .runs import CheckpointError, RunDirError, RunWriter, checkpoint_damage, latest_checkpoint, load_checkpoint
+from .runs import CheckpointError, RunDirError, RunWriter, checkpoint_damage, latest_checkpoint, load_checkpoint, resume_checkpoint
 
 # %% auto #0
 __all__ = ['RESUME_MAY_CHANGE', 'MAX_FEATURE', 'lr_at', 'param_groups', 'create_optimizer', 'EpochBatches', 'RunData',
-           'rng_state', 'set_rng_state', 'seed_everything', 'resume_conflicts', 'build_model', 'resolve_precision',
-           'Trainer', 'train_step', 'fit']
+           'rng_state', 'set_rng_state', 'seed_everything', 'resume_conflicts', 'check_resume', 'build_model',
+           'resolve_precision', 'Trainer', 'train_step', 'fit']
 
 # %% ../nbs/11_train.ipynb #b61d2f9d
 def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak: float, min_lr: float = 0.0) -> float:
@@ -196,19 +196,48 @@ def _flat(d: dict, prefix: str="") -> dict:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and k not in ("loss", "options", "backbone_kwargs"): out.update(_flat(v, key + "."))
+        if isinstance(v, dict) and (not prefix or k not in ("loss", "options", "backbone_kwargs")): out.update(_flat(v, key + "."))
         else: out[key] = v
     return out
 
 def resume_conflicts(
     stored: dict,  # the checkpoint's config
     current: dict, # the config of the run that resumes
+    *,
+    may_change=RESUME_MAY_CHANGE, # dotted keys that may differ (the LM chapter passes its own)
 ) -> list[str]:    # "key: stored -> current" for each setting that may not change
     "Settings that differ between a checkpoint and the resuming run and would change what is trained"
     a, b = _flat(stored), _flat(current)
     keys = sorted((set(a) | set(b)) - {"format", "method", "kind", "run_id"})
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys
-            if a.get(k) != b.get(k) and k not in RESUME_MAY_CHANGE and not k.startswith("eval.")]
+            if a.get(k) != b.get(k) and k not in may_change and not k.startswith("eval.")]
+
+_RUN_KINDS = {"image": "an image run", "lm": "a language-model run (an LM preset)"}
+
+def check_resume(
+    path: Path,     # the checkpoint file
+    state: dict,    # its content
+    current: dict,  # the resuming run's config (plain dictionaries)
+    *,
+    kind: str,      # the resuming run's kind: image | lm
+    method: str,    # the resuming run's method
+    may_change=RESUME_MAY_CHANGE, # dotted keys that may differ
+):
+    "Refuse, with the settings diff, a checkpoint of the other kind of run or one trained with settings that may not change"
+    stored = state.get("config")
+    if not isinstance(stored, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint of mssl-train (no 'config' / 'model'); pass a step_*.pt of a run")
+    theirs = state.get("kind", "image")
+    if theirs != kind:
+        model = stored.get("model")
+        old = state.get("method") or (model.get("method") if isinstance(model, dict) else None)
+        raise ConfigError(f"cannot resume from {path}: it is {_RUN_KINDS.get(theirs, repr(theirs))}'s checkpoint and this is "
+                          f"{_RUN_KINDS.get(kind, repr(kind))} (kind: {theirs!r} -> {kind!r}; method: {old!r} -> {method!r}); "
+                          "continue it with the preset it was trained with, or start a fresh --output")
+    conflicts = resume_conflicts(stored, current, may_change=may_change)
+    if conflicts:
+        raise ConfigError(f"cannot resume from {path}: the run was trained with other settings ({'; '.join(conflicts[:4])}"
+                          f"{'; ...' if len(conflicts) > 4 else ''}); restore them, or start a fresh --output")
 
 # %% ../nbs/11_train.ipynb #baa65446
 def build_model(cfg: Config, info: DistInfo) -> nn.Module:
@@ -240,6 +269,8 @@ class Trainer:
         self.writer = RunWriter(self.out_dir) if self.info.is_main else None
         found = self._find_checkpoint(resume)
         if self.writer is not None: self.writer.check(resume=found is not None)
+        if found is not None:       # another kind of run or changed settings: refused with the diff before data and model are built
+            check_resume(*found, config_to_dict(cfg), kind="image", method=cfg.model.method)
         seed_everything(t.seed, deterministic=t.deterministic)   # same initial weights on every rank
         self.data = RunData(cfg, self.info)
         self.model = build_model(cfg, self.info)
@@ -297,32 +328,9 @@ class Trainer:
                 "config": config_to_dict(self.cfg), "world_size": self.info.world_size}
 
     def _find_checkpoint(self, resume: str | None) -> tuple[Path, dict] | None:
-        if not resume: return None
-        if resume != "auto" and Path(resume).is_dir():     # a run directory: its newest intact checkpoint
-            found = latest_checkpoint(resume)
-            if found is None and (damage := checkpoint_damage(resume)):
-                raise CheckpointError(f"--resume {resume}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact step_*.pt file")
-            if found is None: raise CheckpointError(f"--resume {resume}: no intact checkpoint in {Path(resume) / 'checkpoints'}; pass a step_*.pt file")
-            return found
-        if resume != "auto": return Path(resume), load_checkpoint(resume)
-        found = latest_checkpoint(self.out_dir)
-        if found is None and (damage := checkpoint_damage(self.out_dir)):
-            raise CheckpointError(f"--resume auto: nothing to continue from in {self.out_dir}: {'; '.join(damage[:3])}; "
-                                  f"start over with a fresh --output (or delete {self.out_dir})")
-        if found is None and RunWriter(self.out_dir).holds_run():
-            raise CheckpointError(f"--resume auto: {self.out_dir} holds a run that wrote no checkpoint (it stopped before its first one); "
-                                  f"start over with a fresh --output (or delete {self.out_dir})")
-        if found is None and self.is_main: print(f"resume=auto: no checkpoint in {self.out_dir / 'checkpoints'}, starting fresh")
-        return found
+        return resume_checkpoint(self.out_dir, resume, announce=self.is_main)
 
     def _resume(self, path: Path, state: dict):
-        stored = state.get("config")
-        if not isinstance(stored, dict) or "model" not in state:
-            raise CheckpointError(f"{path}: not a training checkpoint of mssl-train (no 'config' / 'model'); pass a step_*.pt of a run")
-        conflicts = resume_conflicts(stored, config_to_dict(self.cfg))
-        if conflicts:
-            raise ConfigError(f"cannot resume from {path}: the run was trained with other settings ({'; '.join(conflicts[:4])}"
-                              f"{'; ...' if len(conflicts) > 4 else ''}); restore them, or start a fresh --output")
         try: self.model.load_state_dict(state["model"])
         except RuntimeError as e: raise CheckpointError(f"{path}: weights do not fit this model ({str(e).splitlines()[0][:160]})") from None
         self.optimizer.load_state_dict(state["optimizer"])

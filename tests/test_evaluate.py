@@ -166,6 +166,7 @@ def test_export_detectron2_resnet50_names_and_round_trip(tmp_path, capsys):
 
 def test_errors_exit_2(runs, tmp_path, capsys):
     vit = make_run(tmp_path / "vit", backbone="vit_tiny_patch16_224", small_input=True, data={"in_chans": 3, "image_size": 32})
+    r18 = make_run(tmp_path / "r18", backbone="resnet18", data={"in_chans": 3, "image_size": 32})
     coco = ev.make_synthetic_coco(tmp_path / "coco", splits={"train": 2, "val": 2})
     (tmp_path / "empty_coco").mkdir()
     (tmp_path / "list.txt").write_text("0\n5\nn01440764_10026.JPEG\n")
@@ -174,7 +175,8 @@ def test_errors_exit_2(runs, tmp_path, capsys):
         (["knn", str(tmp_path)], "no checkpoints/step_*.pt in this run directory"),
         (["export-detectron2", str(vit)], "is not a ResNet"),
         (["coco", str(vit), "--data", str(coco), "--preset", "synthetic-smoke"], "is not a ResNet"),
-        (["coco", str(runs["a"]), "--data", str(tmp_path / "empty_coco")], "no annotations/instances_train2017.json"),
+        (["coco", str(r18), "--data", str(tmp_path / "empty_coco")], "no annotations/instances_train2017.json"),
+        (["coco", str(runs["a"]), "--data", str(tmp_path / "empty_coco")], "'resnet10t_mini' does not have torchvision's ResNet layout"),
         (["semisup", str(runs["a"]), f"root={SAMPLE}", f"subset_file={tmp_path / 'list.txt'}"], "n01440764_10026.JPEG"),
         (["export-detectron2", str(runs["a"])], "1-channel input"),
         (["linear", str(runs["a"]), "--preset", "fmnist-fats"], "did you mean fmnist-fast"),
