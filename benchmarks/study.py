@@ -23,6 +23,13 @@ Families
   Fashion-MNIST preset); the one with the best validation (train_holdout) linear accuracy is then run on seeds 1, 2.
   Test-split numbers are reported, never used to choose.
 - baseline: raw pixels and the random-init backbone, through the same k-NN and linear head.
+- mae: MAE, U-MAE, M-MAE (their Fashion-MNIST presets: a 4-block 96-d ViT, 4x4 patches) on the same images and
+  epochs as ssl, seeds 0 and 1, no sweep (the presets' learning rate); linear fast path and k-NN.
+- lm: CE against CE + MCE in both constructions (embedding-space and batch-relation, γ = 0.1) on the `lm-arith-ce`
+  preset's generated arithmetic task, seeds 0–2; exact-match accuracy on its 200 test problems, answer CE, hidden
+  erank. lm-overhead: `benchmarks/lm_mce.py overhead` (every shape it defines; the 7B shapes by FLOPs).
+- protocol: one quickstart run (train/test, seed 0) through every protocol the README lists: linear fast path and
+  the official protocol (augmented, LARS, 100 epochs), semi-supervised 1% and 10%, k-NN at k = 20 and 200.
 - selection: Kendall τ of RankMe and of LiDAR against linear accuracy within each method's sweep, and the regret of
   picking by each (computed from the ssl cells' JSON with mssl-eval's own `selection_report`).
 
@@ -86,7 +93,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return self.method + (f"-lr{self.lr:g}" if self.lr is not None else "") + (f"-s{self.seed}" if self.family == "ssl" else "")
+        return self.method + (f"-lr{self.lr:g}" if self.lr is not None else "") + (f"-s{self.seed}" if self.family in ("ssl", "mae", "lm") else "")
 
     def path(self, out: Path) -> Path: return out / self.budget / self.family / f"{self.name}.json"
 
@@ -124,8 +131,8 @@ def chosen_lr(row: str, budget: str, out: Path) -> float | None:
     "The swept learning rate with the best validation linear accuracy on seed 0; None until the whole sweep is done"
     results = [read_cell(ssl_cell(row, budget, lr, 0).path(out)) for lr in sweep_lrs(row, budget)]
     if any(r is None for r in results): return None
-    ok = [r for r in results if not r.get("failed")]
-    return max(ok, key=lambda r: (r["val_linear"], r["lr"]))["lr"] if ok else None
+    from mssl_workbench.results import choose_lr        # the chapter's rule, one implementation
+    return choose_lr(results)
 
 
 def ssl_cells(budget: str, out: Path, rows: list[str] | None = None) -> list[Cell]:
@@ -147,24 +154,75 @@ def all_cells(budget: str, out: Path, families: list[str], rows: list[str] | Non
     cells = []
     if "baseline" in families: cells += [Cell("baseline", b, budget) for b in ("raw-pixels", "random-init") if rows is None or b in rows]
     if "ssl" in families: cells += ssl_cells(budget, out, rows)
+    if "mae" in families: cells += [mae_cell(m, budget, s) for s in BUDGETS[budget][2][:2] for m in MAE_METHODS if rows is None or m in rows]
+    if "lm" in families: cells += [lm_cell(n, budget, s) for s in BUDGETS[budget][2] for n, *_ in LM_CONFIGS if rows is None or n in rows]
+    if "lm-overhead" in families and rows is None: cells.append(Cell("lm-overhead", "loss-overhead", budget))
+    if "protocol" in families and rows is None: cells.append(protocol_cell(budget))
     if "selection" in families and rows is None: cells.append(Cell("selection", "rankme-lidar", budget))
-    return cells
+    return sorted(cells, key=lambda c: run_round(c, budget))
+
+
+def run_round(cell: Cell, budget: str) -> int:
+    "The order cells run in: a first picture of every family before the sweeps and seeds deepen it"
+    if cell.family == "baseline": return 0
+    if cell.family == "ssl":
+        if cell.seed > 0: return 4
+        return 1 if cell.lr == sweep_lrs(cell.method, budget)[0] else 3
+    if cell.family in ("mae", "lm"): return 2 if cell.seed == 0 else 5
+    return {"lm-overhead": 2, "protocol": 2, "selection": 6}[cell.family]
+
+
+MAE_METHODS = ("mae", "umae", "mmae")
+LM_CONFIGS = [("ce", "lm-arith-ce", []), ("mce-embedding", "lm-arith-mce", []),
+              ("mce-batch", "lm-arith-mce", ["loss.mce=batch"])]
+FAMILIES = ["baseline", "ssl", "mae", "lm", "lm-overhead", "protocol", "selection"]
+
+
+def mae_cell(method: str, budget: str, seed: int) -> Cell:
+    "A masked autoencoder on the ssl cells' images and epochs (its own ViT, augmentation and optimiser)"
+    over = DATA[:3] + [o for o in MONITOR] + BUDGETS[budget][0] + [f"train.seed={seed}"]
+    return Cell("mae", method, budget, seed, None, tuple(over), f"fmnist-{method}", TOY_EVAL if budget == "toy" else {})
+
+
+def lm_cell(name: str, budget: str, seed: int) -> Cell:
+    preset, extra = next((p, e) for n, p, e in LM_CONFIGS if n == name)
+    toy = ["train.max_steps=2", "data.n_train=64", "data.n_test=8", "eval.monitor_batch=4"] if budget == "toy" else []
+    return Cell("lm", name, budget, seed, None, tuple(extra + toy + [f"train.seed={seed}", "train.quiet=true"]), preset)
+
+
+def protocol_cell(budget: str) -> Cell:
+    toy = ["train.max_steps=2", "train.epochs=1", "eval.every=1", "eval.monitor_samples=256", "eval.knn_train_samples=512"] if budget == "toy" else []
+    return Cell("protocol", "quickstart", budget, 0, None, tuple(["train.quiet=true", "train.seed=0"] + toy), "quickstart")
+
+
+# The protocols of the protocol cell: (key, mssl-eval arguments after the run directory, the eval file it writes)
+PROTOCOLS = [("linear_fast", ["linear", "--preset", "fmnist-sample", "val_split=test"], "linear"),
+             ("linear_official", ["linear", "--preset", "fmnist-fast", f"root={SAMPLE}", "augment=true"], "linear"),
+             ("semisup_1pct", ["semisup", "--preset", "fmnist-1pct", f"root={SAMPLE}"], "semisup-1pct"),
+             ("semisup_10pct", ["semisup", "--preset", "fmnist-10pct", f"root={SAMPLE}"], "semisup-10pct"),
+             ("knn", ["knn", "--preset", "fmnist", f"root={SAMPLE}"], "knn")]
+TOY_PROTOCOL = {"linear": ["epochs=1"], "semisup": ["epochs=1"]}
 
 
 # ------------------------------------------------------------------------------------------------------ recipe keys
 def eval_commands(cell: Cell, run_dir: str) -> dict[str, list[str]]:
     "The mssl-eval command lines of an ssl cell"
     extra = lambda kind: list(cell.evals.get(kind, []))
-    return {"val_linear": ["linear", run_dir, *LINEAR, "val_split=train_holdout", *extra("linear"), "--quiet"],
+    if cell.family == "protocol":
+        toy = TOY_PROTOCOL if cell.budget == "toy" else {}
+        return {key: [args[0], run_dir, *args[1:], *toy.get(args[0], []), "--quiet"] for key, args, _ in PROTOCOLS}
+    cmds = {"val_linear": ["linear", run_dir, *LINEAR, "val_split=train_holdout", *extra("linear"), "--quiet"],
             "linear": ["linear", run_dir, *LINEAR, "val_split=test", *extra("linear"), "--quiet"],
             "knn": ["knn", run_dir, *KNN, *extra("knn"), "--quiet"],
             "select": ["select", run_dir, *SELECT, *extra("select"), "--quiet"]}
+    if cell.family == "mae": cmds.pop("select")     # RankMe/LiDAR are the two-view methods' criteria (the sweep's selection)
+    return cmds
 
 
 def recipe_key(cell: Cell) -> str:
     "Hash of everything a cell's numbers depend on: the resolved training config, the evaluation commands, the runner"
     what: dict = {"runner": RUNNER_VERSION, "family": cell.family, "method": cell.method, "budget": cell.budget}
-    if cell.family == "ssl":
+    if cell.family in ("ssl", "mae", "protocol"):
         from mssl_workbench.cli import get_preset
         from mssl_workbench.config import apply_overrides, config_from_dict, config_to_dict
         d = config_to_dict(config_from_dict(apply_overrides(get_preset(cell.preset), list(cell.overrides))))
@@ -172,6 +230,11 @@ def recipe_key(cell: Cell) -> str:
         d["data"].pop("root", None)      # where the checkout is does not change a result
         what["config"] = d
         what["evals"] = eval_commands(cell, "RUN")
+    elif cell.family == "lm":
+        from mssl_workbench.cli import get_preset
+        what["preset"], what["overrides"] = get_preset(cell.preset), list(cell.overrides)
+    elif cell.family == "lm-overhead":
+        what["script"] = hashlib.sha256((ROOT / "benchmarks" / "lm_mce.py").read_bytes()).hexdigest()
     elif cell.family == "baseline":
         what["budget"] = None            # baselines do not train: one per study, whatever the budget
     text = json.dumps(what, sort_keys=True, default=str).replace(str(SAMPLE), "SAMPLE")
@@ -217,7 +280,8 @@ def shown(cmd: list[str]) -> str:
                     for i, a in enumerate(cmd[2:]))
 
 
-def run_ssl(cell: Cell, workdir: Path) -> dict:
+def run_image(cell: Cell, workdir: Path) -> dict:
+    "ssl / mae / protocol: mssl-train, then the cell's mssl-eval commands; the metrics, spectra and information record"
     from mssl_workbench.runs import read_run
     run_dir = Path(tempfile.mkdtemp(prefix=f"{cell.name}-", dir=workdir)) / "run"
     tc = train_cmd("--preset", cell.preset, "--output", str(run_dir), *cell.overrides)
@@ -230,7 +294,9 @@ def run_ssl(cell: Cell, workdir: Path) -> dict:
             ec = eval_cmd(*args)
             commands.append(shown(ec))
             run(ec)
-            evals[key] = json.loads((run_dir / "eval" / f"{args[0]}.json").read_text())
+            written = next((f for k, _, f in PROTOCOLS if k == key), args[0]) if cell.family == "protocol" else args[0]
+            evals[key] = json.loads((run_dir / "eval" / f"{written}.json").read_text())
+            if cell.family == "protocol": evals[key] = {k: v for k, v in evals[key].items() if not isinstance(v, (list, dict)) or k in ("ks", "options")}
     except CellFailed as e:
         print(e.output[-2000:], file=sys.stderr)
         return {"failed": True, "exit": e.code, "failed_command": e.command, "error": e.message, "command": " && ".join(commands)}
@@ -245,15 +311,38 @@ def run_ssl(cell: Cell, workdir: Path) -> dict:
             spectra[space] = {"index": idx, "values": vals}
     last = next((r for r in reversed(rec.metrics) if "loss" in r), {})
     emb_erank = rec.monitor("erank", "embedding")[1]
-    return {"epochs": s.get("epochs_done"), "steps": s.get("steps"), "train_s": s.get("train_s"), "train_wall_s": round(train_wall, 1),
-            "val_knn": s.get("knn_acc"), "val_linear": evals["val_linear"]["top1_best"],
+    common = {"epochs": s.get("epochs_done"), "steps": s.get("steps"), "train_s": s.get("train_s"), "train_wall_s": round(train_wall, 1),
+              "erank": s.get("erank"), "erank_embedding": emb_erank[-1] if emb_erank else None, "collapsed": s.get("collapsed"),
+              "info": {space: rec.final_info(space) for space in ("backbone", "embedding")},
+              "final_loss": last.get("loss"), "final_terms": last.get("terms"), "trajectory": traj, "spectra": spectra,
+              "command": " && ".join(commands)}
+    if cell.family == "protocol": return {**common, "protocols": evals, "monitor_knn": s.get("knn_acc")}
+    return {**common, "val_knn": s.get("knn_acc"), "val_linear": evals["val_linear"]["top1_best"],
             "linear": evals["linear"]["top1_best"], "linear_last": evals["linear"]["top1_last"],
             "knn": evals["knn"].get("k20"), "knn_k200": evals["knn"].get("k200"),
-            "rankme": evals["select"]["rankme"], "lidar": evals["select"]["lidar"], "select_space": evals["select"]["space"],
-            "erank": s.get("erank"), "erank_embedding": emb_erank[-1] if emb_erank else None, "collapsed": s.get("collapsed"),
-            "info": {space: rec.final_info(space) for space in ("backbone", "embedding")},
-            "final_loss": last.get("loss"), "final_terms": last.get("terms"), "trajectory": traj, "spectra": spectra,
-            "command": " && ".join(commands)}
+            **({"rankme": evals["select"]["rankme"], "lidar": evals["select"]["lidar"], "select_space": evals["select"]["space"]}
+               if "select" in evals else {})}
+
+
+def run_lm(cell: Cell, workdir: Path) -> dict:
+    "One language-model run of the preset (CE or CE + MCE); its summary: exact match on the test problems, CE, ranks"
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{cell.name}-", dir=workdir)) / "run"
+    tc = train_cmd("--preset", cell.preset, f"train.out_dir={run_dir}", *cell.overrides)
+    try: run(tc)
+    except CellFailed as e:
+        return {"failed": True, "exit": e.code, "failed_command": e.command, "error": e.message, "command": shown(tc)}
+    s = json.loads((run_dir / "summary.json").read_text())
+    keep = ("accuracy", "steps", "final_terms", "erank", "rankme", "diff_erank", "wall_s", "train_s")
+    return {**{k: s.get(k) for k in keep}, "no_prediction": (s.get("eval") or {}).get("no_prediction"),
+            "protocol": (s.get("eval") or {}).get("protocol"), "test_answers_seen_in_train": (s.get("data") or {}).get("test_answers_seen_in_train"),
+            "command": shown(tc)}
+
+
+def run_lm_overhead(cell: Cell, workdir: Path) -> dict:
+    "benchmarks/lm_mce.py overhead: loss-only time and memory of CE + MCE against CE at its shapes, FLOPs at 7B"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "lm_mce.py"), "overhead"] + (["--quick"] if cell.budget == "toy" else [])
+    run(cmd)
+    return {**json.loads((ROOT / "benchmarks" / "results" / "lm_mce_overhead.json").read_text()), "command": " ".join(["python", *cmd[1:]])}
 
 
 def run_baseline(cell: Cell, workdir: Path) -> dict:
@@ -301,7 +390,7 @@ def commit(path: Path, message: str):
 
 def pause_requests() -> list[Path]:
     "Pause files present: /tmp/mssl-study.pause and /tmp/mssl-study.pause.<who> (one per party that needs the machine)"
-    return sorted(PAUSE.parent.glob(PAUSE.name + "*"))
+    return sorted(p for p in PAUSE.parent.glob(PAUSE.name + "*") if p != PAUSED)
 
 def wait_while_paused():
     if not pause_requests(): return
@@ -314,17 +403,24 @@ def wait_while_paused():
 
 def estimate_minutes(cell: Cell, out: Path) -> float:
     "Minutes a cell will take: the mean wall time of the same method's finished cells, else the family's default"
-    same = [read_cell(p) for p in (out / cell.budget / cell.family).glob(f"{cell.method}-*.json")] if cell.family == "ssl" else []
+    same = [read_cell(p) for p in (out / cell.budget / cell.family).glob(f"{cell.method}-*.json")]
     walls = [r["wall_s"] for r in same if r and r.get("wall_s")]
     if walls: return sum(walls) / len(walls) / 60
-    return {"ssl": 2.0 if cell.budget != "toy" else 0.5, "baseline": 0.5, "selection": 0.05}[cell.family]
+    if cell.budget == "toy": return 0.5
+    return {"ssl": 2.0, "mae": 3.0, "lm": 3.0, "lm-overhead": 5.0, "protocol": 12.0, "baseline": 0.5, "selection": 0.05}[cell.family]
 
 
 def run_cell(cell: Cell, out: Path, workdir: Path) -> dict | None:
     load0, t0 = load_average(), time.perf_counter()
-    if cell.family == "ssl": row = run_ssl(cell, workdir)
-    elif cell.family == "baseline": row = run_baseline(cell, workdir)
-    else: row = run_selection(cell, out)
+    try:
+        if cell.family in ("ssl", "mae", "protocol"): row = run_image(cell, workdir)
+        elif cell.family == "lm": row = run_lm(cell, workdir)
+        elif cell.family == "lm-overhead": row = run_lm_overhead(cell, workdir)
+        elif cell.family == "baseline": row = run_baseline(cell, workdir)
+        else: row = run_selection(cell, out)
+    except CellFailed as e:
+        print(e.output[-2000:], file=sys.stderr)
+        row = {"failed": True, "exit": e.code, "failed_command": e.command, "error": e.message, "command": e.command}
     if row is None: return None
     import torch
     return {"cell": cell.name, "family": cell.family, "method": cell.method, "budget": cell.budget, "seed": cell.seed, "lr": cell.lr,
@@ -337,7 +433,7 @@ def run_cell(cell: Cell, out: Path, workdir: Path) -> dict | None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", default="e20", choices=list(BUDGETS))
-    ap.add_argument("--family", nargs="*", default=["baseline", "ssl", "selection"], choices=["baseline", "ssl", "selection"])
+    ap.add_argument("--family", nargs="*", default=FAMILIES, choices=FAMILIES)
     ap.add_argument("--only", nargs="*", help="only these rows (methods or baselines)")
     ap.add_argument("--resume", action="store_true", help="skip cells already done for the current recipe (the default; kept for clarity)")
     ap.add_argument("--rerun", action="store_true", help="run the selected cells even when done")
@@ -346,6 +442,7 @@ def main(argv=None) -> int:
     ap.add_argument("--table", action="store_true", help="print the committed results; run nothing")
     ap.add_argument("--commit", action="store_true", help="git-commit each cell's JSON when it is written")
     ap.add_argument("--out", default=str(OUT), help="results folder (default results/study)")
+    ap.add_argument("--ignore-pause", action="store_true", help="do not wait for pause files (a toy or test study beside the real one)")
     ap.add_argument("--workdir", default=None, help="where run directories go (default: a temporary folder)")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -378,7 +475,7 @@ def main(argv=None) -> int:
         if args.max_minutes is not None and (time.perf_counter() - start) / 60 >= args.max_minutes:
             print(f"--max-minutes {args.max_minutes:g} reached: {len(todo)} cell(s) left", flush=True)
             break
-        wait_while_paused()
+        if not args.ignore_pause: wait_while_paused()
         cell = todo[0]
         print(f"{cell.family}/{cell.name} ...", flush=True)
         row = run_cell(cell, out, workdir)
@@ -405,6 +502,8 @@ VOLATILE = ("wall_s", "load_start", "load_end", "commit", "torch", "threads", "f
 
 def summary_line(r: dict) -> str:
     if r.get("failed"): return f"FAILED (exit {r['exit']}): {r['error']}"
+    if r["family"] == "lm": return f"exact match {100 * r['accuracy']:.1f}%, CE {r['final_terms']['ce']:.3f}, {r['wall_s']:.0f} s"
+    if r["family"] in ("lm-overhead", "protocol"): return f"{r['wall_s']:.0f} s, load {r['load_start'][0]:.2f}/{r['load_end'][0]:.2f}"
     if r["family"] == "selection": return f"{len(r['sources'])} sweep cells"
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
     return (f"linear {pct(r.get('linear'))} (val {pct(r.get('val_linear'))}), k-NN {pct(r.get('knn'))}, "
@@ -412,19 +511,12 @@ def summary_line(r: dict) -> str:
 
 
 def table(out: Path, budget: str) -> str:
-    rows = [read_cell(p) for p in sorted((out / budget).glob("*/*.json"))] + [read_cell(p) for p in sorted((out / budget).glob("baseline/*.json"))]
-    lines = [f"| {'cell':34s} | val lin % | lin % | k-NN % | erank | RankMe | wall s | load |", "|" + "---|" * 8]
-    seen = set()
-    for r in rows:
-        if not r or r["family"] == "selection" or r["cell"] in seen: continue
-        seen.add(r["cell"])
-        f = lambda v, s=100: "-" if v is None else f"{s * v:.1f}"
-        if r.get("failed"):
-            lines.append(f"| {r['cell']:34s} | failed (exit {r['exit']}): {r['error'][:80]} |||||| {r['wall_s']:.0f} | |")
-            continue
-        lines.append(f"| {r['cell']:34s} | {f(r.get('val_linear'))} | {f(r.get('linear'))} | {f(r.get('knn'))} | {f(r.get('erank'), 1)} | "
-                     f"{f(r.get('rankme'), 1)} | {r['wall_s']:.0f} | {r['load_start'][0]:.1f}/{r['load_end'][0]:.1f} |")
-    return "\n".join(lines)
+    "The results chapter's tables (mssl_workbench.results) of the committed cells"
+    from mssl_workbench import results as R
+    cells = R.load_cells(out, budget)
+    return "\n\n".join([R.ssl_table(R.ssl_summary(cells), R.baseline_summary(cells)), R.family_table(cells, "mae", R.MAE_COLUMNS),
+                        R.family_table(R.lm_rows(cells), "lm", R.LM_COLUMNS), R.overhead_table(cells), R.protocol_table(cells),
+                        R.selection_table(cells), R.orderings_table(cells)])
 
 
 if __name__ == "__main__":

@@ -15,3 +15,7 @@ def console():
         assert path.exists(), f"{path} missing: install the package first (make install)"
         return str(path)
     return find
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes of real console-script runs (make test-fast leaves them out)")

@@ -1,0 +1,114 @@
+"""The study runner (benchmarks/study.py) on a 2-cell toy study through the real console scripts: cells are skipped when
+done, a killed runner loses only the cell in progress (and leaves no training behind), a changed recipe redoes the cell."""
+import importlib.util, json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "study.py"
+
+
+def load_study():
+    spec = importlib.util.spec_from_file_location("study_under_test", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+study = load_study()
+TOY = ["--budget", "toy", "--family", "ssl", "--only", "matrix_ssl", "simclr"]
+
+
+def runner(out: Path, *extra: str, **kw):
+    env = {**os.environ, "MSSL_CACHE": str(out.parent / "cache"), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(SCRIPT), *TOY, "--out", str(out), "--workdir", str(out.parent / "work"), "--ignore-pause", *extra],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def cell_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("toy/ssl/*.json"))}
+
+
+def our_processes(marker: str) -> list[int]:
+    "Live processes whose command line mentions `marker` (the test's own folder)"
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit(): continue
+        try: cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError: continue
+        if marker in cmd: pids.append(int(d.name))
+    return pids
+
+
+def test_sweep_then_seeds_at_the_chosen_lr(tmp_path):
+    "Seeds 1, 2 appear only when the seed-0 sweep is complete, at the lr with the best validation linear accuracy; a failed lr never wins"
+    out, row = tmp_path / "study", "simclr"
+    lrs = study.sweep_lrs(row, "e20")
+    assert len(lrs) == 3 and lrs[0] == pytest.approx(study.preset_lr("fmnist-simclr"))
+    assert not [c for c in study.ssl_cells("e20", out, [row]) if c.seed > 0]
+    accs = {lrs[0]: 0.70, lrs[1]: 0.75, lrs[2]: 0.99}
+    for lr, acc in accs.items():
+        cell = study.ssl_cell(row, "e20", lr, 0)
+        body = {"cell": cell.name, "lr": lr, "val_linear": acc} if lr != lrs[2] else {"cell": cell.name, "lr": lr, "failed": True}
+        study.write_cell(cell.path(out), body)
+    assert study.chosen_lr(row, "e20", out) == lrs[1]
+    seeds = [c for c in study.ssl_cells("e20", out, [row]) if c.seed > 0]
+    assert [(c.seed, c.lr) for c in seeds] == [(1, lrs[1]), (2, lrs[1])]
+    assert study.ssl_cell(row, "e20", lrs[1], 1).path(out).name == f"simclr-lr{lrs[1]:g}-s1.json"
+
+
+def test_recipe_key_follows_the_resolved_config_not_the_checkout():
+    a = study.ssl_cell("matrix_ssl", "e20", 0.5, 0)
+    assert study.recipe_key(a) == study.recipe_key(study.ssl_cell("matrix_ssl", "e20", 0.5, 0))
+    assert study.recipe_key(a) != study.recipe_key(study.ssl_cell("matrix_ssl", "e20", 0.5, 1))
+    assert study.recipe_key(a) != study.recipe_key(study.ssl_cell("matrix_ssl_paper", "e20", 0.5, 0))
+    assert str(study.SAMPLE) in " ".join(a.overrides)        # the data path is in the command, not in the key
+    assert "SAMPLE" not in study.recipe_key(a)
+
+
+@pytest.mark.slow
+def test_toy_study_resume_kill_and_changed_recipe(tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    # a killed runner: the first cell's JSON is kept, the cell in progress is lost, no training process outlives it
+    p = runner(out)
+    first = out / "toy" / "ssl" / f"matrix_ssl-lr{study.sweep_lrs('matrix_ssl', 'toy')[0]:g}-s0.json"
+    deadline = time.time() + 300
+    while not first.is_file():
+        assert p.poll() is None, p.stdout.read()
+        assert time.time() < deadline, "the first toy cell took over 5 minutes"
+        time.sleep(0.2)
+    time.sleep(3)                              # the second cell is training now
+    p.send_signal(signal.SIGKILL); p.wait(timeout=30)
+    assert len(cell_files(out)) == 1, "killed during the second cell: only the first cell's JSON may exist"
+    time.sleep(1)
+    assert not our_processes(str(tmp_path / "work")), "a child of the killed runner kept running"
+    kept = cell_files(out)
+
+    # the rerun skips the done cell (byte-identical) and redoes the killed one
+    p = runner(out); log, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, log
+    files = cell_files(out)
+    assert len(files) == 2 and files[first.name] == kept[first.name], log
+    assert "matrix_ssl" not in log.split("written")[0].replace(first.name, ""), log
+    rows = [json.loads(b) for b in files.values()]
+    for r in rows:
+        assert r["recipe_key"] and r["commit"] and r["load_start"] and r["load_end"] and r["command"].startswith("mssl-train ")
+        assert 0 < r["linear"] <= 1 and 0 < r["knn"] <= 1 and r["rankme"] > 0 and r["spectra"]["backbone"]["values"]
+        assert not r.get("failed"), r
+
+    # a complete study: nothing runs, nothing changes
+    p = runner(out); log, _ = p.communicate(timeout=120)
+    assert p.returncode == 0 and "0 cell(s) written" in log, log
+    assert cell_files(out) == files
+
+    # a changed recipe (an extra override on one method) redoes that cell only
+    monkeypatch.setattr(study, "SSL_METHODS", [(r, m, e + ["model.loss.order=2"] if r == "matrix_ssl" else e) for r, m, e in study.SSL_METHODS])
+    monkeypatch.setenv("MSSL_CACHE", str(tmp_path / "cache"))
+    assert study.main([*TOY, "--out", str(out), "--workdir", str(tmp_path / "work"), "--ignore-pause"]) == 0
+    after = cell_files(out)
+    simclr = next(n for n in files if n.startswith("simclr"))
+    assert after[simclr] == files[simclr]
+    assert after[first.name] != files[first.name]
+    assert json.loads(after[first.name])["recipe_key"] != json.loads(files[first.name])["recipe_key"]
+    assert "model.loss.order=2" in json.loads(after[first.name])["overrides"]
