@@ -466,6 +466,7 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mssl-study-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     start, ran = time.perf_counter(), 0
     while True:
         todo = [c for c in all_cells(args.budget, out, args.family, args.only)

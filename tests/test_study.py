@@ -12,6 +12,7 @@ SCRIPT = ROOT / "benchmarks" / "study.py"
 def load_study():
     spec = importlib.util.spec_from_file_location("study_under_test", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod              # dataclasses look their module up while the file executes
     spec.loader.exec_module(mod)
     return mod
 
