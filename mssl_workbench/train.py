@@ -231,7 +231,7 @@ def check_resume(
     if theirs != kind:
         model = stored.get("model")
         old = state.get("method") or (model.get("method") if isinstance(model, dict) else None)
-        raise ConfigError(f"cannot resume from {path}: it is {_RUN_KINDS.get(theirs, repr(theirs))}'s checkpoint and this is "
+        raise ConfigError(f"cannot resume from {path}: it is the checkpoint of {_RUN_KINDS.get(theirs, repr(theirs))}, and this is "
                           f"{_RUN_KINDS.get(kind, repr(kind))} (kind: {theirs!r} -> {kind!r}; method: {old!r} -> {method!r}); "
                           "continue it with the preset it was trained with, or start a fresh --output")
     conflicts = resume_conflicts(stored, current, may_change=may_change)

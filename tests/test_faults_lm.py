@@ -97,14 +97,14 @@ def test_lm_resume_onto_an_image_run_is_refused(image_run, tmp_path):
     target = shutil.copytree(image_run, tmp_path / "image")
     before = digest(target)
     one_line(mssl("mssl-train", *LM, "--output", target, "--resume", "auto"), 2,
-             "cannot resume from", "an image run's checkpoint", "kind: 'image' -> 'lm'", "fresh --output")
+             "cannot resume from", "the checkpoint of an image run", "kind: 'image' -> 'lm'", "fresh --output")
     assert digest(target) == before
 
 
 def test_image_resume_onto_an_lm_run_is_refused(run):
     before = digest(run)
     one_line(mssl("mssl-train", "--preset", "quickstart", "--quiet", "--output", run, "--resume", "auto"), 2,
-             "cannot resume from", "a language-model run (an LM preset)'s checkpoint", "kind: 'lm' -> 'image'", "fresh --output")
+             "cannot resume from", "the checkpoint of a language-model run (an LM preset)", "kind: 'lm' -> 'image'", "fresh --output")
     assert digest(run) == before
 
 
