@@ -58,7 +58,7 @@ def fmt(m: tuple, scale: float=100, digits: int=1) -> str:
     if mean != mean: return "–"
     return f"{scale * mean:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
 
-# %% ../nbs/18_results.ipynb #f6728847
+# %% ../nbs/18_results.ipynb #43a96727
 SSL_ORDER = ("matrix_ssl", "matrix_ssl_paper", "mec", "simclr", "moco_v2", "byol", "simsiam", "barlow_twins", "vicreg",
              "spectral", "frossl", "mmcr", "ivne")
 
@@ -75,6 +75,7 @@ def ssl_summary(cells: list[dict]) -> list[dict]:
         out.append({"method": method, "lr": lr, "sweep": {c["lr"]: (None if c.get("failed") else c["val_linear"]) for c in sweep},
                     "seeds": [c["seed"] for c in seeds], "linear": get("linear"), "knn": get("knn"), "val_linear": get("val_linear"),
                     "erank": get("erank"), "rankme": get("rankme"), "collapsed": any(c.get("collapsed") for c in seeds),
+                    "mi": mean_sd([((c.get("info") or {}).get("embedding") or {}).get("mi") for c in seeds]),
                     "failed": [c["lr"] for c in sweep if c.get("failed")], "files": [c["file"] for c in mine]})
     return out
 
@@ -86,8 +87,8 @@ def baseline_summary(cells: list[dict]) -> list[dict]:
 
 def ssl_table(summary: list[dict], baselines: list[dict]=()) -> str:
     "Markdown: one line per method (linear and k-NN on the test split, mean ± sd over seeds), then the baselines"
-    head = ("| method | lr (chosen of swept) | seeds | linear % (test) | k-NN % (test) | linear % (val) | erank | RankMe | note |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| method | lr (chosen of swept) | seeds | linear % (test) | k-NN % (test) | linear % (val) | erank | RankMe | MI (nats) | note |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in sorted(summary, key=lambda r: -(r["linear"][0] if r["linear"][0] == r["linear"][0] else -1)):
         swept = "/".join(f"{lr:g}" for lr in r["sweep"])
@@ -95,12 +96,12 @@ def ssl_table(summary: list[dict], baselines: list[dict]=()) -> str:
                                        "sweep incomplete" if len(r["sweep"]) < 3 else ""]))
         lr = "–" if r["lr"] is None else f"{r['lr']:g}"
         lines.append(f"| {r['method']} | {lr} of {swept} | {len(r['seeds'])} | {fmt(r['linear'])} | {fmt(r['knn'])} | {fmt(r['val_linear'])} | "
-                     f"{fmt(r['erank'], 1, 0)} | {fmt(r['rankme'], 1, 0)} | {note} |")
+                     f"{fmt(r['erank'], 1, 0)} | {fmt(r['rankme'], 1, 0)} | {fmt(r['mi'], 1, 2)} | {note} |")
     for b in baselines:
-        lines.append(f"| *{b['method']}* | | | {fmt(b['linear'])} | {fmt(b['knn'])} | {fmt(b['val_linear'])} | {fmt(b['erank'], 1, 0)} | | baseline |")
+        lines.append(f"| *{b['method']}* | | | {fmt(b['linear'])} | {fmt(b['knn'])} | {fmt(b['val_linear'])} | {fmt(b['erank'], 1, 0)} | | | baseline |")
     return head + "\n".join(lines)
 
-# %% ../nbs/18_results.ipynb #bb636a6e
+# %% ../nbs/18_results.ipynb #96e072d2
 def _colour(method: str) -> str | None:
     return METHOD_COLORS.get(method.replace("_paper", ""))
 
@@ -121,7 +122,7 @@ def fig_linear_by_method(cells: list[dict]) -> go.Figure:
                       margin=dict(l=60, r=20, t=30, b=90), showlegend=False)
     return fig
 
-# %% ../nbs/18_results.ipynb #5b15a58e
+# %% ../nbs/18_results.ipynb #0ce8fa3a
 def fig_accuracy_rank(cells: list[dict], space: str="backbone") -> go.Figure:
     "Linear test accuracy against the final effective rank (backbone or embedding space) of every ssl cell"
     fig, key = go.Figure(), "erank" if space == "backbone" else "erank_embedding"
@@ -134,7 +135,7 @@ def fig_accuracy_rank(cells: list[dict], space: str="backbone") -> go.Figure:
                       height=400, margin=dict(l=60, r=20, t=30, b=50))
     return fig
 
-# %% ../nbs/18_results.ipynb #887f1f21
+# %% ../nbs/18_results.ipynb #f01a191d
 def fig_spectra(cells: list[dict], space: str="backbone") -> go.Figure:
     "Overlaid final eigenspectra (normalised by the largest) of each method's seed-0 cell at its chosen lr"
     fig = go.Figure()
@@ -149,7 +150,7 @@ def fig_spectra(cells: list[dict], space: str="backbone") -> go.Figure:
                       height=420, margin=dict(l=60, r=20, t=30, b=50))
     return fig
 
-# %% ../nbs/18_results.ipynb #b5c60b47
+# %% ../nbs/18_results.ipynb #080f28c9
 def family_table(cells: list[dict], family: str, columns: list[tuple[str, str, float, int]]) -> str:
     "Markdown: one line per method of a family, mean ± sd over its seeds of each (key, header, scale, digits) column"
     head = "| method | seeds | " + " | ".join(h for _, h, _, _ in columns) + " | files |\n|---|---|" + "---|" * len(columns) + "---|\n"
@@ -166,7 +167,7 @@ def family_table(cells: list[dict], family: str, columns: list[tuple[str, str, f
 MAE_COLUMNS = [("linear", "linear % (test)", 100, 1), ("knn", "k-NN % (test)", 100, 1), ("val_linear", "linear % (val)", 100, 1),
                ("erank", "erank", 1, 0), ("train_s", "training s", 1, 0)]
 
-# %% ../nbs/18_results.ipynb #58471cfa
+# %% ../nbs/18_results.ipynb #602a792d
 LM_COLUMNS = [("accuracy", "exact match %", 100, 1), ("ce", "answer CE", 1, 3), ("erank", "hidden erank", 1, 1),
               ("diff_erank", "Diff-eRank", 1, 2), ("wall_s", "wall s", 1, 0)]
 
@@ -174,7 +175,7 @@ def lm_rows(cells: list[dict]) -> list[dict]:
     "The lm cells with the final answer CE lifted to the top level (for the table)"
     return [{**c, "ce": (c.get("final_terms") or {}).get("ce")} for c in cells if c.get("family") == "lm"]
 
-# %% ../nbs/18_results.ipynb #9651de58
+# %% ../nbs/18_results.ipynb #c2dfa26a
 def overhead_table(cells: list[dict]) -> str:
     "Markdown: time ratio of each CE + MCE variant to CE at each measured shape, then the 7B FLOP shares"
     rows = [c for c in of_family(cells, "lm-overhead")]
@@ -189,7 +190,7 @@ def overhead_table(cells: list[dict]) -> str:
                  f"batch MCE {100 * s['batch_exact_over_model']:.2f}% |" + " |" * (len(names) - 1))
     return head + "\n".join(lines)
 
-# %% ../nbs/18_results.ipynb #c69c548f
+# %% ../nbs/18_results.ipynb #90060b8f
 PROTOCOL_KEYS = [("linear_fast", "top1_best", "linear, fast path (cached features, SGD, batch 256, 50 epochs)"),
                  ("linear_official", "top1_best", "linear, official (augmented, LARS, batch 4,096, 100 epochs)"),
                  ("semisup_1pct", "top1_best", "semi-supervised fine-tuning, 1% of the labels"),
@@ -209,7 +210,7 @@ def protocol_table(cells: list[dict]) -> str:
         if v is not None: lines.append(f"| {label} | {100 * v:.1f} |")
     return head + "\n".join(lines)
 
-# %% ../nbs/18_results.ipynb #f7f4f467
+# %% ../nbs/18_results.ipynb #64c1398b
 def selection_table(cells: list[dict], accuracy: str="linear") -> str:
     "Markdown: per method, Kendall τ and regret (accuracy points) of RankMe and LiDAR; the mean regret last"
     head = "| method | runs | τ RankMe | regret RankMe | τ LiDAR | regret LiDAR |\n|---|---|---|---|---|---|\n"
@@ -226,7 +227,7 @@ def selection_table(cells: list[dict], accuracy: str="linear") -> str:
         lines.append(f"| **mean** | | | {100 * statistics.fmean(regrets['rankme']):.1f} | | {100 * statistics.fmean(regrets['lidar']):.1f} |")
     return head + "\n".join(lines)
 
-# %% ../nbs/18_results.ipynb #ea1ef409
+# %% ../nbs/18_results.ipynb #4ed34aa4
 def verdict(a: tuple, b: tuple, floor: float=0.005) -> str:
     "holds / fails / within spread for mean a ≥ mean b, given (mean, sd) pairs"
     if a[0] != a[0] or b[0] != b[0]: return "not measured"
