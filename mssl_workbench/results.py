@@ -16,9 +16,9 @@ from .spectrum import METHOD_COLORS
 
 # %% auto #0
 __all__ = ['SSL_ORDER', 'MAE_COLUMNS', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'load_cells', 'of_family', 'choose_lr', 'mean_sd', 'fmt',
-           'ssl_summary', 'baseline_summary', 'ssl_table', 'fig_linear_by_method', 'fig_accuracy_rank', 'fig_spectra',
-           'family_table', 'lm_rows', 'overhead_table', 'protocol_table', 'selection_table', 'verdict', 'orderings',
-           'orderings_table']
+           'ssl_summary', 'baseline_summary', 'ssl_table', 'fig_linear_by_method', 'fig_sweep', 'fig_trajectories',
+           'fig_accuracy_rank', 'fig_spectra', 'family_table', 'lm_rows', 'overhead_table', 'protocol_table',
+           'selection_table', 'verdict', 'orderings', 'orderings_table']
 
 # %% ../nbs/18_results.ipynb #17fd4191
 def load_cells(
@@ -122,7 +122,42 @@ def fig_linear_by_method(cells: list[dict]) -> go.Figure:
                       margin=dict(l=60, r=20, t=30, b=90), showlegend=False)
     return fig
 
-# %% ../nbs/18_results.ipynb #0ce8fa3a
+# %% ../nbs/18_results.ipynb #2df3c7fb
+def fig_sweep(cells: list[dict]) -> go.Figure:
+    "Validation linear accuracy against the learning rate as a multiple of each method's preset rate (seed 0; failed: ×)"
+    fig = go.Figure()
+    for r in ssl_summary(cells):
+        sweep = sorted((lr, acc) for lr, acc in r["sweep"].items())
+        if not sweep: continue
+        mine = [c for c in of_family(cells, "ssl", ok=False) if c["method"] == r["method"] and c["seed"] == 0]
+        # the preset's rate: the middle of a complete 0.5×/1×/2× sweep, else the first cell run (the runner sweeps 1× first)
+        preset = sweep[1][0] if len(sweep) == 3 else min(mine, key=lambda c: c["finished"])["lr"]
+        ok = [(lr, acc) for lr, acc in sweep if acc is not None]
+        fig.add_scatter(x=[lr / preset for lr, _ in ok], y=[100 * a for _, a in ok], mode="lines+markers", name=r["method"],
+                        line=dict(color=_colour(r["method"])))
+        bad = [lr for lr, acc in sweep if acc is None]
+        if bad: fig.add_scatter(x=[lr / preset for lr in bad], y=[None] * len(bad), mode="markers", marker_symbol="x", showlegend=False)
+    fig.update_layout(xaxis_type="log", xaxis_title="learning rate / the method's preset rate", yaxis_title="linear accuracy, validation (%)",
+                      height=400, margin=dict(l=60, r=20, t=30, b=50))
+    return fig
+
+# %% ../nbs/18_results.ipynb #3efff938
+def fig_trajectories(cells: list[dict]) -> go.Figure:
+    "Validation k-NN over training seconds of each method's seed-0 cell at its chosen lr; the raw-pixel k-NN as a line"
+    fig = go.Figure()
+    for r in ssl_summary(cells):
+        c = [c for c in of_family(cells, "ssl") if c["method"] == r["method"] and c["lr"] == r["lr"] and c["seed"] == 0]
+        if not c: continue
+        t = [p for p in c[0].get("trajectory", []) if p.get("knn") is not None and p.get("train_s") is not None]
+        fig.add_scatter(x=[p["train_s"] for p in t], y=[100 * p["knn"] for p in t], mode="lines+markers", name=r["method"],
+                        line=dict(color=_colour(r["method"])))
+    for b in of_family(cells, "baseline"):
+        if b["method"] == "raw-pixels": fig.add_hline(y=100 * b["val_knn"], line_dash="dash", annotation_text="raw pixels (k-NN, validation)")
+    fig.update_layout(xaxis_title="training seconds (2 CPU cores)", yaxis_title="k-NN accuracy, validation (%)", height=420,
+                      margin=dict(l=60, r=20, t=30, b=50))
+    return fig
+
+# %% ../nbs/18_results.ipynb #80d0ed05
 def fig_accuracy_rank(cells: list[dict], space: str="backbone") -> go.Figure:
     "Linear test accuracy against the final effective rank (backbone or embedding space) of every ssl cell"
     fig, key = go.Figure(), "erank" if space == "backbone" else "erank_embedding"
@@ -135,7 +170,7 @@ def fig_accuracy_rank(cells: list[dict], space: str="backbone") -> go.Figure:
                       height=400, margin=dict(l=60, r=20, t=30, b=50))
     return fig
 
-# %% ../nbs/18_results.ipynb #f01a191d
+# %% ../nbs/18_results.ipynb #772df62b
 def fig_spectra(cells: list[dict], space: str="backbone") -> go.Figure:
     "Overlaid final eigenspectra (normalised by the largest) of each method's seed-0 cell at its chosen lr"
     fig = go.Figure()
@@ -150,7 +185,7 @@ def fig_spectra(cells: list[dict], space: str="backbone") -> go.Figure:
                       height=420, margin=dict(l=60, r=20, t=30, b=50))
     return fig
 
-# %% ../nbs/18_results.ipynb #080f28c9
+# %% ../nbs/18_results.ipynb #59585653
 def family_table(cells: list[dict], family: str, columns: list[tuple[str, str, float, int]]) -> str:
     "Markdown: one line per method of a family, mean ± sd over its seeds of each (key, header, scale, digits) column"
     head = "| method | seeds | " + " | ".join(h for _, h, _, _ in columns) + " | files |\n|---|---|" + "---|" * len(columns) + "---|\n"
@@ -167,7 +202,7 @@ def family_table(cells: list[dict], family: str, columns: list[tuple[str, str, f
 MAE_COLUMNS = [("linear", "linear % (test)", 100, 1), ("knn", "k-NN % (test)", 100, 1), ("val_linear", "linear % (val)", 100, 1),
                ("erank", "erank", 1, 0), ("train_s", "training s", 1, 0)]
 
-# %% ../nbs/18_results.ipynb #602a792d
+# %% ../nbs/18_results.ipynb #64ff116d
 LM_COLUMNS = [("accuracy", "exact match %", 100, 1), ("ce", "answer CE", 1, 3), ("erank", "hidden erank", 1, 1),
               ("diff_erank", "Diff-eRank", 1, 2), ("wall_s", "wall s", 1, 0)]
 
@@ -175,7 +210,7 @@ def lm_rows(cells: list[dict]) -> list[dict]:
     "The lm cells with the final answer CE lifted to the top level (for the table)"
     return [{**c, "ce": (c.get("final_terms") or {}).get("ce")} for c in cells if c.get("family") == "lm"]
 
-# %% ../nbs/18_results.ipynb #c2dfa26a
+# %% ../nbs/18_results.ipynb #db566041
 def overhead_table(cells: list[dict]) -> str:
     "Markdown: time ratio of each CE + MCE variant to CE at each measured shape, then the 7B FLOP shares"
     rows = [c for c in of_family(cells, "lm-overhead")]
@@ -190,7 +225,7 @@ def overhead_table(cells: list[dict]) -> str:
                  f"batch MCE {100 * s['batch_exact_over_model']:.2f}% |" + " |" * (len(names) - 1))
     return head + "\n".join(lines)
 
-# %% ../nbs/18_results.ipynb #90060b8f
+# %% ../nbs/18_results.ipynb #b2467cc5
 PROTOCOL_KEYS = [("linear_fast", "top1_best", "linear, fast path (cached features, SGD, batch 256, 50 epochs)"),
                  ("linear_official", "top1_best", "linear, official (augmented, LARS, batch 4,096, 100 epochs)"),
                  ("semisup_1pct", "top1_best", "semi-supervised fine-tuning, 1% of the labels"),
@@ -210,7 +245,7 @@ def protocol_table(cells: list[dict]) -> str:
         if v is not None: lines.append(f"| {label} | {100 * v:.1f} |")
     return head + "\n".join(lines)
 
-# %% ../nbs/18_results.ipynb #64c1398b
+# %% ../nbs/18_results.ipynb #0f85700f
 def selection_table(cells: list[dict], accuracy: str="linear") -> str:
     "Markdown: per method, Kendall τ and regret (accuracy points) of RankMe and LiDAR; the mean regret last"
     head = "| method | runs | τ RankMe | regret RankMe | τ LiDAR | regret LiDAR |\n|---|---|---|---|---|---|\n"
@@ -227,7 +262,7 @@ def selection_table(cells: list[dict], accuracy: str="linear") -> str:
         lines.append(f"| **mean** | | | {100 * statistics.fmean(regrets['rankme']):.1f} | | {100 * statistics.fmean(regrets['lidar']):.1f} |")
     return head + "\n".join(lines)
 
-# %% ../nbs/18_results.ipynb #4ed34aa4
+# %% ../nbs/18_results.ipynb #e915e778
 def verdict(a: tuple, b: tuple, floor: float=0.005) -> str:
     "holds / fails / within spread for mean a ≥ mean b, given (mean, sd) pairs"
     if a[0] != a[0] or b[0] != b[0]: return "not measured"
