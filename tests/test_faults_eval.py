@@ -1,36 +1,14 @@
 """The workbench's own models through its documented paths (issue 22, part 6), through the real console scripts:
 `mssl-eval export-detectron2` and `coco` refuse the default backbone (`resnet10t_mini`, deep stem) at the start with the
 list of backbones that work, even when it was trained in RGB; a negative M-MAE `lamda` is refused when the config is built."""
-import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mssl_workbench.data import SAMPLE_FASHION_MNIST
+from console import mssl, one_line, digest
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-ENV.pop("CI", None)
 WORKS = "resnet18, resnet34, resnet50, resnet101, resnet152"
-
-
-def mssl(command: str, *argv, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / command), *map(str, argv)], capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def one_line(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == code, (r.returncode, r.stderr[-3000:])
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    for n in needles: assert n in lines[0], (n, lines[0])
-    return lines[0]
-
-
-def digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -3,42 +3,20 @@ LM preset and `mssl-eval gsm8k`. Each test asserts the exit code, a one-line mes
 and what is on disk afterwards (byte-identical where nothing may change).
 
 One tiny LM run (a 1-block width-32 GPT-2, 4 steps, checkpoints at steps 2 and 4) is trained once and copied per test."""
-import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mssl_workbench.data import SAMPLE_FASHION_MNIST
 from mssl_workbench.runs import load_checkpoint, read_run
+from console import mssl, one_line, digest
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error"}
-ENV.pop("CI", None)
 LM = ["--preset", "lm-arith-ce", "--quiet", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_len=80",
       "data.n_train=64", "data.n_test=6", "train.max_steps=4", "train.batch_size=8", "train.log_every=1",
       "train.checkpoint_every_steps=2", "eval.max_new_tokens=8", "eval.monitor_batch=6"]
-
-
-def mssl(command: str, *argv, timeout=600) -> subprocess.CompletedProcess:
-    "A console script, as a user runs it"
-    return subprocess.run([str(BIN / command), *map(str, argv)], capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def one_line(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == code, (r.returncode, r.stderr[-3000:])
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    for n in needles: assert n in lines[0], (n, lines[0])
-    return lines[0]
-
-
-def digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

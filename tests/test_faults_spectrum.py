@@ -1,36 +1,18 @@
 """`mssl-spectrum -o` never replaces a file it did not write (issue 22, part 3), through the real console script: another
 run's checkpoint, a path under a regular file, a folder and (as a non-root user) an unwritable folder are refused with
 exit 2 and one line naming the file and `--overwrite`, before any run is read; its own report is replaced atomically."""
-import hashlib
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from mssl_workbench.runs import RunWriter
 from mssl_workbench.spectrum import is_spectrum_report, make_synthetic_run
-
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+from console import mssl, one_line, digest
 
 
-def spectrum(*argv, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "mssl-spectrum"), *map(str, argv)], capture_output=True, text=True, timeout=300, env=ENV, cwd=cwd)
-
-
-def one_line(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == code, (r.returncode, r.stderr[-3000:])
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    for n in needles: assert n in lines[0], (n, lines[0])
-    return lines[0]
-
-
-def digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+def spectrum(*argv, cwd=None):
+    return mssl("mssl-spectrum", *argv, timeout=300, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

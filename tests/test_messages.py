@@ -1,36 +1,14 @@
 """Messages that point the right way (issue 22, part 5), through the real console scripts: a damaged checkpoint is
 named as damaged (not "no checkpoints ... train first", not "continue it with --resume auto"), and what is on disk
 stays as it was."""
-import hashlib
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from console import mssl, one_line, digest
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-ENV.pop("CI", None)
 TINY = ["--preset", "quickstart", "--quiet", "train.epochs=1", "data.fraction=0.03", "train.batch_size=64",
         "eval.monitor_samples=64", "eval.knn_train_samples=64", "eval.info_samples=0"]
-
-
-def mssl(command: str, *argv, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / command), *map(str, argv)], capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def one_line(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == code, (r.returncode, r.stderr[-3000:])
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    for n in needles: assert n in lines[0], (n, lines[0])
-    return lines[0]
-
-
-def digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
