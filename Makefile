@@ -35,6 +35,7 @@ test-fast: install
 
 export: install
 	$(BIN)/nbdev_export
+	$(BIN)/python -c "from mssl_workbench.cli import write_preset_index; write_preset_index()"
 
 clean-nbs: install
 	$(BIN)/nbdev_clean
@@ -50,10 +51,11 @@ bench: install
 readme: install
 	$(BIN)/python tools/make_readme.py
 
-## CI's nbdev discipline: cleaning, exporting and regenerating README.md change no tracked file
+## CI's nbdev discipline: cleaning, exporting (with the generated preset index) and regenerating README.md change no tracked file
 check-sync: install
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
+	$(BIN)/python -c "from mssl_workbench.cli import write_preset_index; write_preset_index()"
 	$(BIN)/python tools/make_readme.py
 	@git add -N mssl_workbench README.md 2>/dev/null || true
 	@git diff --exit-code --stat -- nbs mssl_workbench README.md \

@@ -16,28 +16,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
 import mssl_workbench
 from .config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, merge_dicts
-from .data import SAMPLE_FASHION_MNIST, load_fashion_mnist
-from .hooks import STOP, NonFiniteError, Preemption, default_hooks
-from .lm import LM_PRESETS, fit_lm, lm_config_from_dict, lm_config_to_dict
-from .methods import get_method, list_methods
-from .runs import RunWriter
-from .train import fit
+# data, hooks, lm, methods, runs and train import torch: the functions that build or run something import them, so that
+# `--help`, `--version` and `--list-presets` start without torch (tests/test_light_imports.py, benchmarks/cli_startup.py)
 
 # %% auto #0
-__all__ = ['QUICKSTART', 'PRESETS', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FORWARDED', 'SLURM_KEYS',
-           'DISK_ERRNOS', 'get_preset', 'is_lm_preset', 'build_parser', 'next_free_output', 'config_from_args',
-           'check_torchrun_options', 'set_parent_death_signal', 'proc_table', 'descendants', 'launch_torchrun',
-           'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary', 'main', 'lm_config_from_args']
+__all__ = ['QUICKSTART', 'PRESETS', 'PRESET_INDEX', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FORWARDED',
+           'SLURM_KEYS', 'DISK_ERRNOS', 'get_preset', 'is_lm_preset', 'preset_notes', 'write_preset_index',
+           'build_parser', 'next_free_output', 'config_from_args', 'check_torchrun_options', 'set_parent_death_signal',
+           'proc_table', 'descendants', 'launch_torchrun', 'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary',
+           'main', 'lm_config_from_args']
 
 # %% ../nbs/17_cli.ipynb #33335316
+_SAMPLE = Path(mssl_workbench.__file__).resolve().parents[1] / "data" / "fashion-mnist-sample"   # data.SAMPLE_FASHION_MNIST, without torch
+
 QUICKSTART = {
-    "data": {"dataset": "fashion_mnist", "root": str(SAMPLE_FASHION_MNIST), "val_split": "test",
+    "data": {"dataset": "fashion_mnist", "root": str(_SAMPLE), "val_split": "test",
              "image_size": 28, "in_chans": 1, "augment": "small"},
     "model": {"method": "matrix_ssl", "backbone": "resnet10t_mini_nopool", "small_input": False, "channels_last": True,
               "backbone_kwargs": {"channels": [16, 32, 64, 128], "stem_width": 8},
@@ -50,6 +50,8 @@ QUICKSTART = {
 
 def _registry() -> dict[str, tuple[dict, str]]:
     "Every preset: the quickstart, then each registered method's own"
+    from mssl_workbench.lm import LM_PRESETS
+    from mssl_workbench.methods import get_method, list_methods
     presets = {"quickstart": (QUICKSTART, "embedded Fashion-MNIST sample, Matrix-SSL official form (λ = μ = γ = 1), resnet10t_mini without "
                                           "the stem max-pool at half width, 30 epochs, bf16 where native; ~3 min on 2 CPU cores (see benchmarks/quickstart_levers.py)")}
     for name in list_methods():
@@ -61,7 +63,18 @@ def _registry() -> dict[str, tuple[dict, str]]:
         presets[key] = value
     return presets
 
-PRESETS = _registry()
+class _Registry(Mapping):
+    "The preset registry, a read-only mapping built on first use (building it imports every method's record, and torch)"
+    def __init__(self): self._presets = None
+    def _built(self) -> dict:
+        if self._presets is None: self._presets = _registry()
+        return self._presets
+    def __getitem__(self, key): return self._built()[key]
+    def __iter__(self): return iter(self._built())
+    def __len__(self): return len(self._built())
+    def __repr__(self): return repr(self._built())
+
+PRESETS = _Registry()
 
 def _canonical(name: str) -> str: return name.replace("_", "")
 
@@ -73,12 +86,32 @@ def get_preset(name: str) -> dict:
         raise ConfigError(f"unknown preset {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "") + " (see --list-presets)")
     key = table[_canonical(name)]
     d, note = PRESETS[key]
+    from mssl_workbench.lm import LM_PRESETS
     if key in LM_PRESETS: return merge_dicts(d, {"preset": key})      # its output is train.out_dir
     return merge_dicts(d, {"preset": key, "notes": note, "output": f"runs/{key}"})
 
 def is_lm_preset(name: str | None) -> bool:
     "Whether a preset name is one of the language-model presets (they run `fit_lm`, the LM chapter's loop)"
+    from mssl_workbench.lm import LM_PRESETS
     return bool(name) and _canonical(name) in {_canonical(k) for k in LM_PRESETS}
+
+PRESET_INDEX = Path(mssl_workbench.__file__).with_name("preset_index.py")
+
+def preset_notes() -> dict[str, str]:
+    "Name -> note of every preset, in registry order, read from the generated `preset_index` module: no torch is imported"
+    from mssl_workbench.preset_index import PRESET_NOTES
+    return dict(PRESET_NOTES)
+
+def write_preset_index(
+    path: str | Path=PRESET_INDEX, # the module to write (default: mssl_workbench/preset_index.py)
+) -> Path:                         # the file written
+    "Generate the `preset_index` module from the registry (`make export` and `make check-sync` run this)"
+    from mssl_workbench.runs import atomic_write
+    lines = [f"    {k!r}: {note!r}," for k, (_, note) in PRESETS.items()]
+    text = ('"""The name and note of every preset, for `mssl-train --list-presets` without torch. GENERATED from the preset '
+            'registry by `mssl_workbench.cli.write_preset_index` (`make export`): do not edit."""\n\n'
+            "PRESET_NOTES = {\n" + "\n".join(lines) + "\n}\n")
+    return atomic_write(path, text)
 
 # %% ../nbs/17_cli.ipynb #2972e44e
 TORCHRUN_OPTIONS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port",
@@ -120,6 +153,7 @@ def _read_config_file(path: Path) -> dict:
 
 def next_free_output(path: str | Path) -> Path:
     "`path` if it holds no run, else the first of path-2, path-3, ... that holds none"
+    from mssl_workbench.runs import RunWriter
     path, n = Path(path), 2
     candidate = path
     while RunWriter(candidate).holds_run():
@@ -298,6 +332,8 @@ class SlurmJob:
 
     def __call__(self) -> dict:
         import submitit
+        from mssl_workbench.hooks import default_hooks
+        from mssl_workbench.train import fit
         env = submitit.JobEnvironment()
         os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
                           MASTER_ADDR=env.hostnames[0], MASTER_PORT=str(_master_port(env.job_id)))
@@ -325,6 +361,7 @@ def submit_slurm(
     "Submit the run through submitit.AutoExecutor; with wait (default for cluster=local) wait for it and report"
     try: import submitit
     except ImportError: raise ConfigError("--slurm needs submitit: pip install submitit") from None
+    from mssl_workbench.runs import RunWriter
     RunWriter(cfg.output).check(resume=bool(resume))       # refuse a folder that holds another run before submitting
     o = dict(options)
     cluster = o.pop("cluster", "slurm")
@@ -361,6 +398,7 @@ def _stop_line(run) -> str:
 
 def data_summary(root=None) -> str:
     "What the training data would be: one line per split"
+    from mssl_workbench.data import load_fashion_mnist
     return "\n".join(f"{split:5s}: {load_fashion_mnist(split, root).summary()}" for split in ("train", "test"))
 
 def _describe_data(data: dict) -> str:
@@ -380,14 +418,17 @@ def _stop_exit(run) -> int:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `mssl-train` console script"
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)          # --help and --version exit here, before torch is imported
+    if args.list_presets:                            # from the generated index: no torch either
+        for name, note in preset_notes().items(): print(f"{name:36s} {note}")
+        return 0
+    from mssl_workbench.hooks import STOP, NonFiniteError
+    from mssl_workbench.runs import RunWriter
+    from mssl_workbench.train import fit
     worker = "LOCAL_RANK" in os.environ
     if worker and set_parent_death_signal(signal.SIGTERM) and os.getppid() == 1: return 143   # torchrun already gone
     owner = False
     try:
-        if args.list_presets:
-            for name, (_, note) in PRESETS.items(): print(f"{name:36s} {note}")
-            return 0
         if args.data_summary:
             cfg = config_from_args(args) if (args.preset or args.config or args.overrides) else None
             print(data_summary(cfg.data.root if cfg else None))
@@ -438,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
 # %% ../nbs/17_cli.ipynb #4d0fe5ef
 def lm_config_from_args(args: argparse.Namespace):
     "An LM preset, then --config YAML, then overrides, then --output/--quiet, as the LM chapter's config"
+    from mssl_workbench.lm import lm_config_from_dict
     d = get_preset(args.preset)
     if args.config: d = merge_dicts(d, _read_config_file(Path(args.config)))
     d = apply_overrides(d, args.overrides)
@@ -447,6 +489,7 @@ def lm_config_from_args(args: argparse.Namespace):
 
 def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
     "mssl-train for a language-model preset"
+    from mssl_workbench.lm import fit_lm, lm_config_to_dict
     cfg = lm_config_from_args(args)
     if args.dry_run:
         print(yaml.safe_dump(lm_config_to_dict(cfg), sort_keys=False), end="")

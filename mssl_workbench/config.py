@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from .data import AUGMENTS, DATASETS
-from .methods import HEAD_KEYS, OPTIM_KEYS, MethodSpec, get_method, list_methods, model_defaults
+# `data` and `methods` import torch: the functions below import them when they run, so that importing this module
+# (as `mssl-train --help` and `--list-presets` do) stays free of torch
+if typing.TYPE_CHECKING: from mssl_workbench.methods import MethodSpec
 
 # %% auto #0
 __all__ = ['DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'Config', 'ConfigError', 'resolve_config',
@@ -109,7 +110,9 @@ class Config:
     notes: str = ""                   # where the recipe comes from
 
     @property
-    def method(self) -> MethodSpec: return get_method(self.model.method)
+    def method(self) -> MethodSpec:
+        from mssl_workbench.methods import get_method
+        return get_method(self.model.method)
 
     @property
     def lr(self) -> float:
@@ -172,6 +175,7 @@ def resolve_config(
     cfg: Config, # a config whose method-owned fields may be unset
 ) -> Config:     # a new config with every method-owned field filled from the method's record
     "Fill every unset method-owned field from the method's `MethodSpec`; explicit values win"
+    from mssl_workbench.methods import HEAD_KEYS, OPTIM_KEYS, get_method, model_defaults
     try: spec = get_method(cfg.model.method)
     except ValueError as e: raise ConfigError(f"model.method: {e}") from None
     defaults = model_defaults(spec)
@@ -225,6 +229,8 @@ _RULES: dict[str, tuple[str, typing.Callable]] = {
 }
 
 def _choices() -> dict[str, list[str]]:
+    from mssl_workbench.data import AUGMENTS, DATASETS
+    from mssl_workbench.methods import list_methods
     return {"model.method": list_methods(), "optim.name": ["sgd", "lars", "adamw"],
             "optim.lr_scaling": ["linear", "sqrt", "none"], "train.precision": ["fp32", "bf16", "fp16", "auto"],
             "train.device": ["auto", "cpu", "cuda"], "data.augment": list(AUGMENTS), "data.dataset": list(DATASETS)}
@@ -235,6 +241,7 @@ def _get(cfg: Config, key: str):
 
 def validate_config(cfg: Config):
     "Check the names that come from a fixed set and the range of every numeric option (resolved configs)"
+    from mssl_workbench.methods import get_method
     for key, valid in _choices().items():
         value = _get(cfg, key)
         if value not in valid:
