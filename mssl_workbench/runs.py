@@ -10,6 +10,7 @@ import json
 import math
 import os
 import secrets
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 import yaml
 
-from .eval import INFO_KEYS, information_metrics, monitor_metrics
+# torch and `eval` (which imports it) are imported inside the functions that need them: `mssl-spectrum --help` reads
+# this module's names without torch (tests/test_light_imports.py)
 
 # %% auto #0
 __all__ = ['FORMAT', 'RUN_FILES', 'LOGS', 'SPACES', 'MONITOR_KEYS', 'RunDirError', 'CheckpointError', 'jsonable', 'atomic_write',
@@ -44,7 +45,8 @@ class CheckpointError(ValueError):
 
 def jsonable(v):
     "Tensors and NumPy scalars as plain Python numbers (lists for arrays)"
-    if isinstance(v, torch.Tensor): return v.item() if v.numel() == 1 else v.tolist()
+    torch = sys.modules.get("torch")              # a tensor means torch is loaded: no import here
+    if torch is not None and isinstance(v, torch.Tensor): return v.item() if v.numel() == 1 else v.tolist()
     if isinstance(v, np.generic): return v.item()
     if isinstance(v, dict): return {k: jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)): return [jsonable(x) for x in v]
@@ -145,6 +147,7 @@ def save_checkpoint(
     "Write a checkpoint atomically; a failed write (e.g. a full disk) leaves no temporary file and names the last good checkpoint"
     path = Path(path)
     import io
+    import torch
     buf = io.BytesIO(); torch.save(state, buf)
     try: atomic_write(path, buf.getbuffer())
     except OSError as e:
@@ -159,6 +162,7 @@ def load_checkpoint(
     "Load a checkpoint safely (weights_only=True); a missing, truncated or unsafe file is one clear error"
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint file; pass a step_*.pt file or a run directory")
+    import torch
     try: state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         msg = str(e)
@@ -363,6 +367,7 @@ class RunRecord:
 
     def info(self, key: str, space: str="embedding") -> tuple[list[int], list[float]]:
         "(epochs, values) of one information quantity (h1, h2, joint, mi) from epochs.jsonl, skipping epochs without it"
+        from mssl_workbench.eval import INFO_KEYS
         if key not in INFO_KEYS: raise ValueError(f"unknown information quantity {key!r}: one of {', '.join(INFO_KEYS)}")
         pairs = [(r["epoch"], ((r.get("info") or {}).get(space) or {}).get(key)) for r in self.epochs]
         pairs = [(e, float(v)) for e, v in pairs if v is not None]
@@ -370,6 +375,7 @@ class RunRecord:
 
     def final_info(self, space: str="embedding") -> dict:
         "The last information record: epoch, step, alpha, n_samples, views, h1, h2, joint, mi ({} when the run has none)"
+        from mssl_workbench.eval import INFO_KEYS
         for r in reversed(self.epochs):
             info = r.get("info") or {}
             if info.get(space):
@@ -390,6 +396,8 @@ class RunRecord:
         space: str="embedding",  # which space these embeddings are
     ) -> "RunRecord":
         "A record whose spectra, rank metrics and matrix entropy (one view, α = 2) are computed from embeddings in memory (by the monitor's own functions)"
+        import torch
+        from mssl_workbench.eval import information_metrics, monitor_metrics
         if not isinstance(embeddings, dict): embeddings = {0: embeddings}
         spectra, epochs = [], []
         for epoch, z in sorted(embeddings.items()):
@@ -438,7 +446,8 @@ def as_run(
     "Whatever the figures accept, as a `RunRecord`"
     if isinstance(run, RunRecord): return run
     if isinstance(run, (str, Path)): return read_run(run)
-    if isinstance(run, (dict, torch.Tensor, np.ndarray)): return RunRecord.from_embeddings(run)
+    torch = sys.modules.get("torch")              # a tensor means torch is loaded: no import here
+    if isinstance(run, (dict, np.ndarray)) or (torch is not None and isinstance(run, torch.Tensor)): return RunRecord.from_embeddings(run)
     raise TypeError(f"expected a run directory, a RunRecord or embeddings, got {type(run).__name__}")
 
 # %% ../nbs/09_runs.ipynb #25d580bb

@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
-import torch
 import yaml
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 import mssl_workbench
-from .eval import INFO_KEYS, fit_alpha, information_metrics, monitor_metrics
-from .matrix import erank_from_values
+# torch and `eval` (which imports it) are imported inside the functions that compute: `mssl-spectrum --help` starts
+# without torch (tests/test_light_imports.py)
 from .runs import (LOGS, MONITOR_KEYS, SPACES, OutputError, RunDirError, RunRecord, RunWriter, append_jsonl, as_run, atomic_write, check_output,
                                  read_config, read_jsonl, read_run)
 
@@ -39,6 +38,7 @@ __all__ = ['METHOD_COLORS', 'DASHES', 'METRIC_LABELS', 'INFO_LABELS', 'extend_sy
 @contextlib.contextmanager
 def _single_thread():
     "torch on one thread for the block: the small matrices here gain nothing from more, and lose a lot on a busy machine"
+    import torch
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try: yield
@@ -46,6 +46,7 @@ def _single_thread():
 
 def _power_law_embeddings(n: int, dim: int, alpha: float, gen: torch.Generator) -> torch.Tensor:
     "(n, dim) centred embeddings whose covariance (divided by n) has eigenvalues i^-alpha, i = 1..dim"
+    import torch
     g = torch.randn(n, dim, generator=gen, dtype=torch.float64)
     q, _ = torch.linalg.qr(g - g.mean(0))                        # orthonormal, centred columns
     rot, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
@@ -54,6 +55,8 @@ def _power_law_embeddings(n: int, dim: int, alpha: float, gen: torch.Generator) 
 
 def _synthetic_epoch(cfg: dict, epoch: int, gen: torch.Generator) -> tuple[list, dict, list]:
     "(metrics rows, epochs row, spectra rows) of one synthetic epoch"
+    import torch
+    from mssl_workbench.eval import information_metrics, monitor_metrics
     s = cfg["synthetic"]
     frac = min(epoch / cfg["epochs"], 1.0)
     noise = lambda scale: scale * float(torch.randn((), generator=gen))
@@ -94,6 +97,7 @@ def extend_synthetic_run(
     if "synthetic" not in cfg:
         raise RunDirError(f"{path}: not a synthetic run (config.yaml has no `synthetic` section); make one with make_synthetic_run")
     done = [r["epoch"] for r in read_jsonl(path/"epochs.jsonl")[0]]
+    import torch
     gen = torch.Generator()
     if seed is None: gen.seed()
     else: gen.manual_seed(seed)
@@ -175,6 +179,7 @@ def _epoch_colorbar(epochs: list[int]) -> go.Scatter:
 # %% ../nbs/12_spectrum.ipynb #fae32ea1
 def _alpha_fit(values: np.ndarray, start: int, stop: int) -> tuple[float, float, np.ndarray, np.ndarray] | None:
     "(alpha, r2, x, y) of the α-ReQ fit, x and y drawing the fitted line over the fitted indices; None if too short"
+    from mssl_workbench.eval import fit_alpha
     alpha, r2 = fit_alpha(values, start, stop)
     if alpha is None: return None
     stop = min(stop, int((values > 0).sum()))
@@ -262,6 +267,7 @@ def fig_information(
 ) -> go.Figure:
     "Matrix mutual information, joint entropy and entropy of each run over epochs (the information monitor)"
     runs = [as_run(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
+    from mssl_workbench.eval import INFO_KEYS
     bad = [k for k in keys if k not in INFO_KEYS]
     if bad: raise ValueError(f"unknown information quantity {bad}; choose from {list(INFO_KEYS)}")
     fig, drawn, settings = go.Figure(), 0, set()
@@ -334,6 +340,7 @@ def fig_compare_spectra(
     normalize: bool=True,     # divide each spectrum by its sum (fractions of the variance)
 ) -> go.Figure:
     "The spectra of several runs (or methods) overlaid at one epoch, α-ReQ in the legend"
+    from mssl_workbench.eval import fit_alpha
     runs = [as_run(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
     fig = go.Figure()
     for run, (color, dash) in zip(runs, run_styles(runs)):
