@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import functools
 import hashlib
 import io
 import json
@@ -24,20 +25,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 import yaml
-from torch import Tensor, nn
 
-from .data import (FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD,
-                                 SAMPLE_FASHION_MNIST, AUGMENTS, MultiViewAugment, ViewSpec, create_augment, create_dataset,
-                                 decode_image_file, fraction_indices, load_fashion_mnist, scan_image_folder)
 from .config import config_from_dict, config_to_dict
-from .eval import extract_features, knn_accuracy
-from .matrix import rankme
-from .methods import build_method_model, get_method
 from .runs import (OutputError, RunDirError, RunWriter, atomic_write, check_output, checkpoint_damage, checkpoint_paths,
                                  load_trained, read_config, written_as)
+# torch, and data, eval, matrix and methods (which import it), are imported inside the functions that compute, so that
+# `mssl-eval --help` and every subcommand's --help and --list-presets start without torch (tests/test_light_imports.py)
+if typing.TYPE_CHECKING: from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRESETS', 'SELECT_PRESETS', 'DETECTRON2_CONFIG',
@@ -54,6 +49,14 @@ __all__ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'LINEAR_PRESETS', 'KNN_PRES
            'run_coco', 'build_parser', 'protocol_config', 'main']
 
 # %% ../nbs/16_evaluate.ipynb #993e8c50
+def _no_grad(fn: Callable) -> Callable:
+    "`torch.no_grad()` as a decorator that imports torch when the function runs, not when the module is imported"
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+        with torch.no_grad(): return fn(*args, **kwargs)
+    return wrapper
+
 class EvalError(ValueError):
     "An input `mssl-eval` cannot use (missing checkpoint, wrong backbone, malformed file); one line, exit 2"
 
@@ -98,6 +101,8 @@ def random_init_run(
     config: dict,         # a config dictionary (e.g. cli.get_preset("quickstart")); its seed picks the weights
 ) -> Path:                # the step-0 checkpoint
     "A run directory holding the untrained (random-init) model of `config`: the baseline every evaluation needs"
+    import torch
+    from mssl_workbench.methods import build_method_model, get_method
     stored = {k: v for k, v in config.items() if k not in ("format", "method", "kind", "run_id")}
     cfg = config_from_dict({**stored, "output": str(run_dir)})
     torch.manual_seed(cfg.train.seed)
@@ -123,6 +128,7 @@ def _step_of(ckpt: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 def _device(name: str) -> torch.device:
+    import torch
     if name == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available(): raise EvalError(f"device={name} but no CUDA device is visible: use device=cpu")
     return torch.device(name)
@@ -238,6 +244,7 @@ class LabelledSplit:
     source: str = ""
     def __len__(self): return len(self.labels)
     def subset(self, idx: Tensor) -> "LabelledSplit":
+        import torch
         idx = torch.as_tensor(idx)
         return LabelledSplit(self.labels[idx], self.classes, None if self.images is None else self.images[idx],
                              None if self.paths is None else [self.paths[i] for i in idx.tolist()], self.source)
@@ -261,6 +268,8 @@ def load_split(
     seed: int = 0,
 ) -> LabelledSplit:
     "A labelled split of the run's data set (or of the one named)"
+    import torch
+    from mssl_workbench.data import create_dataset, fraction_indices, scan_image_folder
     name, root = _data_source(cfg, dataset, root)
     if name == "fashion_mnist":
         try: d = create_dataset("fashion_mnist", root=root, split=split)    # train, test (= val), train_fit, train_holdout
@@ -280,10 +289,13 @@ def load_split(
     return out.subset(fraction_indices(out.labels, fraction, seed)) if fraction else out
 
 def _mean_std(in_chans: int) -> tuple[tuple, tuple]:
+    from mssl_workbench.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD
     return (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
 
 def tensor_prepare(cfg) -> Callable[[Tensor], Tensor]:
     "uint8 (b, C, H, W) -> the normalised float input training used (resized to the run's image size, no augmentation)"
+    import torch
+    import torch.nn.functional as F
     size, in_chans = cfg.data.image_size, cfg.data.in_chans
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in _mean_std(in_chans))
     def prepare(x: Tensor) -> Tensor:
@@ -301,6 +313,7 @@ def classification_transforms(
     crop_scale: tuple = (0.08, 1.0), # RandomResizedCrop area range
 ):                        # (train transform, validation transform) on uint8 (C, H, W) tensors
     "transforms.v2 of the linear protocol: RandomResizedCrop+flip for training, Resize(256)+CenterCrop(224) for validation"
+    import torch
     from torchvision.transforms import v2
     mean, std = _mean_std(in_chans)
     tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
@@ -308,13 +321,15 @@ def classification_transforms(
     val = v2.Compose([v2.Resize(resize or round(size * 256 / 224), antialias=True), v2.CenterCrop(size), *tail])
     return train, val
 
-class _FileSet(torch.utils.data.Dataset):
+class _FileSet:                                   # a map-style data set: DataLoader needs only __len__ and __getitem__
     "Image files decoded and transformed per item (DataLoader workers)"
     def __init__(self, paths, labels, transform, in_chans): self.paths, self.labels, self.t, self.c = paths, labels, transform, in_chans
     def __len__(self): return len(self.paths)
-    def __getitem__(self, i): return self.t(decode_image_file(self.paths[i], self.c)), int(self.labels[i])
+    def __getitem__(self, i):
+        from mssl_workbench.data import decode_image_file
+        return self.t(decode_image_file(self.paths[i], self.c)), int(self.labels[i])
 
-class _TensorSet(torch.utils.data.Dataset):
+class _TensorSet:
     "In-memory uint8 images transformed per item"
     def __init__(self, images, labels, transform, in_chans): self.x, self.y, self.t, self.c = images, labels, transform, in_chans
     def __len__(self): return len(self.x)
@@ -326,15 +341,18 @@ class _TensorSet(torch.utils.data.Dataset):
 def split_loader(split: LabelledSplit, transform, in_chans: int, *, batch_size: int, shuffle: bool = False,
                  num_workers: int = 0, seed: int = 0) -> torch.utils.data.DataLoader:
     "A DataLoader of (float image, label) with `transform` applied per image"
+    import torch
     ds = _FileSet(split.paths, split.labels, transform, in_chans) if split.paths is not None else _TensorSet(split.images, split.labels, transform, in_chans)
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g,
                                        drop_last=False, persistent_workers=False)
 
-@torch.no_grad()
+@_no_grad
 def split_features(model: nn.Module, cfg, split: LabelledSplit, *, batch_size: int = 512, device="cpu",
                    num_workers: int = 0, embed: bool = False) -> Tensor:
     "(n, F) online-backbone features (`embed=True`: projector output) of a split, deterministic view (no augmentation)"
+    import torch
+    from mssl_workbench.eval import extract_features
     fn = model.embed if embed else model.features
     if split.images is not None:
         return extract_features(fn, split.images, prepare=tensor_prepare(cfg), batch_size=batch_size, device=device)
@@ -370,6 +388,7 @@ def cached_split_features(
     **kwargs,                     # split_features options (batch_size, device, num_workers, embed)
 ) -> tuple[Tensor, str]:          # ((n, F) features, "hit" | "miss" | "off")
     "split_features with an on-disk cache keyed by checkpoint content and `spec`"
+    import torch
     if not use_cache: return split_features(model, cfg, split, **kwargs), "off"
     spec = {**spec, "n": len(split), "image_size": cfg.data.image_size, "in_chans": cfg.data.in_chans, "embed": kwargs.get("embed", False)}
     path = _cache_dir(cache_dir) / f"{feature_cache_key(checkpoint_sha, spec)}.pt"
@@ -447,6 +466,7 @@ def linear_head(
     init_std: float = 0.01,  # weight ~ N(0, init_std^2)
 ) -> nn.Sequential:
     "BatchNorm1d(affine=False, eps) → Linear initialised N(0, 0.01²), zero bias (MEC / Matrix-SSL linear head)"
+    from torch import nn
     head = nn.Sequential(nn.BatchNorm1d(num_features, affine=False, eps=bn_eps), nn.Linear(num_features, num_classes))
     nn.init.normal_(head[1].weight, std=init_std); nn.init.zeros_(head[1].bias)
     return head
@@ -461,6 +481,7 @@ def linear_optimizer(
     trust: float = 0.001,     # LARS trust coefficient
 ) -> torch.optim.Optimizer:
     "Momentum SGD, wrapped by LARS for weight tensors; biases and BN parameters are neither decayed nor LARS-adapted"
+    import torch
     params = [p for p in head.parameters() if p.requires_grad]
     weights, others = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
     if not lars:
@@ -475,7 +496,7 @@ def cosine_epoch_lr(epoch: int, epochs: int, peak: float) -> float:
     "Per-epoch half-cosine from `peak` (epoch 0) towards 0, as main_lincls's adjust_learning_rate"
     return peak * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
-@torch.no_grad()
+@_no_grad
 def topk_accuracy(logits: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> list[float]:
     "Fractions of samples whose label is among the k highest logits, for each k (k capped at the class count)"
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
@@ -493,6 +514,8 @@ def train_linear_head(
     log: Callable[[str], None] | None = None,
 ) -> dict:                             # {"head", "history", top1/top5 last and best, best_epoch}
     "Train the protocol's head for lc.epochs epochs; score top-1/top-5 on the validation features after every epoch"
+    import torch
+    import torch.nn.functional as F
     torch.manual_seed(lc.seed)
     head = linear_head(num_features, num_classes, bn_eps=lc.bn_eps, init_std=lc.init_std).to(device)
     opt = linear_optimizer(head, lr=lc.peak_lr, momentum=lc.momentum, weight_decay=lc.weight_decay, lars=lc.lars, trust=lc.trust)
@@ -519,6 +542,7 @@ def train_linear_head(
             "top1_best": best["top1"], "top5_best": best["top5"], "best_epoch": best["epoch"]}
 
 def _feature_batches(features: Tensor, labels: Tensor, batch_size: int, seed: int) -> Callable[[int], Any]:
+    import torch
     def epoch(e: int):
         order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed * 1_000_003 + e))
         for i in range(0, len(order), batch_size):
@@ -528,6 +552,8 @@ def _feature_batches(features: Tensor, labels: Tensor, batch_size: int, seed: in
 
 def _augmented_batches(model, cfg, split: LabelledSplit, lc: LinearConfig, device) -> Callable[[int], Any]:
     "Per epoch: RandomResizedCrop+flip views through the frozen backbone (eval mode, no gradients)"
+    import torch
+    from mssl_workbench.data import MultiViewAugment, ViewSpec
     size, C = cfg.data.image_size, cfg.data.in_chans
     if split.images is not None:     # in memory: the batched crop/flip of the data chapter (same op as v2.RandomResizedCrop)
         aug = MultiViewAugment([ViewSpec(crop_scale=tuple(lc.crop_scale), flip_p=0.5)], size=size, in_chans=C, views=1, seed=lc.seed)
@@ -548,6 +574,7 @@ def _augmented_batches(model, cfg, split: LabelledSplit, lc: LinearConfig, devic
     return epoch
 
 def _chunked(fn, x: Tensor, chunk: int) -> Tensor:
+    import torch
     return torch.cat([fn(x[i:i + chunk]).float() for i in range(0, len(x), chunk)])
 
 def _default_val_split(cfg, given: str | None) -> str:
@@ -613,6 +640,7 @@ KNN_PRESETS: dict[str, tuple[dict, str]] = {
 def run_knn(run_or_ckpt, kc: KnnConfig, *, preset: str | None = None, cache_dir=None, use_cache: bool = True,
             write: bool = True) -> dict:
     "Offline weighted k-NN accuracy (k = kc.ks, τ = kc.temperature) on the full splits"
+    from mssl_workbench.eval import knn_accuracy
     t0 = time.perf_counter()
     ckpt, run_dir = resolve_checkpoint(run_or_ckpt)
     device = _device(kc.device)
@@ -637,7 +665,7 @@ def run_knn(run_or_ckpt, kc: KnnConfig, *, preset: str | None = None, cache_dir=
     return out
 
 # %% ../nbs/16_evaluate.ipynb #a57f3f2a
-@torch.no_grad()
+@_no_grad
 def lidar(
     views: Tensor,        # (n, q, d): q >= 2 augmented views of each of n >= 2 images
     *,
@@ -645,6 +673,7 @@ def lidar(
     eps: float = 1e-8,    # added to each normalised eigenvalue
 ) -> float:               # between 1 and min(n - 1, d)
     "LiDAR (Thilak et al. 2024): effective rank of Σ_w^{-1/2} Σ_b Σ_w^{-1/2} over surrogate classes of augmented views"
+    import torch
     if views.ndim != 3 or views.shape[0] < 2 or views.shape[1] < 2:
         raise EvalError(f"lidar needs (n, q, d) views with n >= 2 images and q >= 2 views each, got shape {tuple(views.shape)}")
     z = views.double()
@@ -701,9 +730,13 @@ SELECT_PRESETS: dict[str, tuple[dict, str]] = {
                  "GPU: RankMe on 25,600 images, LiDAR on 1,000 images x 50 views (the paper's q); " + _LIDAR_UNVERIFIED),
 }
 
-@torch.no_grad()
+@_no_grad
 def selection_criteria(model: nn.Module, cfg, sc: SelectConfig) -> dict:
     "RankMe and LiDAR of one trained model on its training images (no labels used)"
+    import torch
+    from mssl_workbench.data import AUGMENTS, create_augment, create_dataset
+    from mssl_workbench.eval import extract_features
+    from mssl_workbench.matrix import rankme
     device = _device(sc.device)
     name, root = _data_source(cfg, sc.dataset, sc.root)
     enc = model.embed if sc.space == "embedding" else model.features if sc.space == "backbone" else None
@@ -880,6 +913,9 @@ def make_synthetic_coco(
     seed: int = 0,
 ) -> Path:                        # dest
     "Write a small COCO-format detection/segmentation set of Fashion-MNIST objects on canvases (boxes + RLE masks)"
+    import torch
+    import torch.nn.functional as F
+    from mssl_workbench.data import FASHION_MNIST_CLASSES, SAMPLE_FASHION_MNIST, load_fashion_mnist
     from pycocotools import mask as mask_utils
     from torchvision.io import write_png
     dest, splits = Path(dest), splits or {"train": 8, "val": 4}
@@ -993,6 +1029,7 @@ def detectron2_state_dict(
 
 def torchvision_state_dict(d2: dict[str, np.ndarray]) -> dict[str, Tensor]:
     "The inverse renaming: detectron2 ResNet names -> torchvision ResNet names (no fc)"
+    import torch
     out = {}
     for k, v in d2.items():
         if k == "stem.conv1.weight": new = "conv1.weight"
@@ -1121,11 +1158,13 @@ SEMISUP_PRESETS: dict[str, tuple[dict, str]] = {
 
 def semisup_indices(labels: Tensor, percent: float, seed: int = 0) -> Tensor:
     "Seeded, stratified subset with `percent`% of every class (at least one image per class)"
+    from mssl_workbench.data import fraction_indices
     if not 0 < percent <= 100: raise EvalError(f"percent must be in (0, 100], got {percent}")
     return fraction_indices(labels, percent / 100, seed)
 
 def read_subset_file(path: str | Path, names: Sequence[str]) -> Tensor:
     "Indices of the images a SimCLR-style subset list names (one file name per line); EvalError on unknown names"
+    import torch
     p = Path(path)
     if not p.is_file(): raise EvalError(f"subset file {p}: no such file (SimCLR's lists: imagenet_subsets/1percent.txt, 10percent.txt)")
     wanted = [l.strip() for l in p.read_text().splitlines() if l.strip()]
@@ -1139,6 +1178,8 @@ def read_subset_file(path: str | Path, names: Sequence[str]) -> Tensor:
 
 def _aug_batches(cfg, split: LabelledSplit, batch_size: int, crop_scale, seed: int, num_workers: int):
     "Per epoch: (augmented normalised images, labels) batches — RandomResizedCrop + flip"
+    import torch
+    from mssl_workbench.data import MultiViewAugment, ViewSpec
     size, C = cfg.data.image_size, cfg.data.in_chans
     if split.images is not None:
         aug = MultiViewAugment([ViewSpec(crop_scale=tuple(crop_scale), flip_p=0.5)], size=size, in_chans=C, views=1, seed=seed)
@@ -1151,20 +1192,24 @@ def _aug_batches(cfg, split: LabelledSplit, batch_size: int, crop_scale, seed: i
     train_t, _ = classification_transforms(size, C, crop_scale=tuple(crop_scale))
     return lambda e: iter(split_loader(split, train_t, C, batch_size=batch_size, shuffle=True, num_workers=num_workers, seed=seed + e))
 
-@torch.no_grad()
+@_no_grad
 def _classifier_accuracy(net: nn.Module, cfg, split: LabelledSplit, device, batch_size: int, num_workers: int) -> tuple[float, float]:
     was = net.training; net.eval()
     logits = split_features(_AsFeatures(net), cfg, split, batch_size=batch_size, device=device, num_workers=num_workers)
     net.train(was)
     return tuple(topk_accuracy(logits, split.labels))
 
-class _AsFeatures(nn.Module):
-    "Expose a classifier as `.features` for split_features"
-    def __init__(self, net): super().__init__(); self.net = net
+class _AsFeatures:
+    "Expose a classifier as `.features` for split_features (`eval()` reaches the classifier)"
+    def __init__(self, net): self.net = net
     def features(self, x): return self.net(x)
+    def eval(self): self.net.eval(); return self
 
 def run_semisup(run_or_ckpt, sc: SemisupConfig, *, preset: str | None = None, log=None, write: bool = True) -> dict:
     "Fine-tune backbone + linear head on a labelled subset; top-1/top-5 on the validation split"
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
     t0 = time.perf_counter()
     ckpt, run_dir = resolve_checkpoint(run_or_ckpt)
     device = _device(sc.device)
@@ -1243,11 +1288,12 @@ FINETUNE_PRESETS: dict[str, tuple[dict, str]] = {
                "CPU: a 5-epoch version of the recipe on full Fashion-MNIST (lighter Mixup/RandAugment for 28 px)"),
 }
 
-class _TimmTransformSet(torch.utils.data.Dataset):
+class _TimmTransformSet:                          # map-style, as _FileSet
     "uint8 tensors or files -> PIL RGB -> a timm transform -> (C, S, S) float, gray averaged back to 1 channel"
     def __init__(self, split: LabelledSplit, transform, in_chans: int): self.s, self.t, self.c = split, transform, in_chans
     def __len__(self): return len(self.s)
     def __getitem__(self, i):
+        from mssl_workbench.data import decode_image_file
         from torchvision.transforms.v2.functional import to_pil_image
         x = self.s.images[i] if self.s.images is not None else decode_image_file(self.s.paths[i], 3)
         if x.shape[0] == 1: x = x.expand(3, -1, -1)
@@ -1256,6 +1302,7 @@ class _TimmTransformSet(torch.utils.data.Dataset):
 
 def finetune_model(model: nn.Module, cfg, num_classes: int, *, drop_path: float = 0.0) -> nn.Module:
     "The online backbone rebuilt as a timm classifier (drop path set), pre-trained weights loaded, new head"
+    from torch import nn
     from mssl_workbench.models import create_backbone
     bb = getattr(model, "backbone", None)
     enc = getattr(model, "encoder", None)
@@ -1280,6 +1327,10 @@ def finetune_model(model: nn.Module, cfg, num_classes: int, *, drop_path: float 
 
 def run_finetune(run_or_ckpt, fc: FinetuneConfig, *, preset: str | None = None, log=None, write: bool = True) -> dict:
     "End-to-end fine-tuning with timm's optimiser factory (layer decay), Mixup/CutMix, label smoothing, RandAugment"
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    from mssl_workbench.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
     from timm.data import Mixup, create_transform
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
@@ -1369,6 +1420,7 @@ COCO_PRESETS: dict[str, tuple[dict, str]] = {
 def maskrcnn_from_resnet(resnet: nn.Module, num_classes: int, *, min_size=(800,), max_size: int = 1333,
                          trainable_layers: int = 5) -> nn.Module:
     "torchvision Mask R-CNN + FPN around a torchvision-layout ResNet's weights, with trainable nn.BatchNorm2d"
+    from torch import nn
     from torchvision.models import resnet as tvr
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -1385,6 +1437,7 @@ def maskrcnn_from_resnet(resnet: nn.Module, num_classes: int, *, min_size=(800,)
     return MaskRCNN(backbone, num_classes=num_classes, min_size=tuple(min_size), max_size=max_size)
 
 def _coco_split(root: Path, split: str):
+    import torch
     from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
     from torchvision.transforms import v2
     ann = root / "annotations" / f"instances_{split}.json"
@@ -1399,6 +1452,8 @@ def _collate(batch): return tuple(zip(*batch))
 
 def run_coco(run_or_ckpt, data: str | Path, cc: CocoConfig, *, preset: str | None = None, log=None, write: bool = True) -> dict:
     "Fine-tune Mask R-CNN (R-FPN, trainable BN) on a COCO folder, then bbox/segm AP on its validation split"
+    import torch
+    from torch import nn
     from pycocotools import mask as mask_utils
     t0 = time.perf_counter()
     root = Path(data)
