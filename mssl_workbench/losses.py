@@ -113,7 +113,7 @@ def _gather(flag: bool, *xs: Tensor) -> tuple[Tensor, ...]:
     "Each of `xs` gathered over ranks when `flag`, else unchanged"
     return tuple(gather_embeddings(x) for x in xs) if flag else xs
 
-# %% ../nbs/02_losses.ipynb #eb02291b
+# %% ../nbs/02_losses.ipynb #3a90ba9a
 MATRIX_SSL_FORMS = ("official", "paper")
 PAPER_MU_SCALE = 0.1   # form="paper" default ridge: μ = 0.1 / d (see the text: collapse must raise the uniformity)
 
@@ -143,9 +143,14 @@ def _uniformity(a_z: Tensor, a_t: Tensor, lamda: float, mu: float, order: int, f
         if low: return -lamda * lowrank_trace_logm_taylor(a_t, a_z, mu=mu, order=order)
         eye = torch.eye(d, dtype=a_z.dtype, device=a_z.device)
         return -lamda * trace_logm_taylor(cross_covariance(a_t, a_z, normalize=False, center=False) + mu * eye, order)
-    if low: return lamda * (-lowrank_trace_logm(a_z, mu=mu) / d + a_z.square().sum() / m + mu * d)
-    eye = torch.eye(d, dtype=a_z.dtype, device=a_z.device)
-    return lamda * matrix_cross_entropy(eye / d, covariance(a_z, normalize=False, center=False) + mu * eye)
+    # MCE(I/d, Q) with Q = C(t, z) + μI non-symmetric: tr((I/d) log Q) = log det(Q) / d, so only a determinant is needed
+    if low:    # Sylvester: det(μI_d + a_tᵀa_z/m) = μ^d det(I_m + a_z a_tᵀ/(mμ))
+        k = torch.eye(m, dtype=a_z.dtype, device=a_z.device) + a_z @ a_t.T / (m * mu)
+        logdet = d * math.log(mu) + torch.linalg.slogdet(k).logabsdet
+    else:
+        eye = torch.eye(d, dtype=a_z.dtype, device=a_z.device)
+        logdet = torch.linalg.slogdet(cross_covariance(a_t, a_z, normalize=False, center=False) + mu * eye).logabsdet
+    return lamda * (-logdet / d + (a_t * a_z).sum() / m + mu * d)
 
 def _alignment(a_z: Tensor, a_t: Tensor, mu: float, order: int, form: str, low: bool) -> Tensor:
     "A(z, t) on prepared rows: see `matrix_alignment`"
@@ -163,12 +168,12 @@ def _alignment(a_z: Tensor, a_t: Tensor, mu: float, order: int, form: str, low: 
 @_fp32
 def matrix_uniformity(
     z: Tensor,                # (m, d) online-branch embeddings (receive the gradient)
-    t: Tensor,                # (m, d) target-branch embeddings (detached here; unused by form="paper")
+    t: Tensor,                # (m, d) target-branch embeddings (detached here)
     *,
     lamda: float = 1.0,       # λ, the weight of the uniformity term
     mu: float | None = None,  # μ, the ridge added to the covariance; None: 1 (official), 0.1/d (paper)
     order: int = 4,           # K, Taylor order (form="official")
-    form: str = "official",   # "official": −λ tr logT(C(t,z) + μI); "paper": λ·MCE(I/d, C(z,z) + μI), exact log
+    form: str = "official",   # "official": −λ tr logT(C(t,z) + μI); "paper": λ·MCE(I/d, C(t,z) + μI), exact (log-det)
     low_rank: bool | str = "auto", # evaluate in the m×m batch space: True, False, or "auto" (when m < d)
 ) -> Tensor:                  # scalar
     "Matrix-SSL's uniformity term U(z, t) for one pair of views (official code or paper form)"
@@ -226,7 +231,7 @@ class MatrixSSLLoss(nn.Module):
     """Matrix-SSL (Zhang et al., ICML 2024): `forward(z1, z2, t1, t2)`, z = online predictor outputs (gradient),
     t = target projector outputs (detached). L = ½[U(z1,t2) + U(z2,t1) + γA(z1,t2) + γA(z2,t1)];
     form="official": U = −λ tr logT(C(t,z)+μI), A = −tr((C(t,t)+μI) logT(C(z,z)+μI)), order-K Taylor log, no +tr Q
-    (the authors' code); form="paper": exact matrix cross-entropies λ·MCE(I/d, C(z,z)+μI) and MCE(C(t,t)+μI, C(z,z)+μI).
+    (the authors' code); form="paper": exact matrix cross-entropies λ·MCE(I/d, C(t,z)+μI) and MCE(C(t,t)+μI, C(z,z)+μI).
     μ=None: 1 for the official form, 0.1/d for the paper form.
     `terms(...)` also returns the uniformity and alignment parts."""
     inputs = ("z1", "z2", "t1", "t2")
@@ -294,7 +299,7 @@ class MECLoss(nn.Module):
         lamda_inv = float(self.lamda_inv) if self.lamda_inv is not None else m * self.eps_sq / d
         return (mec(z1, t2, lamda_inv, self.order) + mec(z2, t1, lamda_inv, self.order)) / 2
 
-# %% ../nbs/02_losses.ipynb #c9493731
+# %% ../nbs/02_losses.ipynb #4883b0f0
 @_fp32
 def tcr(
     z: Tensor,                # (m, d) embeddings (e.g. CLS features)
