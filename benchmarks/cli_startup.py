@@ -10,7 +10,7 @@ torch say so in the `torch` column (measured by running the entry point's module
 To time another checkout of the package (e.g. the commit before a change), put it first on PYTHONPATH:
 `PYTHONPATH=/tmp/old python benchmarks/cli_startup.py --label before --out /tmp/before.json`.
 """
-import argparse, json, os, platform, statistics, subprocess, sys, time
+import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -19,6 +19,7 @@ COMMANDS = [("mssl-train", "--help"), ("mssl-train", "--version"), ("mssl-train"
             ("mssl-eval", "gsm8k", "--help")]
 ENTRY = {"mssl-train": "mssl_workbench.cli", "mssl-spectrum": "mssl_workbench.spectrum", "mssl-eval": "mssl_workbench.evaluate"}
 HEAVY = ("torch", "torchvision", "timm", "transformers")
+NEUTRAL = tempfile.gettempdir()   # run from here: `python -c` puts the working directory first on sys.path
 
 
 def time_command(cmd: tuple, runs: int) -> dict:
@@ -26,7 +27,7 @@ def time_command(cmd: tuple, runs: int) -> dict:
     argv, times, code = [str(BIN / cmd[0]), *cmd[1:]], [], None
     for _ in range(runs):
         t0 = time.perf_counter()
-        r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, cwd=NEUTRAL)
         times.append(time.perf_counter() - t0)
         code = r.returncode
     return {"command": " ".join(cmd), "exit": code, "median_s": statistics.median(times), "min_s": min(times),
@@ -37,7 +38,7 @@ def runs_without_torch(cmd: tuple) -> bool:
     "Whether the command exits 0 with torch, torchvision, timm and transformers unimportable"
     code = (f"import sys\nfor n in {HEAVY!r}: sys.modules[n] = None\nfrom {ENTRY[cmd[0]]} import main\n"
             f"sys.argv = {list(cmd)!r}\nsys.exit(main())")
-    r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, cwd=NEUTRAL)
     return r.returncode == 0
 
 
