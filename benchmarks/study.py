@@ -30,6 +30,8 @@ Families
   erank. lm-overhead: `benchmarks/lm_mce.py overhead` (every shape it defines; the 7B shapes by FLOPs).
 - protocol: one quickstart run (train/test, seed 0) through every protocol the README lists: linear fast path and
   the official protocol (augmented, LARS, 100 epochs), semi-supervised 1% and 10%, k-NN at k = 20 and 200.
+- lever: single seed-0 cells that test an explanation the results chapter gives for a row below its baseline (the
+  paper form's learning rate, ridge and clipping; M-MAE's weight); they run after the sweep, before the seeds.
 - selection: Kendall τ of RankMe and of LiDAR against linear accuracy within each method's sweep, and the regret of
   picking by each (computed from the ssl cells' JSON with mssl-eval's own `selection_report`).
 
@@ -161,6 +163,7 @@ def all_cells(budget: str, out: Path, families: list[str], rows: list[str] | Non
     if "lm-overhead" in families and rows is None: cells.append(Cell("lm-overhead", "loss-overhead", budget))
     if "protocol" in families and rows is None: cells.append(protocol_cell(budget))
     if "selection" in families and rows is None: cells.append(Cell("selection", "rankme-lidar", budget))
+    if "lever" in families: cells += [lever_cell(n, budget) for n, *_ in LEVERS if rows is None or n in rows]
     return sorted(cells, key=lambda c: run_round(c, budget))
 
 
@@ -168,16 +171,37 @@ def run_round(cell: Cell, budget: str) -> int:
     "The order cells run in: a first picture of every family before the sweeps and seeds deepen it"
     if cell.family == "baseline": return 0
     if cell.family == "ssl":
-        if cell.seed > 0: return 4
+        if cell.seed > 0: return 5
         return 1 if cell.lr == sweep_lrs(cell.method, budget)[0] else 3
-    if cell.family in ("mae", "lm"): return 2 if cell.seed == 0 else 5
-    return {"lm-overhead": 2, "protocol": 2, "selection": 6}[cell.family]
+    if cell.family in ("mae", "lm"): return 2 if cell.seed == 0 else 6
+    return {"lm-overhead": 2, "protocol": 2, "lever": 4, "selection": 7}[cell.family]
 
 
 MAE_METHODS = ("mae", "umae", "mmae")
 LM_CONFIGS = [("ce", "lm-arith-ce", []), ("mce-embedding", "lm-arith-mce", []),
               ("mce-batch", "lm-arith-mce", ["loss.mce=batch"])]
-FAMILIES = ["baseline", "ssl", "mae", "lm", "lm-overhead", "protocol", "selection"]
+FAMILIES = ["baseline", "ssl", "mae", "lm", "lm-overhead", "protocol", "selection", "lever"]
+
+# Levers: single seed-0 cells that test an explanation the chapter gives for a row below its baseline, each a row
+# (ssl or mae) with overrides, evaluated as that family is. (name, base row, overrides, what it tests)
+LEVERS = [
+    ("matrix_ssl_paper-lr0.1x", "matrix_ssl_paper", ["optim.base_lr=0.05"],
+     "paper form at a tenth of the preset rate: the exact log's gradient at μ = 0.1/d is up to 2,560× the official form's"),
+    ("matrix_ssl_paper-lr0.01x", "matrix_ssl_paper", ["optim.base_lr=0.005"], "paper form at a hundredth of the preset rate"),
+    ("matrix_ssl_paper-mu1d", "matrix_ssl_paper", [f"model.loss.mu={1 / 256:g}"],
+     "paper form at μ = 1/d: a 10× smaller gradient scale, the largest μ at which spreading still lowers the loss"),
+    ("matrix_ssl_paper-clip", "matrix_ssl_paper", ["optim.grad_clip=1.0"], "paper form with gradient-norm clipping at 1"),
+    ("mmae-lamda1.25e-3", "mmae", ["model.options.lamda=0.00125"], "M-MAE at the official effective weight 1.25e-3 instead of 0.01"),
+    ("mmae-lamda3e-3", "mmae", ["model.options.lamda=0.003"], "M-MAE at λ = 3e-3"),
+]
+
+
+def lever_cell(name: str, budget: str) -> Cell:
+    "A lever: its base row's seed-0 cell (ssl: at the preset rate) with the lever's overrides appended"
+    row, over = next((l[1], l[2]) for l in LEVERS if l[0] == name)
+    if row in MAE_METHODS: c = mae_cell(row, budget, 0)
+    else: c = ssl_cell(row, budget, sweep_lrs(row, budget)[0], 0)
+    return Cell("lever", name, budget, 0, None, tuple(list(c.overrides) + over), c.preset, c.evals)
 
 
 def mae_cell(method: str, budget: str, seed: int) -> Cell:
@@ -217,14 +241,15 @@ def eval_commands(cell: Cell, run_dir: str) -> dict[str, list[str]]:
             "linear": ["linear", run_dir, *LINEAR, "val_split=test", *extra("linear"), "--quiet"],
             "knn": ["knn", run_dir, *KNN, *extra("knn"), "--quiet"],
             "select": ["select", run_dir, *SELECT, *extra("select"), "--quiet"]}
-    if cell.family == "mae": cmds.pop("select")     # RankMe/LiDAR are the two-view methods' criteria (the sweep's selection)
+    if cell.family == "mae" or (cell.family == "lever" and cell.preset.startswith("fmnist-") and
+                                 cell.preset[len("fmnist-"):] in MAE_METHODS): cmds.pop("select")     # RankMe/LiDAR are the two-view methods' criteria (the sweep's selection)
     return cmds
 
 
 def recipe_key(cell: Cell) -> str:
     "Hash of everything a cell's numbers depend on: the resolved training config, the evaluation commands, the runner"
     what: dict = {"runner": RUNNER_VERSION, "family": cell.family, "method": cell.method, "budget": cell.budget}
-    if cell.family in ("ssl", "mae", "protocol"):
+    if cell.family in ("ssl", "mae", "protocol", "lever"):
         from mssl_workbench.cli import get_preset
         from mssl_workbench.config import apply_overrides, config_from_dict, config_to_dict
         d = config_to_dict(config_from_dict(apply_overrides(get_preset(cell.preset), list(cell.overrides))))
@@ -409,13 +434,13 @@ def estimate_minutes(cell: Cell, out: Path) -> float:
     walls = [r["wall_s"] for r in same if r and r.get("wall_s")]
     if walls: return sum(walls) / len(walls) / 60
     if cell.budget == "toy": return 0.5
-    return {"ssl": 2.0, "mae": 3.0, "lm": 3.0, "lm-overhead": 5.0, "protocol": 12.0, "baseline": 0.5, "selection": 0.05}[cell.family]
+    return {"ssl": 2.0, "mae": 3.0, "lm": 3.0, "lm-overhead": 5.0, "protocol": 12.0, "baseline": 0.5, "selection": 0.05, "lever": 2.5}[cell.family]
 
 
 def run_cell(cell: Cell, out: Path, workdir: Path) -> dict | None:
     load0, t0 = load_average(), time.perf_counter()
     try:
-        if cell.family in ("ssl", "mae", "protocol"): row = run_image(cell, workdir)
+        if cell.family in ("ssl", "mae", "protocol", "lever"): row = run_image(cell, workdir)
         elif cell.family == "lm": row = run_lm(cell, workdir)
         elif cell.family == "lm-overhead": row = run_lm_overhead(cell, workdir)
         elif cell.family == "baseline": row = run_baseline(cell, workdir)
@@ -424,6 +449,7 @@ def run_cell(cell: Cell, out: Path, workdir: Path) -> dict | None:
         print(e.output[-2000:], file=sys.stderr)
         row = {"failed": True, "exit": e.code, "failed_command": e.command, "error": e.message, "command": e.command}
     if row is None: return None
+    if cell.family == "lever": row = {**row, **next({"base": b, "lever_overrides": o, "note": n} for l, b, o, n in LEVERS if l == cell.method)}
     import torch
     return {"cell": cell.name, "family": cell.family, "method": cell.method, "budget": cell.budget, "seed": cell.seed, "lr": cell.lr,
             "preset": cell.preset or None, "overrides": list(cell.overrides), "recipe_key": recipe_key(cell), **row,
@@ -519,7 +545,7 @@ def table(out: Path, budget: str) -> str:
     cells = R.load_cells(out, budget)
     return "\n\n".join([R.ssl_table(R.ssl_summary(cells), R.baseline_summary(cells)), R.family_table(cells, "mae", R.MAE_COLUMNS),
                         R.family_table(R.lm_rows(cells), "lm", R.LM_COLUMNS), R.overhead_table(cells), R.protocol_table(cells),
-                        R.selection_table(cells), R.orderings_table(cells)])
+                        R.selection_table(cells), R.lever_table(cells), R.orderings_table(cells)])
 
 
 if __name__ == "__main__":

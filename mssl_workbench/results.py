@@ -18,7 +18,7 @@ from .spectrum import METHOD_COLORS
 __all__ = ['SSL_ORDER', 'MAE_COLUMNS', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'load_cells', 'of_family', 'choose_lr', 'mean_sd', 'fmt',
            'ssl_summary', 'baseline_summary', 'ssl_table', 'fig_linear_by_method', 'fig_sweep', 'fig_trajectories',
            'fig_accuracy_rank', 'fig_spectra', 'family_table', 'lm_rows', 'overhead_table', 'protocol_table',
-           'selection_table', 'verdict', 'orderings', 'orderings_table']
+           'selection_table', 'lever_table', 'verdict', 'orderings', 'orderings_table']
 
 # %% ../nbs/18_results.ipynb #17fd4191
 def load_cells(
@@ -262,7 +262,18 @@ def selection_table(cells: list[dict], accuracy: str="linear") -> str:
         lines.append(f"| **mean** | | | {100 * statistics.fmean(regrets['rankme']):.1f} | | {100 * statistics.fmean(regrets['lidar']):.1f} |")
     return head + "\n".join(lines)
 
-# %% ../nbs/18_results.ipynb #6c61e526
+# %% ../nbs/18_results.ipynb #817bd9ea
+def lever_table(cells: list[dict]) -> str:
+    "Markdown: one line per lever cell (its base row, what it changes, and the metrics), with the base row's seed-0 cell"
+    head = "| lever | base row | what it tests | linear % (test) | k-NN % (test) | linear % (val) | erank |\n|---|---|---|---|---|---|---|\n"
+    lines = []
+    for c in of_family(cells, "lever", ok=False):
+        if c.get("failed"): lines.append(f"| {c['method']} | {c.get('base', '')} | {c.get('note', '')} | failed: {c['error'][:60]} | | | |"); continue
+        lines.append(f"| {c['method']} | {c['base']} | {c['note']} | {100 * c['linear']:.1f} | {100 * c['knn']:.1f} | {100 * c['val_linear']:.1f} | "
+                     f"{c['erank']:.0f} |")
+    return head + "\n".join(lines)
+
+# %% ../nbs/18_results.ipynb #f9388b6c
 def verdict(a: tuple, b: tuple, floor: float=0.005) -> str:
     "holds / fails / within spread for mean a ≥ mean b, given (mean, sd) pairs; provisional while a side has one seed"
     if a[0] != a[0] or b[0] != b[0]: return "not measured"
