@@ -245,7 +245,7 @@ def protocol_table(cells: list[dict]) -> str:
         if v is not None: lines.append(f"| {label} | {100 * v:.1f} |")
     return head + "\n".join(lines)
 
-# %% ../nbs/18_results.ipynb #0f85700f
+# %% ../nbs/18_results.ipynb #7a652676
 def selection_table(cells: list[dict], accuracy: str="linear") -> str:
     "Markdown: per method, Kendall τ and regret (accuracy points) of RankMe and LiDAR; the mean regret last"
     head = "| method | runs | τ RankMe | regret RankMe | τ LiDAR | regret LiDAR |\n|---|---|---|---|---|---|\n"
@@ -259,7 +259,8 @@ def selection_table(cells: list[dict], accuracy: str="linear") -> str:
         regrets["rankme"].append(a["regret"]); regrets["lidar"].append(b["regret"])
         lines.append(f"| {group[7:]} | {a['n']} | {a['kendall_tau']:+.2f} | {100 * a['regret']:.1f} | {b['kendall_tau']:+.2f} | {100 * b['regret']:.1f} |")
     if lines:
-        lines.append(f"| **mean** | | | {100 * statistics.fmean(regrets['rankme']):.1f} | | {100 * statistics.fmean(regrets['lidar']):.1f} |")
+        state = "all sweeps complete" if rows[0].get("complete") else f"{len(rows[0]['sources'])} sweep cells, sweeps incomplete"
+        lines.append(f"| **mean** ({state}) | | | {100 * statistics.fmean(regrets['rankme']):.1f} | | {100 * statistics.fmean(regrets['lidar']):.1f} |")
     return head + "\n".join(lines)
 
 # %% ../nbs/18_results.ipynb #817bd9ea
