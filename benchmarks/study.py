@@ -48,6 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quickstart_levers import (SAMPLE, baseline_rows, git_commit, load_average, spectrum_points)   # noqa: E402
+from quickstart_levers import cli as train_cmd, cli_eval as eval_cmd     # noqa: E402  (the console scripts as `python -m` commands)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "study"
@@ -300,8 +301,6 @@ class CellFailed(Exception):
         self.message = lines[-1] if lines else ""
 
 
-def train_cmd(*args: str) -> list[str]: return [sys.executable, "-m", "mssl_workbench.cli", *args]
-def eval_cmd(*args: str) -> list[str]: return [sys.executable, "-m", "mssl_workbench.evaluate", *args]
 def shown(cmd: list[str]) -> str:
     return " ".join({"mssl_workbench.cli": "mssl-train", "mssl_workbench.evaluate": "mssl-eval"}.get(cmd[2], cmd[2]) if i == 0 else a
                     for i, a in enumerate(cmd[2:]))
@@ -400,10 +399,9 @@ def run_selection(cell: Cell, out: Path) -> dict | None:
 
 
 def write_cell(path: Path, row: dict):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(row, indent=1, default=float) + "\n")
-    tmp.replace(path)
+    "One cell's JSON, written atomically (the run writer's atomic_write: a killed runner leaves the old file or none)"
+    from mssl_workbench.runs import atomic_write
+    atomic_write(path, json.dumps(row, indent=1, default=float) + "\n")
 
 
 def commit(path: Path, message: str):

@@ -28,3 +28,10 @@ def one_line(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
 def digest(folder: Path) -> dict:
     "sha256 of every file below `folder`, by relative path"
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def train_run(out: Path, *argv) -> Path:
+    "A real `mssl-train` run into `out` (the fixtures' tiny runs); fails the test with the end of stderr"
+    r = mssl("mssl-train", *argv, "--output", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out

@@ -12,7 +12,7 @@ import pytest
 
 from mssl_workbench.data import SAMPLE_FASHION_MNIST
 from mssl_workbench.runs import load_checkpoint, read_run
-from console import mssl, one_line, digest
+from console import mssl, one_line, digest, train_run
 
 LM = ["--preset", "lm-arith-ce", "--quiet", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_len=80",
       "data.n_train=64", "data.n_test=6", "train.max_steps=4", "train.batch_size=8", "train.log_every=1",
@@ -22,9 +22,7 @@ LM = ["--preset", "lm-arith-ce", "--quiet", "model.d_model=32", "model.n_layers=
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory) -> Path:
     "A real tiny LM run: checkpoints at steps 2 and 4, eval/gsm8k.json written"
-    out = tmp_path_factory.mktemp("lm") / "run"
-    r = mssl("mssl-train", *LM, "--output", out)
-    assert r.returncode == 0, r.stderr[-3000:]
+    out = train_run(tmp_path_factory.mktemp("lm") / "run", *LM)
     assert sorted(p.name for p in (out / "checkpoints").glob("step_*.pt")) == ["step_00000002.pt", "step_00000004.pt"]
     return out
 

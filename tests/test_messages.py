@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from console import mssl, one_line, digest
+from console import mssl, one_line, digest, train_run
 
 TINY = ["--preset", "quickstart", "--quiet", "train.epochs=1", "data.fraction=0.03", "train.batch_size=64",
         "eval.monitor_samples=64", "eval.knn_train_samples=64", "eval.info_samples=0"]
@@ -14,10 +14,7 @@ TINY = ["--preset", "quickstart", "--quiet", "train.epochs=1", "data.fraction=0.
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     "A real tiny quickstart run (4 steps, one checkpoint)"
-    out = tmp_path_factory.mktemp("messages") / "run"
-    r = mssl("mssl-train", *TINY, "--output", out)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+    return train_run(tmp_path_factory.mktemp("messages") / "run", *TINY)
 
 
 @pytest.fixture
