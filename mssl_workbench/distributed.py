@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import timm
@@ -16,8 +17,8 @@ from torch import Tensor, nn
 from .config import ConfigError
 
 # %% auto #0
-__all__ = ['DistInfo', 'init_distributed', 'DistributedBatchNorm', 'convert_distributed_batchnorm', 'convert_sync_batchnorm',
-           'convert_batchnorm']
+__all__ = ['DistInfo', 'init_distributed', 'release_process_group', 'process_group', 'DistributedBatchNorm',
+           'convert_distributed_batchnorm', 'convert_sync_batchnorm', 'convert_batchnorm']
 
 # %% ../nbs/07_distributed.ipynb #4ba1b520
 @dataclass
@@ -26,6 +27,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    created: bool = False       # this process made the group, so it leaves it at the end
     @property
     def is_main(self) -> bool: return self.rank == 0
     @property
@@ -37,15 +39,40 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if device == "cuda" and not torch.cuda.is_available(): raise ConfigError("train.device=cuda but no CUDA device is visible: use train.device=cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if world > 1 and not dist.is_initialized():
+    created = world > 1 and not dist.is_initialized()
+    if created:
         if use_cuda: torch.cuda.set_device(local)
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local, torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu"))
+    return DistInfo(rank, world, local, torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu"), created)
+
+def release_process_group(created: bool, failed: bool = False) -> None:
+    "Leave the group this process made: always after success; after an error only on gloo, whose teardown is local (NCCL's may wait for a peer that is gone)"
+    if created and dist.is_initialized() and (not failed or dist.get_backend() == "gloo"): dist.destroy_process_group()
+
+@contextmanager
+def process_group(device: str = "auto"):
+    "`init_distributed` for the length of a run: the group it made is left when the block ends, by success or error"
+    info = init_distributed(device)
+    try: yield info
+    except BaseException:
+        release_process_group(info.created, failed=True)
+        raise
+    release_process_group(info.created)
+
+class _AllReduceSum(torch.autograd.Function):
+    "Sum over ranks; the gradient of each rank's input is the sum over ranks of the output gradients"
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        t = t.clone(); dist.all_reduce(t)
+        return t
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        g = g.clone(); dist.all_reduce(g)
+        return g
 
 def _all_reduce_sum(t: Tensor) -> Tensor:
     "Differentiable sum over ranks (backward all-reduces the gradients)"
-    from torch.distributed.nn.functional import all_reduce
-    return all_reduce(t)
+    return _AllReduceSum.apply(t)
 
 class DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
     "Batch normalisation over the global batch of all ranks, on any backend (gloo included)"

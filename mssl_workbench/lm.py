@@ -1096,12 +1096,13 @@ def fit_lm(
     "Fine-tune a causal LM with CE (+ γ·MCE) and write the standard run directory"
     validate_lm_config(cfg)
     run = LMRun(cfg, resume=resume)
-    try:
-        return _fit(run)
-    finally:
-        if run.dist.created:
-            import torch.distributed as dist
-            dist.destroy_process_group()
+    from mssl_workbench.distributed import release_process_group
+    try: summary = _fit(run)
+    except BaseException:
+        release_process_group(run.dist.created, failed=True)
+        raise
+    release_process_group(run.dist.created)
+    return summary
 
 def _fit(run: LMRun) -> dict:
     cfg, t = run.cfg, run.cfg.train

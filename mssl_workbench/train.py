@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .config import Config, ConfigError, config_to_dict
 from .data import AUGMENTS, create_augment, create_dataset
-from .distributed import DistInfo, convert_batchnorm, init_distributed
+from .distributed import DistInfo, convert_batchnorm, init_distributed, process_group
 from .eval import OnlineLinearProbe
 from .hooks import Hook, NonFiniteError, last_good, method_hooks
 from .methods import build_method_model, get_method
@@ -260,8 +260,8 @@ def resolve_precision(
 
 class Trainer:
     "Everything a training run holds: config, data, model, optimiser, counters, last step, and what hooks share"
-    def __init__(self, cfg: Config, *, resume: str | None = None):
-        self.cfg, self.info = cfg, init_distributed(cfg.train.device)
+    def __init__(self, cfg: Config, *, resume: str | None = None, info: DistInfo | None = None):
+        self.cfg, self.info = cfg, info or init_distributed(cfg.train.device)
         t = cfg.train
         t.precision = resolve_precision(t.precision, self.info.device)   # the run records (and resumes with) what it used
         if t.precision == "fp16" and self.info.device.type != "cuda": raise ConfigError("train.precision=fp16 needs CUDA: use bf16 or fp32 on the CPU")
@@ -382,33 +382,34 @@ def train_step(run: Trainer, images: Tensor) -> tuple[Tensor, dict]:
 
 def fit(cfg: Config, *, resume: str | None = None, hooks: list[Hook] | None = None) -> Trainer:
     "Pre-train as `cfg` says (hooks: the optional ones, default_hooks(cfg) if None; the method's own are always added)"
-    run = Trainer(cfg, resume=resume)
-    run.hooks = method_hooks(cfg, hooks)
-    try:
-        for h in run.hooks: h.before_fit(run)
-        run.restore_rng()                                   # a resumed run draws exactly what the uninterrupted one would
-        while run.epoch < cfg.train.epochs and run.stop_reason is None:
-            t_epoch, t0 = time.perf_counter(), time.perf_counter()
-            for images, labels in run.data.epoch(run.epoch, run.step_in_epoch):
-                t_data = time.perf_counter() - t0
-                run.labels = labels
-                loss, extra = train_step(run, images)
-                run.step += 1; run.step_in_epoch += 1
-                dt = time.perf_counter() - t0
-                run.last = {"loss": loss, **extra, "img_per_s": len(images) * run.info.world_size / dt, "data_wait": t_data / dt}
-                for h in run.hooks: h.after_step(run)       # the Preemption hook may set stop_reason here
-                if cfg.train.max_steps is not None and run.step >= cfg.train.max_steps and run.stop_reason is None:
-                    run.stop_reason = f"train.max_steps={cfg.train.max_steps} reached"
-                if run.stop_reason is not None: break
-                t0 = time.perf_counter()
-            else:
-                run.epoch += 1; run.step_in_epoch = 0
-                run.last["epoch_time_s"] = time.perf_counter() - t_epoch
-                run.train_time_s += run.last["epoch_time_s"]
-                for h in run.hooks: h.after_epoch(run)
-                continue
-            run.train_time_s += time.perf_counter() - t_epoch     # stopped inside the epoch
-        for h in run.hooks: h.after_fit(run)
-    finally:
-        for h in run.hooks: h.teardown(run)
+    with process_group(cfg.train.device) as info:          # joined for the run, left when it ends
+        run = Trainer(cfg, resume=resume, info=info)
+        run.hooks = method_hooks(cfg, hooks)
+        try:
+            for h in run.hooks: h.before_fit(run)
+            run.restore_rng()                                   # a resumed run draws exactly what the uninterrupted one would
+            while run.epoch < cfg.train.epochs and run.stop_reason is None:
+                t_epoch, t0 = time.perf_counter(), time.perf_counter()
+                for images, labels in run.data.epoch(run.epoch, run.step_in_epoch):
+                    t_data = time.perf_counter() - t0
+                    run.labels = labels
+                    loss, extra = train_step(run, images)
+                    run.step += 1; run.step_in_epoch += 1
+                    dt = time.perf_counter() - t0
+                    run.last = {"loss": loss, **extra, "img_per_s": len(images) * run.info.world_size / dt, "data_wait": t_data / dt}
+                    for h in run.hooks: h.after_step(run)       # the Preemption hook may set stop_reason here
+                    if cfg.train.max_steps is not None and run.step >= cfg.train.max_steps and run.stop_reason is None:
+                        run.stop_reason = f"train.max_steps={cfg.train.max_steps} reached"
+                    if run.stop_reason is not None: break
+                    t0 = time.perf_counter()
+                else:
+                    run.epoch += 1; run.step_in_epoch = 0
+                    run.last["epoch_time_s"] = time.perf_counter() - t_epoch
+                    run.train_time_s += run.last["epoch_time_s"]
+                    for h in run.hooks: h.after_epoch(run)
+                    continue
+                run.train_time_s += time.perf_counter() - t_epoch     # stopped inside the epoch
+            for h in run.hooks: h.after_fit(run)
+        finally:
+            for h in run.hooks: h.teardown(run)
     return run
