@@ -241,7 +241,7 @@ def _get(cfg: Config, key: str):
 
 def validate_config(cfg: Config):
     "Check the names that come from a fixed set and the range of every numeric option (resolved configs)"
-    from mssl_workbench.methods import get_method
+    from mssl_workbench.methods import check_loss_options, get_method
     for key, valid in _choices().items():
         value = _get(cfg, key)
         if value not in valid:
@@ -254,10 +254,11 @@ def validate_config(cfg: Config):
         if not good: raise ConfigError(f"{key} must be {rule}, got {value!r}")
     if cfg.train.batch_size % cfg.optim.accumulate:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by optim.accumulate={cfg.optim.accumulate}")
-    check = get_method(cfg.model.method).check_options      # the method's own builder options (e.g. M-MAE's lamda)
-    if check is not None:
-        try: check(cfg.model.options)
-        except ValueError as e: raise ConfigError(str(e)) from None
+    spec = get_method(cfg.model.method)
+    try:
+        check_loss_options(spec, cfg.model.loss, cfg.model.proj_dim)    # the loss's own checks, before any data or weights
+        if spec.check_options is not None: spec.check_options(cfg.model.options)   # the method's builder options (e.g. M-MAE's lamda)
+    except ValueError as e: raise ConfigError(str(e)) from None
 
 def config_from_dict(
     d: dict, # nested sections; missing keys keep their defaults (method-owned ones: the method's values)

@@ -60,8 +60,8 @@ def _check(where: str, *, min_batch: int = 2, **tensors: Tensor):
 def _positive(where: str, **values: float):
     "Raise unless every value is a positive number"
     for name, v in values.items():
-        if not (isinstance(v, (int, float)) and v > 0):
-            raise ValueError(f"{where}: {name} must be a positive number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{where}: {name} must be a finite number > 0, got {v!r}")
 
 def _weights(where: str, **values: float):
     "Raise unless every value is a finite number ≥ 0 (a loss weight; 0 switches the term off)"
@@ -133,7 +133,7 @@ def _check_matrix_ssl_options(where: str, form: str, lamda: float, mu: float, or
         raise ValueError(f"{where}: form must be one of {MATRIX_SSL_FORMS}, got {form!r}")
     if not isinstance(order, int) or order < 1: raise ValueError(f"{where}: order must be a positive integer, got {order!r}")
     if mu is not None: _positive(where, mu=mu)
-    if not isinstance(lamda, (int, float)): raise ValueError(f"{where}: lamda must be a number, got {lamda!r}")
+    _weights(where, lamda=lamda)     # the uniformity's weight: a negative one would reward collapse
     _use_low_rank(low_rank, 1, 1)
 
 def _uniformity(a_z: Tensor, a_t: Tensor, lamda: float, mu: float, order: int, form: str, low: bool) -> Tensor:
@@ -238,7 +238,7 @@ class MatrixSSLLoss(nn.Module):
     def __init__(self, lamda: float = 1.0, mu: float | None = None, gamma: float = 1.0, order: int = 4, form: str = "official",
                  low_rank: bool | str = "auto", gather_distributed: bool = False):
         super().__init__()
-        _check_matrix_ssl_options("MatrixSSLLoss", form, lamda, mu, order, low_rank)
+        _check_matrix_ssl_options("MatrixSSLLoss", form, lamda, mu, order, low_rank); _weights("MatrixSSLLoss", gamma=gamma)
         self.lamda, self.mu, self.gamma, self.order, self.form = lamda, mu, gamma, order, form
         self.low_rank, self.gather_distributed = low_rank, gather_distributed
 
@@ -291,6 +291,9 @@ class MECLoss(nn.Module):
     inputs = ("z1", "z2", "t1", "t2")
     def __init__(self, lamda_inv: float | None = None, order: int = 4, eps_sq: float = 64.0, gather_distributed: bool = False):
         super().__init__()
+        if lamda_inv is not None: _positive("MECLoss", lamda_inv=lamda_inv)
+        if isinstance(order, bool) or not isinstance(order, int) or order < 1: raise ValueError(f"MECLoss: order must be a positive integer, got {order!r}")
+        _positive("MECLoss", eps_sq=eps_sq)
         self.lamda_inv, self.order, self.eps_sq, self.gather_distributed = lamda_inv, order, eps_sq, gather_distributed
     def forward(self, z1: Tensor, z2: Tensor, t1: Tensor, t2: Tensor) -> Tensor:
         _check("MECLoss", min_batch=1, z1=z1, z2=z2, t1=t1, t2=t2)
@@ -329,7 +332,8 @@ class TCRLoss(nn.Module):
     Ẑ the ℓ2-normalised rows (optionally column-centred), exact log-det. One input: `z1`, the online embeddings."""
     inputs = ("z1",)
     def __init__(self, mu: float = 1.0, centering: bool = False, gather_distributed: bool = False):
-        super().__init__(); self.mu, self.centering, self.gather_distributed = mu, centering, gather_distributed
+        super().__init__(); _positive("TCRLoss", mu=mu)
+        self.mu, self.centering, self.gather_distributed = mu, centering, gather_distributed
     def forward(self, z1: Tensor) -> Tensor:
         return tcr(z1, self.mu, self.centering, gather_distributed=self.gather_distributed)
 
@@ -394,6 +398,8 @@ class MoCoQueue(nn.Module):
     def __init__(self, dim: int = 128, size: int = 65536, temperature: float = 0.2, gather_distributed: bool = False):
         super().__init__()
         _positive("MoCoQueue", dim=dim, size=size, temperature=temperature)
+        for name, v in (("dim", dim), ("size", size)):
+            if isinstance(v, bool) or not isinstance(v, int): raise ValueError(f"MoCoQueue: {name} must be a whole number, got {v!r}")
         self.temperature, self.gather_distributed = temperature, gather_distributed
         self.register_buffer("queue", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
@@ -475,7 +481,8 @@ class BarlowTwinsLoss(nn.Module):
     L = Σ(1 - c_ii)² + λ Σ_{i≠j} c_ij², λ = 5e-3."""
     inputs = ("z1", "z2")
     def __init__(self, lambd: float = 5e-3, gather_distributed: bool = False):
-        super().__init__(); self.lambd, self.gather_distributed = lambd, gather_distributed
+        super().__init__(); _weights("BarlowTwinsLoss", lambd=lambd)
+        self.lambd, self.gather_distributed = lambd, gather_distributed
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         return barlow_twins(z1, z2, self.lambd, gather_distributed=self.gather_distributed)
 
@@ -508,6 +515,7 @@ class VICRegLoss(nn.Module):
     def __init__(self, sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0, eps: float = 1e-4,
                  gather_distributed: bool = False):
         super().__init__()
+        _weights("VICRegLoss", sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff); _positive("VICRegLoss", eps=eps)
         self.sim_coeff, self.std_coeff, self.cov_coeff, self.eps = sim_coeff, std_coeff, cov_coeff, eps
         self.gather_distributed = gather_distributed
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
@@ -540,7 +548,8 @@ class SpectralContrastiveLoss(nn.Module):
     L = [-2/N Σ z1ᵢ·z2ᵢ + 1/(N(N-1)) Σ_{i≠j} (z1ᵢ·z2ⱼ)²] / μ after clipping rows to norm √μ."""
     inputs = ("z1", "z2")
     def __init__(self, mu: float = 1.0, gather_distributed: bool = False):
-        super().__init__(); self.mu, self.gather_distributed = mu, gather_distributed
+        super().__init__(); _positive("SpectralContrastiveLoss", mu=mu)
+        self.mu, self.gather_distributed = mu, gather_distributed
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         return spectral_contrastive(z1, z2, self.mu, gather_distributed=self.gather_distributed)
 

@@ -20,10 +20,11 @@ from .losses import LOSSES, get_loss
 from .models import Backbone, create_backbone, ema_update_, prediction_mlp, projection_mlp
 
 # %% auto #0
-__all__ = ['HEAD_KEYS', 'TEACHER_KEYS', 'OPTIM_KEYS', 'PAIR_BUILDER', 'PLUGIN_MODULES', 'INPUT_NAMES', 'FMNIST_SCALED',
-           'optim_recipe', 'heads', 'teacher', 'MethodSpec', 'register_method', 'list_methods', 'get_method',
-           'resolve_callable', 'StepOutput', 'loss_inputs', 'loss_with_terms', 'SSLModel', 'model_defaults',
-           'create_pair_model', 'build_method_model', 'create_model', 'fmnist_preset', 'imagenet_presets']
+__all__ = ['HEAD_KEYS', 'TEACHER_KEYS', 'OPTIM_KEYS', 'PAIR_BUILDER', 'PLUGIN_MODULES', 'INPUT_NAMES', 'RUN_SET_LOSS_KEYS',
+           'FMNIST_SCALED', 'optim_recipe', 'heads', 'teacher', 'MethodSpec', 'register_method', 'list_methods',
+           'get_method', 'resolve_callable', 'StepOutput', 'loss_inputs', 'loss_with_terms', 'SSLModel',
+           'model_defaults', 'loss_options', 'check_loss_options', 'create_pair_model', 'build_method_model',
+           'create_model', 'fmnist_preset', 'imagenet_presets']
 
 # %% ../nbs/05_methods.ipynb #34174080
 HEAD_KEYS = ("proj_layers", "proj_hidden", "proj_dim", "proj_hidden_bn", "proj_last_bn", "pred_hidden")
@@ -225,6 +226,31 @@ def model_defaults(
 def _accepts(cls, name: str) -> bool:
     return name in inspect.signature(cls.__init__).parameters
 
+RUN_SET_LOSS_KEYS = ("dim", "gather_distributed")   # set from the run (the projector's size, the process count), never by model.loss
+
+def loss_options(spec: MethodSpec, loss: dict, dim: int | None, distributed: bool = False) -> dict:
+    "The keyword arguments of the method's loss: the user's `loss` plus what the run sets"
+    cls, kw = LOSSES[spec.loss], dict(loss)
+    if _accepts(cls, "dim"): kw["dim"] = dim
+    if _accepts(cls, "gather_distributed"): kw["gather_distributed"] = distributed
+    return kw
+
+def check_loss_options(spec: MethodSpec, loss: dict, dim: int | None) -> None:
+    "Build the method's loss once from `loss`, so the loss's own range checks run when the config is built; ValueError names model.loss.<key>"
+    if spec.loss is None:
+        if loss: raise ValueError(f"model.loss.{next(iter(loss))}: method {spec.name} has no loss options (its objective is set by model.options); remove it")
+        return
+    cls = LOSSES[spec.loss]
+    accepted = [k for k in inspect.signature(cls.__init__).parameters if k != "self" and k not in RUN_SET_LOSS_KEYS]
+    for key in loss:
+        if key in RUN_SET_LOSS_KEYS: raise ValueError(f"model.loss.{key} is set by the run (model.proj_dim, the process count); remove it")
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            raise ValueError(f"model.loss.{key} is not an option of {spec.name}'s {cls.__name__}" + (f"; did you mean {close[0]}?" if close else "")
+                             + f" (options: {', '.join(accepted) or 'none'})")
+    try: get_loss(spec.loss, **loss_options(spec, loss, dim))
+    except (ValueError, TypeError) as e: raise ValueError(f"model.loss: {e}") from None
+
 def create_pair_model(
     spec: MethodSpec,  # a two-branch method
     model_cfg,         # resolved model fields (attributes: backbone, small_input, backbone_kwargs, HEAD_KEYS, loss)
@@ -239,10 +265,8 @@ def create_pair_model(
     projector = projection_mlp(bb.num_features, m.proj_hidden, m.proj_dim, m.proj_layers,
                                hidden_bn=m.proj_hidden_bn, last_bn=m.proj_last_bn)
     predictor = prediction_mlp(m.proj_dim, m.pred_hidden) if m.pred_hidden else None
-    cls, lkw = LOSSES[spec.loss], dict(m.loss)
-    if _accepts(cls, "dim"): lkw.setdefault("dim", m.proj_dim)
-    if _accepts(cls, "gather_distributed"): lkw["gather_distributed"] = distributed
-    return SSLModel(spec, bb, projector, predictor, get_loss(spec.loss, **lkw))
+    loss = get_loss(spec.loss, **loss_options(spec, m.loss, m.proj_dim, distributed))
+    return SSLModel(spec, bb, projector, predictor, loss)
 
 def build_method_model(
     spec: MethodSpec, # the method's record
