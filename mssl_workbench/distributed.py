@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from .config import ConfigError
 
 # %% auto #0
-__all__ = ['DistInfo', 'init_distributed', 'release_process_group', 'process_group', 'DistributedBatchNorm',
-           'convert_distributed_batchnorm', 'convert_sync_batchnorm', 'convert_batchnorm']
+__all__ = ['DistInfo', 'init_distributed', 'release_process_group', 'leaving_process_group', 'process_group',
+           'DistributedBatchNorm', 'convert_distributed_batchnorm', 'convert_sync_batchnorm', 'convert_batchnorm']
 
 # %% ../nbs/07_distributed.ipynb #4ba1b520
 @dataclass
@@ -50,14 +50,19 @@ def release_process_group(created: bool, failed: bool = False) -> None:
     if created and dist.is_initialized() and (not failed or dist.get_backend() == "gloo"): dist.destroy_process_group()
 
 @contextmanager
-def process_group(device: str = "auto"):
-    "`init_distributed` for the length of a run: the group it made is left when the block ends, by success or error"
-    info = init_distributed(device)
-    try: yield info
+def leaving_process_group(created: bool):
+    "A block at whose end the group this process made is left, by success or error"
+    try: yield
     except BaseException:
-        release_process_group(info.created, failed=True)
+        release_process_group(created, failed=True)
         raise
-    release_process_group(info.created)
+    release_process_group(created)
+
+@contextmanager
+def process_group(device: str = "auto"):
+    "`init_distributed` for the length of a run: the group it made is left when the block ends"
+    info = init_distributed(device)
+    with leaving_process_group(info.created): yield info
 
 class _AllReduceSum(torch.autograd.Function):
     "Sum over ranks; the gradient of each rank's input is the sum over ranks of the output gradients"

@@ -1096,13 +1096,8 @@ def fit_lm(
     "Fine-tune a causal LM with CE (+ γ·MCE) and write the standard run directory"
     validate_lm_config(cfg)
     run = LMRun(cfg, resume=resume)
-    from mssl_workbench.distributed import release_process_group
-    try: summary = _fit(run)
-    except BaseException:
-        release_process_group(run.dist.created, failed=True)
-        raise
-    release_process_group(run.dist.created)
-    return summary
+    from mssl_workbench.distributed import leaving_process_group
+    with leaving_process_group(run.dist.created): return _fit(run)
 
 def _fit(run: LMRun) -> dict:
     cfg, t = run.cfg, run.cfg.train
