@@ -161,6 +161,9 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     (["--preset", "quickstart", "train.epochz=1"], "did you mean epochs"),
     (["--preset", "quickstart", "train.batch_size=abc"], "must be int"),
     (["--preset", "quickstart", "data.root=/no/such/dir"], "/no/such/dir"),
+    (["--preset", "quickstart", "model.loss.mu=-1"], "model.loss: MatrixSSLLoss: mu must be a finite number > 0"),
+    (["--preset", "quickstart", "model.loss.lamdba=1"], "model.loss.lamdba is not an option"),
+    (["--preset", "fmnist-mae", "model.loss.temperature=0.1"], "method mae has no loss options"),
 ])
 def test_cli_bad_input_exits_2(argv, words, tmp_path, console):
     r = subprocess.run([console("mssl-train"), *argv, "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
