@@ -411,9 +411,11 @@ def lowrank_trace_product_logm(
 
 # %% ../nbs/01_matrix.ipynb #ccca9f02
 def _xlogx(lam: Tensor, eps: float) -> Tensor:
-    "λ log max(λ, eps) for λ ≥ 0 (negatives from rounding count as 0): 0 log 0 = 0, and a finite gradient everywhere"
+    "λ log λ for λ ≥ 0 (negatives from rounding count as 0, and 0 log 0 = 0), with the gradient of λ log max(λ, eps): finite everywhere"
     lam = lam.clamp_min(0)
-    return lam * lam.clamp_min(eps).log()
+    floored = lam * lam.clamp_min(eps).log()
+    exact = lam * torch.where(lam > 0, lam, 1.0).log()
+    return floored + (exact - floored).detach()
 
 @_full_precision
 def matrix_cross_entropy(
@@ -468,7 +470,7 @@ def renyi_entropy(
     K: Tensor,           # (..., n, n) symmetric PSD Gram matrix (normalised by its trace)
     alpha: float=2,      # order α > 0; 1 gives the von Neumann entropy
     *,
-    eps: float=EIG_EPS,  # non-integer α: eigenvalues below eps count as 0
+    eps: float=EIG_EPS,  # non-integer α: eigenvalues below eps pass no gradient (the value keeps them)
     eigh64: bool=True,   # eigh in float64 (non-integer α only)
 ) -> Tensor:             # (...) scalar, between 0 and log n
     "Matrix Rényi-α entropy 1/(1−α) log tr (K/tr K)^α (Sánchez Giraldo et al. 2014)"
@@ -481,7 +483,12 @@ def renyi_entropy(
         power_trace = _power_traces(A, int(alpha))[-1]
     else:
         lam = _eigvalsh(A, eigh64)
-        kept = lam > eps  # eigenvalues below eps (rounding noise of a rank-deficient K) count as 0, with zero gradient
+        # rounding noise: eigenvalues within NumPy's matrix_rank tolerance n·ε·λ_max of 0 are exact zeros of a
+        # rank-deficient K and count as 0; the real ones below eps count in the value but pass no gradient
+        # (α λ^(α−1) is unbounded at 0 for α < 1)
+        noise = lam.shape[-1] * torch.finfo(A.dtype).eps * lam.amax(-1, keepdim=True).detach()
+        kept = lam > noise
+        lam = torch.where(lam < eps, lam.detach(), lam) if alpha < 1 else lam
         power_trace = torch.where(kept, torch.where(kept, lam, 1.0).pow(alpha), 0.0).sum(-1)
     return power_trace.log() / (1 - alpha)
 
