@@ -30,8 +30,9 @@ Families
   erank. lm-overhead: `benchmarks/lm_mce.py overhead` (every shape it defines; the 7B shapes by FLOPs).
 - protocol: one quickstart run (train/test, seed 0) through every protocol the README lists: linear fast path and
   the official protocol (augmented, LARS, 100 epochs), semi-supervised 1% and 10%, k-NN at k = 20 and 200.
-- lever: single seed-0 cells that test an explanation the results chapter gives for a row below its baseline (the
-  paper form's learning rate, ridge and clipping; M-MAE's weight); they run after the sweep, before the seeds.
+- lever: cells that test an explanation the results chapter gives for a row below its baseline (the paper form's
+  learning rate, ridge and clipping; M-MAE's weight): seed 0 after the sweep, before the seeds; a second seed, with
+  the seeds, for the levers that moved a row past its baseline.
 - selection: Kendall τ of RankMe and of LiDAR against linear accuracy within each method's sweep, and the regret of
   picking by each (computed from the ssl cells' JSON with mssl-eval's own `selection_report`).
 
@@ -98,7 +99,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return self.method + (f"-lr{self.lr:g}" if self.lr is not None else "") + (f"-s{self.seed}" if self.family in ("ssl", "mae", "lm") else "")
+        return self.method + (f"-lr{self.lr:g}" if self.lr is not None else "") + (f"-s{self.seed}" if self.family in ("ssl", "mae", "lm") or (self.family == "lever" and self.seed) else "")
 
     def path(self, out: Path) -> Path: return out / self.budget / self.family / f"{self.name}.json"
 
@@ -164,7 +165,7 @@ def all_cells(budget: str, out: Path, families: list[str], rows: list[str] | Non
     if "lm-overhead" in families and rows is None: cells.append(Cell("lm-overhead", "loss-overhead", budget))
     if "protocol" in families and rows is None: cells.append(protocol_cell(budget))
     if "selection" in families and rows is None: cells.append(Cell("selection", "rankme-lidar", budget))
-    if "lever" in families: cells += [lever_cell(n, budget) for n, *_ in LEVERS if rows is None or n in rows]
+    if "lever" in families: cells += [lever_cell(n, budget, s) for n, *_ in LEVERS for s in LEVER_SEEDS.get(n, (0,)) if rows is None or n in rows]
     return sorted(cells, key=lambda c: run_round(c, budget))
 
 
@@ -175,7 +176,8 @@ def run_round(cell: Cell, budget: str) -> int:
         if cell.seed > 0: return 5
         return 1 if cell.lr == sweep_lrs(cell.method, budget)[0] else 3
     if cell.family in ("mae", "lm"): return 2 if cell.seed == 0 else 6
-    return {"lm-overhead": 2, "protocol": 2, "lever": 4, "selection": 7}[cell.family]
+    if cell.family == "lever": return 4 if cell.seed == 0 else 6
+    return {"lm-overhead": 2, "protocol": 2, "selection": 7}[cell.family]
 
 
 MAE_METHODS = ("mae", "umae", "mmae")
@@ -183,8 +185,8 @@ LM_CONFIGS = [("ce", "lm-arith-ce", []), ("mce-embedding", "lm-arith-mce", []),
               ("mce-batch", "lm-arith-mce", ["loss.mce=batch"])]
 FAMILIES = ["baseline", "ssl", "mae", "lm", "lm-overhead", "protocol", "selection", "lever"]
 
-# Levers: single seed-0 cells that test an explanation the chapter gives for a row below its baseline, each a row
-# (ssl or mae) with overrides, evaluated as that family is. (name, base row, overrides, what it tests)
+# Levers: cells that test an explanation the chapter gives for a row below its baseline (seed 0; a second seed where
+# LEVER_SEEDS says), each a row (ssl or mae) with overrides, evaluated as that family is. (name, base row, overrides, what it tests)
 LEVERS = [
     ("matrix_ssl_paper-lr0.1x", "matrix_ssl_paper", ["optim.base_lr=0.05"],
      "paper form at a tenth of the preset rate: the exact log's gradient at μ = 0.1/d is up to 2,560× the official form's"),
@@ -192,17 +194,21 @@ LEVERS = [
     ("matrix_ssl_paper-mu1d", "matrix_ssl_paper", [f"model.loss.mu={1 / 256:g}"],
      "paper form at μ = 1/d: a 10× smaller gradient scale, the largest μ at which spreading still lowers the loss"),
     ("matrix_ssl_paper-clip", "matrix_ssl_paper", ["optim.grad_clip=1.0"], "paper form with gradient-norm clipping at 1"),
+    ("matrix_ssl_paper-clip-mu1d", "matrix_ssl_paper", ["optim.grad_clip=1.0", f"model.loss.mu={1 / 256:g}"],
+     "paper form with both levers: clipping at 1 and μ = 1/d"),
     ("mmae-lamda1.25e-3", "mmae", ["model.options.lamda=0.00125"], "M-MAE at the official effective weight 1.25e-3 instead of 0.01"),
     ("mmae-lamda3e-3", "mmae", ["model.options.lamda=0.003"], "M-MAE at λ = 3e-3"),
 ]
+# Levers whose seed-0 cell moved a row past its baseline get a second seed (the base row's seed-1 cell + the overrides)
+LEVER_SEEDS = {"matrix_ssl_paper-clip": (0, 1), "mmae-lamda1.25e-3": (0, 1)}
 
 
-def lever_cell(name: str, budget: str) -> Cell:
-    "A lever: its base row's seed-0 cell (ssl: at the preset rate) with the lever's overrides appended"
+def lever_cell(name: str, budget: str, seed: int = 0) -> Cell:
+    "A lever: its base row's cell of that seed (ssl: at the preset rate) with the lever's overrides appended"
     row, over = next((l[1], l[2]) for l in LEVERS if l[0] == name)
-    if row in MAE_METHODS: c = mae_cell(row, budget, 0)
-    else: c = ssl_cell(row, budget, sweep_lrs(row, budget)[0], 0)
-    return Cell("lever", name, budget, 0, None, tuple(list(c.overrides) + over), c.preset, c.evals)
+    if row in MAE_METHODS: c = mae_cell(row, budget, seed)
+    else: c = ssl_cell(row, budget, sweep_lrs(row, budget)[0], seed)
+    return Cell("lever", name, budget, seed, None, tuple(list(c.overrides) + over), c.preset, c.evals)
 
 
 def mae_cell(method: str, budget: str, seed: int) -> Cell:
