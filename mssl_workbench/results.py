@@ -265,12 +265,13 @@ def selection_table(cells: list[dict], accuracy: str="linear") -> str:
 
 # %% ../nbs/18_results.ipynb #817bd9ea
 def lever_table(cells: list[dict]) -> str:
-    "Markdown: one line per lever cell (its base row, what it changes, and the metrics), with the base row's seed-0 cell"
+    "Markdown: one line per lever cell (its base row, what it changes, and the metrics); a seed other than 0 is named"
     head = "| lever | base row | what it tests | linear % (test) | k-NN % (test) | linear % (val) | erank |\n|---|---|---|---|---|---|---|\n"
     lines = []
     for c in of_family(cells, "lever", ok=False):
         if c.get("failed"): lines.append(f"| {c['method']} | {c.get('base', '')} | {c.get('note', '')} | failed: {c['error'][:60]} | | | |"); continue
-        lines.append(f"| {c['method']} | {c['base']} | {c['note']} | {100 * c['linear']:.1f} | {100 * c['knn']:.1f} | {100 * c['val_linear']:.1f} | "
+        name = c['method'] + (f" (seed {c['seed']})" if c.get("seed") else "")
+        lines.append(f"| {name} | {c['base']} | {c['note']} | {100 * c['linear']:.1f} | {100 * c['knn']:.1f} | {100 * c['val_linear']:.1f} | "
                      f"{c['erank']:.0f} |")
     return head + "\n".join(lines)
 
