@@ -10,7 +10,6 @@ import ctypes
 import difflib
 import errno
 import os
-import shlex
 import signal
 import subprocess
 import sys

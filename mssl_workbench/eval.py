@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matrix import (alpha_req, eigenspectrum, effective_rank, erank_from_values, gram, matrix_information, rankme,
+from .matrix import (alpha_req, eigenspectrum, effective_rank, gram, matrix_information, rankme,
                                    rankme_cov, renyi_entropy)
 
 # %% auto #0

@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -18,32 +17,22 @@ from torch import Tensor
 from .config import Config
 from .data import MultiViewAugment, create_augment
 from .eval import INFO_KEYS, OnlineLinearProbe, extract_features, information_metrics, knn_accuracy, monitor_metrics
+from .loop import Hook, RunState
 from .losses import mec_lamda_inv_schedule
 from .methods import SSLModel, get_method, resolve_callable
-from .runs import CheckpointError, checkpoint_paths, jsonable, read_jsonl
-
-if TYPE_CHECKING: from mssl_workbench.train import Trainer
+from .runs import checkpoint_paths, jsonable, read_jsonl
 
 # %% auto #0
-__all__ = ['COLLAPSE_ERANK', 'COLLAPSE_SPACES', 'MAX_WEIGHT', 'RAW_PIXEL_MAX_DIM', 'STOP_SIGNALS', 'STOP', 'Hook',
-           'NonFiniteError', 'last_good', 'MetricsLogger', 'paired_view_features', 'OnlineProbe', 'Monitor',
-           'collapse_report', 'collapse_warning', 'check_weights', 'Checkpointer', 'raw_pixel_knn', 'Summary',
-           'StopRequest', 'Preemption', 'MECWarmup', 'default_hooks', 'method_hooks']
+__all__ = ['COLLAPSE_ERANK', 'COLLAPSE_SPACES', 'MAX_WEIGHT', 'RAW_PIXEL_MAX_DIM', 'STOP_SIGNALS', 'STOP', 'NonFiniteError',
+           'last_good', 'MetricsLogger', 'paired_view_features', 'OnlineProbe', 'Monitor', 'collapse_report',
+           'collapse_warning', 'check_weights', 'Checkpointer', 'raw_pixel_knn', 'Summary', 'StopRequest', 'Preemption',
+           'MECWarmup', 'default_hooks', 'method_hooks']
 
 # %% ../nbs/10_hooks.ipynb #c6041397
-class Hook:
-    "Base class of the training hooks: override the moments you need"
-    order = 0
-    def before_fit(self, run: Trainer): pass
-    def after_step(self, run: Trainer): pass
-    def after_epoch(self, run: Trainer): pass
-    def after_fit(self, run: Trainer): pass
-    def teardown(self, run: Trainer): pass
-
 class NonFiniteError(RuntimeError):
     "The loss, the features or the weights became NaN/Inf or blew up; the message names the step and the last good checkpoint"
 
-def last_good(run: Trainer) -> str:
+def last_good(run: RunState) -> str:
     "The newest intact checkpoint of the run, for error messages"
     good = checkpoint_paths(run.out_dir)
     return str(good[0]) if good else "none"
@@ -157,7 +146,7 @@ class Monitor(Hook):
     def state_dict(self): return (self.loss_sum, self.loss_n)
 
     @torch.no_grad()
-    def information(self, run: Trainer, feats: dict[str, Tensor]) -> dict | None:
+    def information(self, run: RunState, feats: dict[str, Tensor]) -> dict | None:
         "`information_metrics` of two fixed views of the first eval.info_samples monitor images, per space (one view: clean features)"
         e = run.cfg.eval
         if not e.info_samples: return None
@@ -172,7 +161,7 @@ class Monitor(Hook):
         return info
 
     @torch.no_grad()
-    def evaluate(self, run: Trainer):
+    def evaluate(self, run: RunState):
         d, e, model = run.data, run.cfg.eval, run.model
         kw = dict(prepare=d.prepare, batch_size=e.batch_size, device=run.info.device)
         feats = {"backbone": extract_features(model.features, d.monitor_images, **kw),
@@ -258,7 +247,7 @@ def _weight_limits(model: torch.nn.Module) -> tuple[list[str], list[Tensor], lis
         limits.append(MAX_WEIGHT ** 2 if name.endswith("running_var") else MAX_WEIGHT)
     return names, tensors, limits
 
-def check_weights(run: Trainer):
+def check_weights(run: RunState):
     "Raise `NonFiniteError` when a parameter or buffer is non-finite or has blown up (see `MAX_WEIGHT`)"
     names, tensors, limits = _weight_limits(run.model)
     if not tensors: return
@@ -285,7 +274,7 @@ class Checkpointer(Hook):
 
     def after_fit(self, run): self.save(run)
 
-    def save(self, run: Trainer):
+    def save(self, run: RunState):
         if self.saved_step == run.step: return
         check_weights(run)
         if run.writer is not None:
@@ -297,7 +286,7 @@ class Checkpointer(Hook):
 RAW_PIXEL_MAX_DIM = 4096   # raw-pixel k-NN baseline only for small images (28×28 gray: 784; 224×224 RGB is far above)
 
 @torch.no_grad()
-def raw_pixel_knn(run: Trainer) -> float | None:
+def raw_pixel_knn(run: RunState) -> float | None:
     "k-NN accuracy on the normalised raw pixels of the same memory bank and held-out set: the trivial baseline to beat"
     d, e = run.data, run.cfg.eval
     if not d.labelled or run.cfg.data.in_chans * run.cfg.data.image_size ** 2 > RAW_PIXEL_MAX_DIM: return None

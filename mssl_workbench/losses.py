@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matrix import (center_rows_normalize, covariance, cross_covariance, gram, lowrank_trace_logm,
+from .matrix import (center_rows_normalize, covariance, cross_covariance, gram,
                                    lowrank_trace_logm_taylor, lowrank_trace_product_logm, lowrank_trace_product_logm_taylor,
                                    matrix_cross_entropy, normalize_rows, nuclear_norm, renyi_entropy, tcr_logdet,
                                    trace_logm_taylor, trace_product_logm_taylor, von_neumann_entropy)
@@ -23,10 +23,10 @@ from .matrix import (center_rows_normalize, covariance, cross_covariance, gram, 
 # %% auto #0
 __all__ = ['MATRIX_SSL_FORMS', 'PAPER_MU_SCALE', 'LOSSES', 'gather_embeddings', 'matrix_uniformity', 'matrix_alignment',
            'matrix_ssl_terms', 'matrix_ssl_loss', 'MatrixSSLLoss', 'mec', 'mec_lamda_inv_schedule', 'MECLoss', 'tcr',
-           'umae_uniformity', 'TCRLoss', 'UMAELoss', 'nt_xent', 'NTXentLoss', 'moco_infonce', 'MoCoQueue',
-           'negative_cosine', 'SimSiamLoss', 'BYOLLoss', 'barlow_twins', 'BarlowTwinsLoss', 'vicreg', 'VICRegLoss',
-           'spectral_contrastive', 'SpectralContrastiveLoss', 'frossl_terms', 'frossl', 'FroSSLLoss', 'mmcr_terms',
-           'mmcr', 'MMCRLoss', 'ivne_terms', 'ivne', 'IVNELoss', 'get_loss']
+           'umae_uniformity', 'nt_xent', 'NTXentLoss', 'moco_infonce', 'MoCoQueue', 'negative_cosine', 'SimSiamLoss',
+           'BYOLLoss', 'barlow_twins', 'BarlowTwinsLoss', 'vicreg', 'VICRegLoss', 'spectral_contrastive',
+           'SpectralContrastiveLoss', 'frossl_terms', 'frossl', 'FroSSLLoss', 'mmcr_terms', 'mmcr', 'MMCRLoss',
+           'ivne_terms', 'ivne', 'IVNELoss', 'get_loss']
 
 # %% ../nbs/02_losses.ipynb #00bc8f93
 _HALF = (torch.float16, torch.bfloat16)
@@ -308,42 +308,18 @@ def tcr(
     z: Tensor,                # (m, d) embeddings (e.g. CLS features)
     mu: float = 1.0,          # μ: the log-det is of I + (μ/d) ZᵀZ
     centering: bool = False,  # centre the columns of the normalised rows first
-    *,
-    gather_distributed: bool = False, # use the global batch across ranks
 ) -> Tensor:                  # scalar (≤ 0)
     "M-MAE's total coding rate loss −log det(I_d + (μ/d) ZᵀZ) on ℓ2-normalised rows (exact; Sylvester form when m < d)"
     _check("tcr", min_batch=1, z=z); _positive("tcr", mu=mu)
-    (z,) = _gather(gather_distributed, z)
     return -tcr_logdet(center_rows_normalize(z, center=centering), c=mu / z.shape[1])
 
 @_fp32
 def umae_uniformity(
     z: Tensor, # (m, d) embeddings
-    *,
-    gather_distributed: bool = False, # use the global batch across ranks
 ) -> Tensor:   # scalar in [1/m, 1]
     "U-MAE's uniformity regulariser: mean of the squared cosine Gram matrix, ‖ẐẐᵀ‖²_F / m² (Zhang et al. 2022)"
     _check("umae_uniformity", min_batch=1, z=z)
-    (z,) = _gather(gather_distributed, z)
     return gram(z).square().mean()
-
-class TCRLoss(nn.Module):
-    """M-MAE's TCR regulariser (Tan et al., Information Flow in SSL, ICML 2024): `forward(z1)` = −log det(I + (μ/d) ẐᵀẐ),
-    Ẑ the ℓ2-normalised rows (optionally column-centred), exact log-det. One input: `z1`, the online embeddings."""
-    inputs = ("z1",)
-    def __init__(self, mu: float = 1.0, centering: bool = False, gather_distributed: bool = False):
-        super().__init__(); _positive("TCRLoss", mu=mu)
-        self.mu, self.centering, self.gather_distributed = mu, centering, gather_distributed
-    def forward(self, z1: Tensor) -> Tensor:
-        return tcr(z1, self.mu, self.centering, gather_distributed=self.gather_distributed)
-
-class UMAELoss(nn.Module):
-    """U-MAE's uniformity regulariser (Zhang et al. 2022): `forward(z1)` = mean over all pairs (i, j) of cos(z1ᵢ, z1ⱼ)²."""
-    inputs = ("z1",)
-    def __init__(self, gather_distributed: bool = False):
-        super().__init__(); self.gather_distributed = gather_distributed
-    def forward(self, z1: Tensor) -> Tensor:
-        return umae_uniformity(z1, gather_distributed=self.gather_distributed)
 
 # %% ../nbs/02_losses.ipynb #5621fb5b
 @_fp32
@@ -709,7 +685,7 @@ class IVNELoss(nn.Module):
 LOSSES: dict[str, type[nn.Module]] = {
     "matrix_ssl": MatrixSSLLoss, "mec": MECLoss, "simclr": NTXentLoss, "moco_v2": MoCoQueue,
     "byol": BYOLLoss, "simsiam": SimSiamLoss, "barlow_twins": BarlowTwinsLoss, "vicreg": VICRegLoss,
-    "spectral": SpectralContrastiveLoss, "tcr": TCRLoss, "umae": UMAELoss,
+    "spectral": SpectralContrastiveLoss,
     "frossl": FroSSLLoss, "mmcr": MMCRLoss, "ivne": IVNELoss,
 }
 

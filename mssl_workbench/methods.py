@@ -11,7 +11,7 @@ import importlib
 import inspect
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn

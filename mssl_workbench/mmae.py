@@ -11,7 +11,6 @@ from functools import partial
 import timm
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from timm.optim import create_optimizer_v2

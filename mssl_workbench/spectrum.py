@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import html
-import json
 import math
 import sys
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
-import yaml
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
@@ -140,9 +137,8 @@ def make_synthetic_run(
 
 # %% ../nbs/12_spectrum.ipynb #2b9d2a18
 METHOD_COLORS = {"matrix_ssl": "#1f77b4", "mec": "#ff7f0e", "simclr": "#2ca02c", "byol": "#d62728",
-                 "barlow_twins": "#9467bd", "vicreg": "#8c564b", "m_mae": "#e377c2", "u_mae": "#7f7f7f",
-                 "mae": "#bcbd22", "simsiam": "#17becf"}
-_PALETTE = list(METHOD_COLORS.values())
+                 "barlow_twins": "#9467bd", "vicreg": "#8c564b", "mae": "#bcbd22", "simsiam": "#17becf"}
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")   # D3's category10
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 METRIC_LABELS = {"erank": "effective rank", "rankme": "RankMe", "rankme_cov": "RankMe (covariance)",
                  "alpha_req": "α-ReQ", "alpha_req_r2": "α-ReQ fit R²"}

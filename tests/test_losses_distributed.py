@@ -20,7 +20,6 @@ OPTIONS = {   # small, fast settings; every registered loss is covered
     "matrix_ssl": [dict(), dict(lamda=0.5, mu=0.5, order=2), dict(form="paper"), dict(form="paper", low_rank=True)],
     "mec": [dict(lamda_inv=4.0)], "simclr": [dict()], "moco_v2": [dict(dim=D, size=30)], "byol": [dict()],
     "simsiam": [dict()], "barlow_twins": [dict()], "vicreg": [dict()], "spectral": [dict()],
-    "tcr": [dict(mu=2.0)], "umae": [dict()],
     "frossl": [dict(), dict(low_rank=True, invariance_weight=2.0)], "mmcr": [dict(), dict(lamda=0.5)],
     "ivne": [dict(), dict(low_rank=True)],
 }

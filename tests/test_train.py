@@ -17,6 +17,7 @@ from procs import free_port
 from mssl_workbench.config import config_from_dict
 from mssl_workbench.data import SAMPLE_FASHION_MNIST
 from mssl_workbench.hooks import Checkpointer, Hook, NonFiniteError, default_hooks
+from mssl_workbench.loop import RunState
 from mssl_workbench.losses import mec_lamda_inv_schedule
 from mssl_workbench.methods import PAIR_BUILDER, get_method, list_methods
 from mssl_workbench.runs import latest_checkpoint, load_checkpoint
@@ -199,7 +200,7 @@ def test_non_finite_loss_names_the_step(tmp_path):
 def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
     run = fit(tiny(tmp_path / "bf16", model={"channels_last": True}, train={"precision": "bf16", "max_steps": 3}))
     losses = [r["loss"] for r in read_jsonl(tmp_path / "bf16" / "metrics.jsonl")]
-    assert len(losses) == 3 and all(map(lambda x: x == x, losses))   # finite, not NaN
+    assert len(losses) == 3 and all(map(math.isfinite, losses))   # neither NaN nor ±inf
     assert run.model.backbone.model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -218,3 +219,16 @@ def test_mec_follows_its_schedule_whatever_hooks_say(tmp_path):
                                   min(run.warmup_steps, run.total_steps), eps_sq=cfg.model.loss["eps_sq"])
     assert len(rec.seen) == 4 and rec.seen == [float(v) for v in want[:4]], (rec.seen, want[:4])
     assert rec.seen[0] != rec.seen[-1]             # the warm-up moves it
+    assert isinstance(run, RunState)               # the trainer has every field the hooks are written against
+
+
+def test_hooks_do_not_import_the_training_loop():
+    "The hooks are written against RunState (mssl_workbench.loop): importing them loads no part of the loop that runs them"
+    code = "import json, sys, mssl_workbench.hooks; print(json.dumps(sorted(m for m in sys.modules if m.startswith('mssl_workbench'))))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    loaded = json.loads(r.stdout)
+    assert "mssl_workbench.loop" in loaded and "mssl_workbench.train" not in loaded, loaded
+    import mssl_workbench.hooks as hooks   # nor under TYPE_CHECKING
+    src = Path(hooks.__file__).read_text()
+    assert [l for l in src.splitlines() if "import" in l and ".train" in l] == [] and "TYPE_CHECKING" not in src
