@@ -20,10 +20,10 @@ from .losses import _GatherAllReduce, gather_embeddings, tcr, umae_uniformity
 
 # %% auto #0
 __all__ = ['REGULARIZERS', 'GRAD_SEMANTICS', 'OFFICIAL_LAMDA', 'OFFICIAL_WORLD_SIZE', 'OFFICIAL_EFFECTIVE_LAMDA', 'FEATURES',
-           'MAE_OPTIONS', 'MAE_METHODS', 'MAE_OPTIM', 'MAE_SPECS', 'MAE_EVAL_PRESETS', 'patchify', 'unpatchify',
-           'num_visible', 'random_masking', 'normalized_patch_target', 'masked_mse', 'gather_features',
-           'mae_regularizer', 'effective_lamda', 'sincos_pos_embed', 'check_mae_options', 'MaskedAutoencoder',
-           'create_mae_encoder', 'create_mae_model', 'fixed_batch_losses']
+           'MAE_OPTIONS', 'MAE_METHODS', 'MAE_OPTIM', 'MAE_SPECS', 'patchify', 'unpatchify', 'num_visible',
+           'random_masking', 'normalized_patch_target', 'masked_mse', 'gather_features', 'mae_regularizer',
+           'effective_lamda', 'sincos_pos_embed', 'check_mae_options', 'MaskedAutoencoder', 'create_mae_encoder',
+           'create_mae_model', 'fixed_batch_losses']
 
 # %% ../nbs/14_mmae.ipynb #f572a3ce
 from .methods import MethodSpec, StepOutput, optim_recipe, register_method
@@ -488,56 +488,6 @@ MAE_SPECS = {m: register_method(MethodSpec(
     name=m, loss=None, loss_kwargs={}, heads={}, teacher=None, augment="mae", optim=dict(MAE_OPTIM), views=1,
     options={**MAE_OPTIONS, "reg": reg}, hooks=(), builder="mssl_workbench.mmae:create_mae_model",
     source=_MAE_SOURCES[m], presets=_presets(m), check_options=check_mae_options)) for m, reg in MAE_METHODS.items()}
-
-# %% ../nbs/14_mmae.ipynb #ace89568
-_MAE_FT = "facebookresearch/mae FINETUNE.md"
-_MMAE_NOTE = ("yifanzhang-pro/M-MAE's shipped script; likely the one behind the paper's ViT-L numbers "
-              "(its --finetune path names the TCR-1e-2-lamda-3 checkpoint) -- unverified")
-
-def _linprobe(vit: str, *, epochs: int, base_lr: float, batch_size: int, source: str) -> dict:
-    return {
-        "kind": "linear_probe", "backbone": vit, "features": "cls",
-        "head": {"batchnorm": {"affine": False, "eps": 1e-6}, "init_std": 0.01},
-        "optimizer": {"opt": "lars", "weight_decay": 0.0, "momentum": 0.9},
-        "base_lr": base_lr, "batch_size": batch_size, "epochs": epochs, "warmup_epochs": 10, "min_lr": 0.0,
-        "train_transform": {"input_size": 224, "is_training": True, "scale": (0.08, 1.0), "hflip": 0.5, "color_jitter": None,
-                            "auto_augment": None, "interpolation": "bicubic", "re_prob": 0.0},
-        "eval_transform": {"input_size": 224, "is_training": False, "interpolation": "bicubic", "crop_pct": 224 / 256},
-        "source": source,
-    }
-
-def _finetune(vit: str, *, base_lr: float, layer_decay: float, drop_path: float, epochs: int, batch_size: int,
-              global_pool: str, source: str) -> dict:
-    return {
-        "kind": "finetune", "backbone": vit, "global_pool": global_pool,
-        "model_kwargs": {"drop_path_rate": drop_path, "global_pool": global_pool},
-        "optimizer": {"opt": "adamw", "weight_decay": 0.05, "betas": (0.9, 0.999), "layer_decay": layer_decay},
-        "base_lr": base_lr, "batch_size": batch_size, "epochs": epochs, "warmup_epochs": 5, "min_lr": 1e-6,
-        "mixup": {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "cutmix_minmax": None, "prob": 1.0, "switch_prob": 0.5,
-                  "mode": "batch", "label_smoothing": 0.1},
-        "train_transform": {"input_size": 224, "is_training": True, "color_jitter": None, "auto_augment": "rand-m9-mstd0.5-inc1",
-                            "interpolation": "bicubic", "re_prob": 0.25, "re_mode": "pixel", "re_count": 1},
-        "eval_transform": {"input_size": 224, "is_training": False, "interpolation": "bicubic", "crop_pct": 224 / 256},
-        "loss": "timm.loss.SoftTargetCrossEntropy (with Mixup; LabelSmoothingCrossEntropy(0.1) without)",
-        "source": f"{source} ({vit}: --blr {base_lr:g} --layer_decay {layer_decay} --drop_path {drop_path} --epochs {epochs} "
-                  f"--reprob 0.25 --mixup 0.8 --cutmix 1.0, effective batch {batch_size}"
-                  + (", --cls_token" if global_pool == "token" else ", global average pooling") + ")",
-    }
-
-MAE_EVAL_PRESETS = {
-    "mae-linprobe-vitb16": _linprobe("vit_base_patch16_224", epochs=90, base_lr=0.1, batch_size=16384,
-                                     source=f"{_MAE_FT} (Linear Probing) and main_linprobe.py's defaults"),
-    "mae-linprobe-vitl16": _linprobe("vit_large_patch16_224", epochs=50, base_lr=0.1, batch_size=16384,
-                                     source=f"{_MAE_FT} (Linear Probing) and main_linprobe.py's defaults"),
-    "mae-finetune-vitb16": _finetune("vit_base_patch16_224", base_lr=5e-4, layer_decay=0.65, drop_path=0.1, epochs=100,
-                                     batch_size=1024, global_pool="avg", source=_MAE_FT),
-    "mae-finetune-vitl16": _finetune("vit_large_patch16_224", base_lr=1e-3, layer_decay=0.75, drop_path=0.2, epochs=50,
-                                     batch_size=1024, global_pool="avg", source=_MAE_FT),
-    "mmae-linprobe-vitl16": _linprobe("vit_large_patch16_224", epochs=90, base_lr=0.05, batch_size=8192,
-                                      source=f"yifanzhang-pro/M-MAE linprobe.sh; {_MMAE_NOTE}"),
-    "mmae-finetune-vitl16": _finetune("vit_large_patch16_224", base_lr=5e-4, layer_decay=0.65, drop_path=0.1, epochs=100,
-                                      batch_size=2048, global_pool="token", source=f"yifanzhang-pro/M-MAE finetune.sh; {_MMAE_NOTE}"),
-}
 
 # %% ../nbs/14_mmae.ipynb #a21f07d8
 def fixed_batch_losses(
