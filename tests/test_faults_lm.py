@@ -63,7 +63,7 @@ def test_lr_inf_is_refused_at_config_time_and_leaves_no_folder(tmp_path):
 def test_non_finite_loss_exits_1_before_the_update_and_leaves_the_last_checkpoint(tmp_path):
     "A huge learning rate without clipping: the first update is finite, the second step's loss is not; no update follows it"
     out = tmp_path / "lm"
-    huge = [*LM, "optim.lr=1e30", "optim.grad_clip=null", "optim.warmup_ratio=0", "train.checkpoint_every_steps=1"]
+    huge = [*LM, "optim.lr=1.0e+30", "optim.grad_clip=null", "optim.warmup_ratio=0", "train.checkpoint_every_steps=1"]
     r = mssl("mssl-train", *huge, "train.stop_after_steps=1", "--output", out)
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = out / "checkpoints" / "step_00000001.pt"
