@@ -488,14 +488,20 @@ def lm_config_from_args(args: argparse.Namespace):
 
 def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
     "mssl-train for a language-model preset"
-    from mssl_workbench.lm import fit_lm, lm_config_to_dict
+    from mssl_workbench.hooks import STOP
+    from mssl_workbench.lm import lm_config_to_dict, train_lm
     cfg = lm_config_from_args(args)
     if args.dry_run:
         print(yaml.safe_dump(lm_config_to_dict(cfg), sort_keys=False), end="")
         return 0
     if args.slurm is not None: raise ConfigError("--slurm is for image runs so far: launch LM runs with torchrun options or sbatch + torchrun")
     if any(getattr(args, o) for o in TORCHRUN_OPTIONS) and not worker: return launch_torchrun(_torchrun_command(args, argv))
-    s = fit_lm(cfg, resume=args.resume)
+    owner = STOP.install()          # as for image runs: a signal while data and model are built is kept for the first step
+    try: run = train_lm(cfg, resume=args.resume)
+    finally:
+        if owner: STOP.restore()
+    if run.stop_signal is not None: return _stop_exit(run)   # one line, 128 + signal: the image runs' exit
+    s = run.summary
     if s and s.get("run_dir"):
         acc = "n/a" if s.get("accuracy") is None else f"{100 * s['accuracy']:.1f}%"
         print(f"done: {s.get('steps')} steps in {s.get('wall_s', 0):.0f} s ({s.get('stop_reason')})")

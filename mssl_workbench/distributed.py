@@ -39,10 +39,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if device == "cuda" and not torch.cuda.is_available(): raise ConfigError("train.device=cuda but no CUDA device is visible: use train.device=cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda: torch.cuda.set_device(local)        # this process's GPU, also when the caller made the group
     created = world > 1 and not dist.is_initialized()
-    if created:
-        if use_cuda: torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if created: dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local, torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu"), created)
 
 def release_process_group(created: bool, failed: bool = False) -> None:

@@ -24,9 +24,9 @@ from .runs import checkpoint_paths, jsonable, read_jsonl
 
 # %% auto #0
 __all__ = ['COLLAPSE_ERANK', 'COLLAPSE_SPACES', 'MAX_WEIGHT', 'RAW_PIXEL_MAX_DIM', 'STOP_SIGNALS', 'STOP', 'NonFiniteError',
-           'last_good', 'MetricsLogger', 'paired_view_features', 'OnlineProbe', 'Monitor', 'collapse_report',
-           'collapse_warning', 'check_weights', 'Checkpointer', 'raw_pixel_knn', 'Summary', 'StopRequest', 'Preemption',
-           'MECWarmup', 'default_hooks', 'method_hooks']
+           'last_good', 'diverged', 'MetricsLogger', 'paired_view_features', 'OnlineProbe', 'Monitor',
+           'collapse_report', 'collapse_warning', 'check_weights', 'Checkpointer', 'raw_pixel_knn', 'Summary',
+           'StopRequest', 'Preemption', 'MECWarmup', 'default_hooks', 'method_hooks']
 
 # %% ../nbs/10_hooks.ipynb #c6041397
 class NonFiniteError(RuntimeError):
@@ -36,6 +36,14 @@ def last_good(run: RunState) -> str:
     "The newest intact checkpoint of the run, for error messages"
     good = checkpoint_paths(run.out_dir)
     return str(good[0]) if good else "none"
+
+def diverged(
+    run: Trainer,  # a run with `step`, `epoch` and `out_dir` (the image `Trainer` or the LM chapter's `LMRun`)
+    why: str,      # what went wrong, e.g. "loss is nan"
+    fix: str,      # the setting to change
+) -> NonFiniteError: # to raise before the step's update is applied
+    "The error of a step that diverged, in both engines: what, at which step, the last good checkpoint, and the fix"
+    return NonFiniteError(f"{why} at step {run.step} (epoch {run.epoch}); last good checkpoint: {last_good(run)}; {fix}")
 
 # %% ../nbs/10_hooks.ipynb #76670d19
 def _add_scalars(tb, prefix: str, values: dict, step: int) -> list[str]:

@@ -30,7 +30,9 @@ import yaml
 from torch import Tensor, nn
 
 from . import runs as _runs
-from .hooks import NonFiniteError
+from .config import lr_at
+from .distributed import DistInfo, init_distributed, process_group
+from .hooks import NonFiniteError, Preemption, diverged
 from .matrix import (EIG_EPS, effective_rank, eigenspectrum, erank_from_values, matrix_cross_entropy,
                                    rankme, trace_product_logm_taylor)
 
@@ -44,7 +46,7 @@ __all__ = ['MCE_CONSTRUCTIONS', 'MCE_LOGS', 'LM_ARCHS', 'DATA_FORMATS', 'GSM8K_P
            'eval_prompt', 'Encoded', 'encode_example', 'encode_examples', 'collate', 'generate_greedy',
            'evaluate_answers', 'evaluate_gsm8k', 'LMModelConfig', 'LMDataConfig', 'LMLossConfig', 'LMOptimConfig',
            'LMTrainConfig', 'LMEvalConfig', 'LMConfig', 'LMConfigError', 'validate_lm_config', 'lm_config_from_dict',
-           'lm_config_to_dict', 'lm_lr_at', 'build_lm', 'LMRun', 'lm_train_step', 'fit_lm', 'load_lm',
+           'lm_config_to_dict', 'build_lm', 'LMRun', 'lm_train_step', 'fit_lm', 'train_lm', 'load_lm',
            'is_generations_file', 'gsm8k_protocol', 'lm_eval_main']
 
 # %% ../nbs/15_lm.ipynb #00d1ef48
@@ -790,35 +792,8 @@ LM_PRESETS = {
 }
 
 # %% ../nbs/15_lm.ipynb #517bdfb0
-def lm_lr_at(step: int, *, total_steps: int, warmup_steps: int, peak: float, min_lr: float=0.0) -> float:
-    "Linear warm-up over `warmup_steps`, then half-cosine decay to `min_lr` at `total_steps`"
-    if step < warmup_steps: return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_lr + 0.5 * (peak - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-class _Dist(NamedTuple):
-    rank: int; world: int; local_rank: int; device: torch.device; created: bool
-
-def _init_distributed(cfg: LMConfig) -> _Dist:
-    "Process group from torchrun's environment variables (gloo on CPU, NCCL on CUDA); one process without them"
-    import torch.distributed as dist
-    want = cfg.train.device
-    if want == "cuda" and not torch.cuda.is_available(): raise LMInputError("train.device=cuda but no CUDA device is visible: use train.device=cpu")
-    cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available())
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda: torch.cuda.set_device(device)
-    created = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", init_method="env://", rank=rank, world_size=world)
-        created = True
-    if cfg.train.fsdp and (not cuda or world < 2):
-        raise LMInputError("train.fsdp=true needs CUDA and several processes (torchrun --nproc_per_node N ...); use DDP (fsdp=false) otherwise")
-    return _Dist(rank, world, local_rank, device, created)
-
-def _all_sum(t: Tensor, d: _Dist) -> Tensor:
-    if d.world > 1:
+def _all_sum(t: Tensor, d: DistInfo) -> Tensor:
+    if d.distributed:
         import torch.distributed as dist
         dist.all_reduce(t)
     return t
@@ -866,9 +841,12 @@ LM_RESUME_MAY_CHANGE = {"preset", "train.out_dir", "train.epochs", "train.max_st
 
 class LMRun:
     "Everything a language-model run holds (built by fit_lm)"
-    def __init__(self, cfg: LMConfig, *, resume: str | None=None):
-        self.cfg, self.dist = cfg, _init_distributed(cfg)
-        t, d = cfg.train, self.dist
+    def __init__(self, cfg: LMConfig, *, resume: str | None=None,
+                 info: DistInfo | None=None):   # the process group fit_lm joined (None: `init_distributed` here)
+        self.cfg, self.info = cfg, info if info is not None else init_distributed(cfg.train.device)
+        t, d = cfg.train, self.info
+        if t.fsdp and (d.device.type != "cuda" or not d.distributed):
+            raise LMInputError("train.fsdp=true needs CUDA and several processes (torchrun --nproc_per_node N ...); use DDP (fsdp=false) otherwise")
         self.out_dir = Path(t.out_dir)
         self.writer = _runs.RunWriter(self.out_dir) if d.rank == 0 else None
         found = _runs.resume_checkpoint(self.out_dir, resume, announce=d.rank == 0)   # image runs' finder: damaged newest skipped
@@ -883,11 +861,11 @@ class LMRun:
         self.train_data, self.train_stats = encode_examples(self.tokenizer, self.train_examples, template=cfg.data.template, max_len=cfg.model.max_len)
         train_answers = {e.answer for e in self.train_examples}
         self.test_overlap = sum(e.answer in train_answers for e in self.test_examples)
-        micro = t.micro_batch_size or t.batch_size // d.world
-        if micro < 1 or t.batch_size % (micro * d.world):
-            raise LMInputError(f"train.batch_size={t.batch_size} must be a multiple of train.micro_batch_size={micro} × {d.world} processes")
+        micro = t.micro_batch_size or t.batch_size // d.world_size
+        if micro < 1 or t.batch_size % (micro * d.world_size):
+            raise LMInputError(f"train.batch_size={t.batch_size} must be a multiple of train.micro_batch_size={micro} × {d.world_size} processes")
         self.micro, self.n_micro = micro, t.batch_size // micro
-        self.accumulate = self.n_micro // d.world
+        self.accumulate = self.n_micro // d.world_size
         self.steps_per_epoch = len(self.train_data) // t.batch_size
         if self.steps_per_epoch == 0: raise LMInputError(f"{len(self.train_data)} training sequences are fewer than train.batch_size={t.batch_size}")
         self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
@@ -903,7 +881,7 @@ class LMRun:
             policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if self.bf16 else None, reduce_dtype=torch.float32)
             for layer in _decoder_layers(model): fully_shard(layer, mp_policy=policy)
             self.wrapped = fully_shard(model, mp_policy=policy)
-        elif d.world > 1:
+        elif d.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
             self.wrapped = DistributedDataParallel(model, device_ids=[d.local_rank] if cuda else None)
         else:
@@ -913,11 +891,15 @@ class LMRun:
         l = cfg.loss
         self.loss_fn = MatrixCrossEntropyLMLoss(l.mce, l.gamma, log=l.log, order=l.order, eps=l.eps, lamda=l.lamda, mu=l.mu, per_position=l.per_position)
         self.step, self.init_eranks, self.last_eval, self.stop_reason = 0, None, None, "completed"
+        self.stop_signal: int | None = None   # set by the Preemption hook when a stop signal ends the run
+        self.summary: dict | None = None      # what fit_lm returns
         if state is not None: self._load_state(state)
         if self.writer: self.writer.start(lm_config_to_dict(cfg), method=cfg.method, kind="lm", resume=found is not None)
 
     @property
-    def is_main(self) -> bool: return self.dist.rank == 0
+    def is_main(self) -> bool: return self.info.rank == 0
+    @property
+    def last_checkpoint(self) -> Path | None: return self.checkpoint
     @property
     def epoch(self) -> int: return self.step // self.steps_per_epoch
 
@@ -935,11 +917,11 @@ class LMRun:
         idx = self.global_batch(step)
         micro = [idx[j * self.micro:(j + 1) * self.micro] for j in range(self.n_micro)]
         n_tokens = sum(len(self.train_data[i].ids) - self.train_data[i].n_prompt for i in idx)
-        r, a = self.dist.rank, self.accumulate
+        r, a = self.info.rank, self.accumulate
         return micro[r * a:(r + 1) * a], n_tokens
 
     def _autocast(self):
-        if self.bf16 and not self.cfg.train.fsdp: return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
+        if self.bf16 and not self.cfg.train.fsdp: return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def output_weight(self) -> Tensor | None:
@@ -992,7 +974,7 @@ class LMRun:
         return path
 
     def _barrier(self):
-        if self.dist.world > 1:
+        if self.info.distributed:
             import torch.distributed as dist
             dist.barrier()
 
@@ -1000,8 +982,8 @@ class LMRun:
 def lm_train_step(run: LMRun, step: int) -> dict:
     "One optimiser step at `step`: this process's micro-batches, accumulated; returns the global loss terms"
     micro_batches, n_tokens = run.my_micro_batches(step)
-    model, device, gamma = run.wrapped, run.dist.device, run.loss_fn.gamma
-    lr = lm_lr_at(step, total_steps=run.total_steps, warmup_steps=run.warmup_steps, peak=run.cfg.optim.lr, min_lr=run.cfg.optim.min_lr)
+    model, device, gamma = run.wrapped, run.info.device, run.loss_fn.gamma
+    lr = lr_at(step, total_steps=run.total_steps, warmup_steps=run.warmup_steps, peak=run.cfg.optim.lr, min_lr=run.cfg.optim.min_lr)
     for group in run.optimizer.param_groups: group["lr"] = lr
     totals = torch.zeros(3, dtype=torch.float64, device=device)   # objective, ce_sum, mce
     for j, idx in enumerate(micro_batches):
@@ -1014,26 +996,26 @@ def lm_train_step(run: LMRun, step: int) -> dict:
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
             out = run.loss_fn(logits, batch["labels"], weight=run.output_weight())
             objective = out.ce_sum / n_tokens + gamma * out.mce / run.n_micro
-            (objective * run.dist.world).backward()   # DDP/FSDP average over processes; the sum over micro-batches is the global objective
+            (objective * run.info.world_size).backward()   # DDP/FSDP average over processes; the sum over micro-batches is the global objective
         totals += torch.stack([objective.detach(), out.ce_sum.detach(), out.mce.detach()]).double()
-    grad_norm = None
-    if run.cfg.optim.grad_clip is not None:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), run.cfg.optim.grad_clip))
+    clip = run.cfg.optim.grad_clip
+    if clip is not None: norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    else: norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)   # FSDP: the global norm
+    objective, ce_sum, mce = _all_sum(totals, run.info).tolist()   # every rank sees the same numbers, so all stop together
+    why = f"loss is {objective}" if not math.isfinite(objective) else f"gradient norm is {norm}" if not math.isfinite(norm) else None
+    if why: raise diverged(run, why, "lower optim.lr or loss.gamma")   # before the update: the weights stay as they were
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    objective, ce_sum, mce = _all_sum(totals, run.dist).tolist()
     terms = {"ce": ce_sum / n_tokens}
     if run.loss_fn.construction: terms["mce"] = mce / run.n_micro
-    if not math.isfinite(objective):
-        raise NonFiniteError(f"non-finite loss {objective} at step {step}; last good checkpoint: {run.checkpoint or 'none'}; "
-                             "lower optim.lr or loss.gamma")
-    return {"loss": objective, "terms": terms, "lr": lr, "answer_tokens": n_tokens, "grad_norm": grad_norm}
+    return {"loss": objective, "terms": terms, "lr": lr, "answer_tokens": n_tokens, "grad_norm": norm if clip is not None else None}
 
 @torch.no_grad()
 def _hidden_states(run: LMRun, examples: list[Example]) -> tuple[Tensor, list[Tensor]]:
     "Last-layer hidden states: (answer tokens pooled, per-sequence all tokens) for the monitor batch"
     enc, _ = encode_examples(run.tokenizer, examples, template=run.cfg.data.template, max_len=run.cfg.model.max_len)
-    batch = {k: v.to(run.dist.device) for k, v in collate(enc, run.tokenizer.pad_id).items()}
+    batch = {k: v.to(run.info.device) for k, v in collate(enc, run.tokenizer.pad_id).items()}
     model = run.wrapped if run.cfg.train.fsdp else _unwrap(run.wrapped)
     was = model.training; model.eval()
     with run._autocast():
@@ -1055,20 +1037,20 @@ def _monitor(run: LMRun) -> dict:
 
 def _evaluate(run: LMRun) -> dict:
     "GSM8K-style accuracy on the test examples (split over processes), generations saved; plus the monitors"
-    d, e = run.dist, run.cfg.eval
+    d, e = run.info, run.cfg.eval
     examples = run.test_examples
-    share = -(-len(examples) // d.world)
-    mine = list(range(d.rank, len(examples), d.world)) or [0]
+    share = -(-len(examples) // d.world_size)
+    mine = list(range(d.rank, len(examples), d.world_size)) or [0]
     mine += [mine[0]] * (share - len(mine))   # equal shares: FSDP ranks must run the same number of forward passes
     model = run.wrapped if run.cfg.train.fsdp else _unwrap(run.wrapped)
     prompts = [eval_prompt(examples[i].question, run.cfg.data.template, e.protocol) for i in mine]
     with run._autocast():
         texts, stats = generate_greedy(model, run.tokenizer, prompts, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
                                        synced=run.cfg.train.fsdp)
-    pairs = list(zip(mine, texts))[:len(range(d.rank, len(examples), d.world))]
-    if d.world > 1:
+    pairs = list(zip(mine, texts))[:len(range(d.rank, len(examples), d.world_size))]
+    if d.world_size > 1:
         import torch.distributed as dist
-        gathered = [None] * d.world
+        gathered = [None] * d.world_size
         dist.all_gather_object(gathered, (pairs, stats["truncated_prompts"]))
         pairs = [p for g in gathered for p in g[0]]
         stats = {"truncated_prompts": sum(g[1] for g in gathered)}
@@ -1094,10 +1076,19 @@ def fit_lm(
     resume: str | None=None,    # None (fresh run), "auto" (newest checkpoint of train.out_dir, if any) or a checkpoint path
 ) -> dict:                      # the summary written to summary.json (rank 0; other ranks get the same keys, partly None)
     "Fine-tune a causal LM with CE (+ γ·MCE) and write the standard run directory"
+    return train_lm(cfg, resume=resume).summary
+
+def train_lm(
+    cfg: LMConfig,              # the run's configuration (see lm_config_from_dict)
+    *,
+    resume: str | None=None,    # as fit_lm's
+) -> LMRun:                     # the run: `summary`, and `stop_signal` / `stop_reason` when a signal stopped it
+    "`fit_lm`, returning the run itself (what `mssl-train` needs to report a stop on a signal, as for image runs)"
     validate_lm_config(cfg)
-    run = LMRun(cfg, resume=resume)
-    from mssl_workbench.distributed import leaving_process_group
-    with leaving_process_group(run.dist.created): return _fit(run)
+    with process_group(cfg.train.device) as info:   # the image engine's: joined for the run, left when it ends
+        run = LMRun(cfg, resume=resume, info=info)
+        run.summary = _fit(run)
+    return run
 
 def _fit(run: LMRun) -> dict:
     cfg, t = run.cfg, run.cfg.train
@@ -1106,21 +1097,27 @@ def _fit(run: LMRun) -> dict:
     if run.init_eranks is None: _monitor(run)   # the untrained model's per-sequence eranks, for Diff-eRank
     stop = run.total_steps if t.stop_after_steps is None else min(run.total_steps, run.step + t.stop_after_steps)
     bar = tqdm(total=run.total_steps, initial=run.step, disable=t.quiet or not run.is_main, unit="step", dynamic_ncols=True)
-    run.wrapped.train()
-    while run.step < stop:
-        t0 = time.time()
-        last = lm_train_step(run, run.step)
-        run.step += 1
-        run.last_loss = last["loss"]
-        bar.update(1); bar.set_postfix(loss=f"{last['loss']:.4g}", refresh=False)
-        if run.is_main and (run.step % t.log_every == 0 or run.step == stop):
-            run.writer.append("metrics", {"step": run.step, "epoch": run.epoch, **last, "tokens_per_s": round(last["answer_tokens"] / (time.time() - t0), 1)})
-        if t.checkpoint_every_steps and run.step % t.checkpoint_every_steps == 0 and run.step < stop: run.save()
-        if cfg.eval.every_steps and run.step % cfg.eval.every_steps == 0 and run.step < stop: _evaluate(run)
-    bar.close()
-    if run.step == run.total_steps: result = _evaluate(run)
-    else: result, run.stop_reason = None, "stop_after_steps"
-    path = run.save()
+    preemption = Preemption()        # the image engine's hook: stop signals are acted on after a step, agreed by all ranks
+    preemption.before_fit(run)
+    try:
+        run.wrapped.train()
+        while run.step < stop:
+            t0 = time.time()
+            last = lm_train_step(run, run.step)
+            run.step += 1
+            run.last_loss = last["loss"]
+            bar.update(1); bar.set_postfix(loss=f"{last['loss']:.4g}", refresh=False)
+            if run.is_main and (run.step % t.log_every == 0 or run.step == stop):
+                run.writer.append("metrics", {"step": run.step, "epoch": run.epoch, **last, "tokens_per_s": round(last["answer_tokens"] / (time.time() - t0), 1)})
+            preemption.after_step(run)
+            if run.stop_signal is not None: break      # the checkpoint below is the only one of this step
+            if t.checkpoint_every_steps and run.step % t.checkpoint_every_steps == 0 and run.step < stop: run.save()
+            if cfg.eval.every_steps and run.step % cfg.eval.every_steps == 0 and run.step < stop: _evaluate(run)
+        bar.close()
+        if run.stop_signal is None and run.step == run.total_steps: _evaluate(run)
+        elif run.stop_signal is None: run.stop_reason = "stop_after_steps"
+        path = run.save()
+    finally: preemption.teardown(run)
     if not run.is_main: return {"run_dir": str(run.out_dir), "steps": run.step}
     ev = run.last_eval or {}
     summary = {"preset": cfg.preset, "method": cfg.method, "kind": "lm", "steps": run.step, "total_steps": run.total_steps,
@@ -1130,7 +1127,7 @@ def _fit(run: LMRun) -> dict:
                **{k: (ev.get("monitor") or {}).get(k) for k in ("erank", "rankme", "diff_erank")}, "monitor_step": ev.get("step"),
                "data": {**run.train_stats, "train_sequences": len(run.train_data), "test_examples": len(run.test_examples),
                         "test_answers_seen_in_train": run.test_overlap},
-               "world_size": run.dist.world, "checkpoint": str(path), "run_dir": str(run.out_dir)}
+               "world_size": run.info.world_size, "checkpoint": str(path), "run_dir": str(run.out_dir)}
     run.writer.write_summary(summary)
     return summary
 

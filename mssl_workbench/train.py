@@ -19,26 +19,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import Config, ConfigError, config_to_dict
+from .config import Config, ConfigError, config_to_dict, lr_at
 from .data import AUGMENTS, create_augment, create_dataset
 from .distributed import DistInfo, convert_batchnorm, init_distributed, process_group
 from .eval import OnlineLinearProbe
-from .hooks import Hook, NonFiniteError, last_good, method_hooks
+from .hooks import Hook, NonFiniteError, diverged, last_good, method_hooks
 from .methods import build_method_model, get_method
 from .models import momentum_schedule
 from .runs import CheckpointError, RunDirError, RunWriter, checkpoint_damage, latest_checkpoint, load_checkpoint, resume_checkpoint
 
 # %% auto #0
-__all__ = ['RESUME_MAY_CHANGE', 'MAX_FEATURE', 'lr_at', 'param_groups', 'create_optimizer', 'EpochBatches', 'RunData',
-           'rng_state', 'set_rng_state', 'seed_everything', 'resume_conflicts', 'check_resume', 'build_model',
-           'resolve_precision', 'Trainer', 'train_step', 'fit']
-
-# %% ../nbs/11_train.ipynb #b61d2f9d
-def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak: float, min_lr: float = 0.0) -> float:
-    "Linear warm-up then half-cosine decay, per iteration"
-    if step < warmup_steps: return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_lr + 0.5 * (peak - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+__all__ = ['RESUME_MAY_CHANGE', 'MAX_FEATURE', 'param_groups', 'create_optimizer', 'EpochBatches', 'RunData', 'rng_state',
+           'set_rng_state', 'seed_everything', 'resume_conflicts', 'check_resume', 'build_model', 'resolve_precision',
+           'Trainer', 'train_step', 'fit']
 
 # %% ../nbs/11_train.ipynb #fe234688
 def param_groups(model: nn.Module, weight_decay: float, no_decay_bias_norm: bool) -> list[dict]:
@@ -365,8 +358,7 @@ def train_step(run: Trainer, images: Tensor) -> tuple[Tensor, dict]:
     if cfg.model.channels_last: views = [x.contiguous(memory_format=torch.channels_last) for x in views]
     with run.autocast(): loss, terms, run.features = run.train_model(*views)
     why = _diverged(loss.detach(), run.features)
-    if why: raise NonFiniteError(f"{why} at step {run.step} (epoch {run.epoch}); last good checkpoint: {last_good(run)}; "
-                                 "lower optim.base_lr or use train.precision=fp32")
+    if why: raise diverged(run, why, "lower optim.base_lr or use train.precision=fp32")
     run.scaler.scale(loss / cfg.optim.accumulate).backward()
     momentum = None
     if (run.step + 1) % cfg.optim.accumulate == 0:

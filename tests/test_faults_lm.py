@@ -60,6 +60,20 @@ def test_lr_inf_is_refused_at_config_time_and_leaves_no_folder(tmp_path):
     one_line(mssl("mssl-train", *LM, "optim.lr=.inf", "--dry-run"), 2, "optim.lr must be a finite number")
 
 
+def test_non_finite_loss_exits_1_before_the_update_and_leaves_the_last_checkpoint(tmp_path):
+    "A huge learning rate without clipping: the first update is finite, the second step's loss is not; no update follows it"
+    out = tmp_path / "lm"
+    huge = [*LM, "optim.lr=1.0e+30", "optim.grad_clip=null", "optim.warmup_ratio=0", "train.checkpoint_every_steps=1"]
+    r = mssl("mssl-train", *huge, "train.stop_after_steps=1", "--output", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = out / "checkpoints" / "step_00000001.pt"
+    before = digest(out / "checkpoints")
+    one_line(mssl("mssl-train", *huge, "--output", out, "--resume", "auto"), 1, "mssl-train: stopped: loss is ",
+             "at step 1 (epoch 0)", f"last good checkpoint: {ckpt}", "lower optim.lr or loss.gamma")
+    assert digest(out / "checkpoints") == before           # nothing saved after the bad step, the good one untouched
+    assert load_checkpoint(ckpt)["step"] == 1 and read_run(out).summary["steps"] == 1
+
+
 # ---- §6: resume onto other settings or another kind of run ------------------------------------------------------------
 def test_resume_with_a_changed_architecture_is_refused_with_the_diff(run):
     before = digest(run)

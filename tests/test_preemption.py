@@ -3,7 +3,9 @@ SIGUSR1 mid-epoch checkpoints once and exits, `--resume auto` continues to bit-i
 2-process launcher (TERM or KILL) leaves no process behind and a readable checkpoint; the SLURM path through
 submitit's local executor trains, and on its preemption signal checkpoints, requeues itself and finishes.
 A run killed with `kill -9` just after an epoch-end checkpoint, resumed, then killed again just after a mid-epoch
-checkpoint and resumed, ends with every tensor of its checkpoint equal to an uninterrupted run's (issue 22, part 1)."""
+checkpoint and resumed, ends with every tensor of its checkpoint equal to an uninterrupted run's (issue 22, part 1).
+A language-model run (preset lm-arith-mce) stops on SIGUSR1 the same way, and `--resume auto` ends with every weight and
+optimiser moment equal to an uninterrupted run's (issue 21, item 1)."""
 import os
 import re
 import signal
@@ -71,6 +73,47 @@ def test_sigusr1_mid_epoch_then_resume_is_bit_identical(tmp_path):
     different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
     assert not different, f"resumed weights differ in {different[:5]}"
     assert read_run(part).summary["steps"] == 8
+
+
+# a 1-block width-32 GPT-2 with the embedding MCE, a metrics record every step; enough steps that the signal, sent after
+# step 1, lands mid-run
+LM_STEPS = 120
+LM = ["--preset", "lm-arith-mce", "--quiet", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_len=80",
+      "data.n_train=64", "data.n_test=4", f"train.max_steps={LM_STEPS}", "train.batch_size=8", "train.log_every=1",
+      "eval.max_new_tokens=4", "eval.monitor_batch=4"]
+
+
+def test_lm_sigusr1_then_resume_is_bit_identical(tmp_path):
+    part, full = tmp_path / "part", tmp_path / "full"
+    p = start(*LM, "--output", part)
+    q = start(*LM, "--output", full)                        # the uninterrupted run, alongside
+    wait_for_step(part, 1, p)
+    p.send_signal(signal.SIGUSR1)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + signal.SIGUSR1, (p.returncode, err[-3000:])
+    assert len([l for l in err.splitlines() if l.strip()]) == 1 and "Traceback" not in err, err
+    step, ckpt = stop_line(err, "SIGUSR1")
+    assert step < LM_STEPS, f"the signal came after the last step ({step}); the test wants it mid-run"
+    assert [e["step"] for e in read_manifest(part)] == [step], "one checkpoint, of the step the run stopped after"
+    assert load_checkpoint(ckpt)["step"] == step
+    rec = read_run(part)
+    assert rec.summary["stop_reason"] == f"stopped by SIGUSR1 at step {step}" and rec.summary["accuracy"] is None
+    assert not (part / "eval" / "gsm8k.json").exists(), "a stopped run does not evaluate"
+    r = mssl_train(*LM, "--resume", "auto", "--output", part)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed from {ckpt} (step {step})" in r.stdout, r.stdout
+    _, err = q.communicate(timeout=600)
+    assert q.returncode == 0, err[-3000:]
+    a, b = (load_checkpoint(checkpoint_paths(d)[0]) for d in (full, part))
+    assert a["step"] == b["step"] == LM_STEPS
+    different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not different, f"resumed weights differ in {different[:5]}"
+    moments = [(k, n) for k, v in a["optimizer"]["state"].items() for n in ("exp_avg", "exp_avg_sq")
+               if not torch.equal(v[n], b["optimizer"]["state"][k][n])]
+    assert not moments, f"resumed optimiser moments differ in {moments[:5]}"
+    rec = read_run(part)
+    assert [m["step"] for m in rec.metrics] == list(range(1, LM_STEPS + 1)) and rec.summary["steps"] == LM_STEPS
+    assert rec.summary["stop_reason"] == "completed" and rec.evals["gsm8k"]["step"] == LM_STEPS
 
 
 def kill_9_after_checkpoint(run_dir: Path, step: int, proc, timeout: float = 300) -> str:
