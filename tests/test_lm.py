@@ -164,8 +164,11 @@ def test_tiny_model_loss_falls_and_run_directory(tmp_path):
     out = io.StringIO()
     with contextlib.redirect_stdout(out): assert lm_eval_main([str(tmp_path / "run"), str(data), "--max-new-tokens", "8"]) == 0
     result = json.loads(out.getvalue())
-    assert result["n"] == 5 and 0 <= result["accuracy"] <= 1 and result["template"] == "qa"
-    assert len((tmp_path / "run/eval/generations_arith.jsonl").read_text().splitlines()) == 5
+    assert result["n"] == 5 and result["template"] == "qa"
+    saved = [json.loads(l) for l in (tmp_path / "run/eval/generations_arith.jsonl").read_text().splitlines()]
+    # the accuracy is the saved records' own verdicts, and each verdict re-scores from its generation
+    assert len(saved) == 5 and result["accuracy"] == sum(r["correct"] for r in saved) / 5, (result, saved)
+    assert all(score_generation(r["generation"], r["reference"], result["protocol"])[1] == r["correct"] for r in saved)
     model, tok, loaded_cfg, ckpt = load_lm(rec.checkpoints[-1])
     assert loaded_cfg.loss.mce == "batch" and isinstance(tok, CharTokenizer) and not model.training
 
