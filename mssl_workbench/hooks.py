@@ -38,7 +38,7 @@ def last_good(run: RunState) -> str:
     return str(good[0]) if good else "none"
 
 def diverged(
-    run: Trainer,  # a run with `step`, `epoch` and `out_dir` (the image `Trainer` or the LM chapter's `LMRun`)
+    run: RunState,  # a run with `step`, `epoch` and `out_dir` (the image `Trainer` or the LM chapter's `LMRun`)
     why: str,      # what went wrong, e.g. "loss is nan"
     fix: str,      # the setting to change
 ) -> NonFiniteError: # to raise before the step's update is applied

@@ -23,10 +23,10 @@ from .config import Config, ConfigError, config_to_dict, lr_at
 from .data import AUGMENTS, create_augment, create_dataset
 from .distributed import DistInfo, convert_batchnorm, init_distributed, process_group
 from .eval import OnlineLinearProbe
-from .hooks import Hook, NonFiniteError, diverged, last_good, method_hooks
-from .methods import build_method_model, get_method
+from .hooks import Hook, diverged, method_hooks
+from .methods import build_method_model
 from .models import momentum_schedule
-from .runs import CheckpointError, RunDirError, RunWriter, checkpoint_damage, latest_checkpoint, load_checkpoint, resume_checkpoint
+from .runs import CheckpointError, RunWriter, resume_checkpoint
 
 # %% auto #0
 __all__ = ['RESUME_MAY_CHANGE', 'MAX_FEATURE', 'param_groups', 'create_optimizer', 'EpochBatches', 'RunData', 'rng_state',
