@@ -35,7 +35,7 @@ test-fast: install
 
 export: install
 	$(BIN)/nbdev_export
-	$(BIN)/python -c "from mssl_workbench.cli import write_preset_index; write_preset_index()"
+	$(BIN)/python -c "from mssl_workbench.cli.train import write_preset_index; write_preset_index()"
 
 clean-nbs: install
 	$(BIN)/nbdev_clean
@@ -55,7 +55,7 @@ readme: install
 check-sync: install
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
-	$(BIN)/python -c "from mssl_workbench.cli import write_preset_index; write_preset_index()"
+	$(BIN)/python -c "from mssl_workbench.cli.train import write_preset_index; write_preset_index()"
 	$(BIN)/python tools/make_readme.py
 	@git add -N mssl_workbench README.md 2>/dev/null || true
 	@git diff --exit-code --stat -- nbs mssl_workbench README.md \

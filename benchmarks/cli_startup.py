@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
 COMMANDS = [("mssl-train", "--help"), ("mssl-train", "--version"), ("mssl-train", "--list-presets"),
             ("mssl-spectrum", "--help"), ("mssl-eval", "--help"), ("mssl-eval", "linear", "--help"),
             ("mssl-eval", "gsm8k", "--help")]
-ENTRY = {"mssl-train": "mssl_workbench.cli", "mssl-spectrum": "mssl_workbench.spectrum", "mssl-eval": "mssl_workbench.evaluate"}
+ENTRY = {"mssl-train": "mssl_workbench.cli.train", "mssl-spectrum": "mssl_workbench.reports.spectrum", "mssl-eval": "mssl_workbench.cli.evaluate"}
 HEAVY = ("torch", "torchvision", "timm", "transformers")
 NEUTRAL = tempfile.gettempdir()   # run from here: `python -c` puts the working directory first on sys.path
 

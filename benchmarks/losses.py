@@ -65,7 +65,7 @@ def dense_official(z1, z2, t1, t2, lamda=1.0, mu=1.0, gamma=1.0, order=4):
 def run_case(name: str, options: dict, m: int, d: int, repeat: int, device: str, threads: int) -> dict:
     "Time forward+backward of one loss in this process and measure its peak memory above the inputs' level"
     import torch
-    from mssl_workbench.losses import LOSSES, get_loss
+    from mssl_workbench.objectives.losses import LOSSES, get_loss
     torch.manual_seed(0)
     if device == "cpu": torch.set_num_threads(threads)
     if name == "dense":

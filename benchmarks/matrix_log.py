@@ -9,13 +9,13 @@ in Matrix-SSL where p is the target branch), prepares them (row L2-normalise, co
 
   dense Taylor-4    C = p_c^T z_c / m (d x d), then the transcription a reader would write first: a loop that
                     multiplies by X = C + (mu - 1) I once per term (four d x d products at K = 4), trace of the sum
-  trace identities  mssl_workbench.matrix.trace_logm_taylor on the same C: tr X^3 = sum(X^2 o X^T),
+  trace identities  mssl_workbench.core.matrix.trace_logm_taylor on the same C: tr X^3 = sum(X^2 o X^T),
                     tr X^4 = sum(X^2 o (X^2)^T), one d x d product
-  exact eigh        tr log(C(z) + mu I) from the float64 eigenvalues (mssl_workbench.matrix.trace_logm_psd); eigh
+  exact eigh        tr log(C(z) + mu I) from the float64 eigenvalues (mssl_workbench.core.matrix.trace_logm_psd); eigh
                     needs a symmetric matrix, so this column uses the auto-covariance of z
-  batch Taylor-4    mssl_workbench.matrix.lowrank_trace_logm_taylor: the same value as the dense Taylor columns from
+  batch Taylor-4    mssl_workbench.core.matrix.lowrank_trace_logm_taylor: the same value as the dense Taylor columns from
                     the m x m matrix z_c p_c^T / m, no d x d matrix (falls back to dense when m >= d)
-  batch exact       mssl_workbench.matrix.lowrank_trace_logm: the exact column's value from the m x m eigenvalues
+  batch exact       mssl_workbench.core.matrix.lowrank_trace_logm: the exact column's value from the m x m eigenvalues
 
 Times are wall-clock, the best of --repeat runs (one run when the first takes over 20 s, at least ten when it takes
 under 1 s, so that short cells shrug off a busy neighbour); the JSON also holds the
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from mssl_workbench.matrix import (center_rows_normalize, lowrank_trace_logm, lowrank_trace_logm_taylor,
+from mssl_workbench.core.matrix import (center_rows_normalize, lowrank_trace_logm, lowrank_trace_logm_taylor,
                                    trace_logm_psd, trace_logm_taylor)
 
 SIZES = [(256, 2048), (512, 2048), (256, 8192)]

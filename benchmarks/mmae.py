@@ -8,7 +8,7 @@ Quality: the same small ViT, the model of the fmnist-* presets (4x4 patches at 2
 decoder), the same steps, batch,
 AdamW recipe and masking, for each method and seed; then on frozen CLS features of unmasked images
 (`model.features`): a linear probe (multinomial logistic regression on standardised features, L-BFGS),
-k-NN accuracy (mssl_workbench.eval.knn_accuracy, k=20, cosine, T=0.07) and the effective rank of the centred
+k-NN accuracy (mssl_workbench.core.metrics.knn_accuracy, k=20, cosine, T=0.07) and the effective rank of the centred
 feature covariance (exp entropy of its normalised eigenvalues). Rows for raw pixels and for the untrained encoder
 give the floor. The paper's ordering (M-MAE >= U-MAE >= MAE on linear probe) is the hypothesis; the table reports
 what was measured.
@@ -36,10 +36,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mssl_workbench.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, create_augment, load_fashion_mnist  # noqa: E402
-from mssl_workbench.eval import extract_features, knn_accuracy  # noqa: E402
-from mssl_workbench.matrix import eigenspectrum, erank_from_values  # noqa: E402
-from mssl_workbench.mmae import (MAE_METHODS, MAE_SPECS, create_mae_encoder, create_mae_model,  # noqa: E402
+from mssl_workbench.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD, create_augment, load_fashion_mnist  # noqa: E402
+from mssl_workbench.core.metrics import extract_features, knn_accuracy  # noqa: E402
+from mssl_workbench.core.matrix import eigenspectrum, erank_from_values  # noqa: E402
+from mssl_workbench.methods.mae import (MAE_METHODS, MAE_SPECS, create_mae_encoder, create_mae_model,  # noqa: E402
                                  mae_regularizer, random_masking)
 from timm.optim import create_optimizer_v2  # noqa: E402
 

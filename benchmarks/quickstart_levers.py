@@ -100,8 +100,8 @@ def preset_of(name: str) -> str:
 def recipe_key(name: str, overrides: list[str]) -> str:
     "Hash of the fully resolved config a row trains with: a row is redone when the preset or the overrides change"
     import hashlib
-    from mssl_workbench.cli import get_preset
-    from mssl_workbench.config import apply_overrides, config_from_dict, config_to_dict
+    from mssl_workbench.cli.train import get_preset
+    from mssl_workbench.config.schema import apply_overrides, config_from_dict, config_to_dict
     preset = preset_of(name)
     d = config_to_dict(config_from_dict(apply_overrides(get_preset(preset), [o for o in overrides if not o.startswith("model.method")])))
     d.pop("output", None); d.get("data", {}).pop("root", None)
@@ -142,7 +142,7 @@ def run_quietly(cmd: list[str]):
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mssl_workbench.cli", *args]
+    return [sys.executable, "-m", "mssl_workbench.cli.train", *args]
 
 
 def spectrum_points(values, n: int = 64) -> tuple[list[int], list[float]]:
@@ -154,7 +154,7 @@ def spectrum_points(values, n: int = 64) -> tuple[list[int], list[float]]:
 
 def run_lever(name: str, group: str, overrides: list[str], note: str, *, split: list[str], seed: int, workdir: Path) -> dict:
     "mssl-train with the overrides, then mssl-eval linear (fast path) on the same splits; the row of the table"
-    from mssl_workbench.runs import read_run
+    from mssl_workbench.engine.rundir import read_run
     run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)) / "run"     # a fresh folder per attempt
     preset, asked = preset_of(name), overrides
     if preset != "quickstart":     # the reference method's own preset, on the quickstart's data and monitor sizes
@@ -189,16 +189,16 @@ def run_lever(name: str, group: str, overrides: list[str], note: str, *, split: 
 
 
 def cli_eval(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mssl_workbench.evaluate", *args]
+    return [sys.executable, "-m", "mssl_workbench.cli.evaluate", *args]
 
 
 def baseline_rows(split: list[str], workdir: Path) -> dict[str, dict]:
     "Raw pixels (k-NN + the fast-path linear head on the pixels) and the quickstart's backbone at random init"
-    from mssl_workbench.cli import get_preset
-    from mssl_workbench.config import apply_overrides, config_from_dict
-    from mssl_workbench.data import create_dataset, FASHION_MNIST_MEAN, FASHION_MNIST_STD
-    from mssl_workbench.eval import extract_features, knn_accuracy, monitor_metrics
-    from mssl_workbench.evaluate import LINEAR_PRESETS, LinearConfig, _feature_batches, random_init_run, train_linear_head, _load_trained
+    from mssl_workbench.cli.train import get_preset
+    from mssl_workbench.config.schema import apply_overrides, config_from_dict
+    from mssl_workbench.data.datasets import create_dataset, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    from mssl_workbench.core.metrics import extract_features, knn_accuracy, monitor_metrics
+    from mssl_workbench.cli.evaluate import LINEAR_PRESETS, LinearConfig, _feature_batches, random_init_run, train_linear_head, _load_trained
     preset = apply_overrides(get_preset("quickstart"), split)
     cfg = config_from_dict(preset)
     bank = create_dataset("fashion_mnist", root=cfg.data.root, split=cfg.data.train_split)

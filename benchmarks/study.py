@@ -106,8 +106,8 @@ class Cell:
 
 def preset_lr(preset: str) -> float:
     "The base learning rate a method's Fashion-MNIST preset resolves to"
-    from mssl_workbench.cli import get_preset
-    from mssl_workbench.config import config_from_dict
+    from mssl_workbench.cli.train import get_preset
+    from mssl_workbench.config.schema import config_from_dict
     return float(config_from_dict(get_preset(preset)).optim.base_lr)
 
 
@@ -137,7 +137,7 @@ def chosen_lr(row: str, budget: str, out: Path) -> float | None:
     "The swept learning rate with the best validation linear accuracy on seed 0; None until the whole sweep is done"
     results = [read_cell(ssl_cell(row, budget, lr, 0).path(out)) for lr in sweep_lrs(row, budget)]
     if any(r is None for r in results): return None
-    from mssl_workbench.results import choose_lr        # the chapter's rule, one implementation
+    from mssl_workbench.reports.results import choose_lr        # the chapter's rule, one implementation
     return choose_lr(results)
 
 
@@ -257,15 +257,15 @@ def recipe_key(cell: Cell) -> str:
     "Hash of everything a cell's numbers depend on: the resolved training config, the evaluation commands, the runner"
     what: dict = {"runner": RUNNER_VERSION, "family": cell.family, "method": cell.method, "budget": cell.budget}
     if cell.family in ("ssl", "mae", "protocol", "lever"):
-        from mssl_workbench.cli import get_preset
-        from mssl_workbench.config import apply_overrides, config_from_dict, config_to_dict
+        from mssl_workbench.cli.train import get_preset
+        from mssl_workbench.config.schema import apply_overrides, config_from_dict, config_to_dict
         d = config_to_dict(config_from_dict(apply_overrides(get_preset(cell.preset), list(cell.overrides))))
         d.pop("output", None)
         d["data"].pop("root", None)      # where the checkout is does not change a result
         what["config"] = d
         what["evals"] = eval_commands(cell, "RUN")
     elif cell.family == "lm":
-        from mssl_workbench.cli import get_preset
+        from mssl_workbench.cli.train import get_preset
         what["preset"], what["overrides"] = get_preset(cell.preset), list(cell.overrides)
     elif cell.family == "lm-overhead":
         what["script"] = hashlib.sha256((ROOT / "benchmarks" / "lm_mce.py").read_bytes()).hexdigest()
@@ -283,7 +283,7 @@ def is_done(cell: Cell, out: Path) -> bool:
 
 # ----------------------------------------------------------------------------------------------------------- running
 def _child_setup():
-    from mssl_workbench.cli import set_parent_death_signal
+    from mssl_workbench.cli.train import set_parent_death_signal
     set_parent_death_signal(signal.SIGKILL)          # a killed runner leaves no orphan training
 
 
@@ -308,13 +308,13 @@ class CellFailed(Exception):
 
 
 def shown(cmd: list[str]) -> str:
-    return " ".join({"mssl_workbench.cli": "mssl-train", "mssl_workbench.evaluate": "mssl-eval"}.get(cmd[2], cmd[2]) if i == 0 else a
+    return " ".join({"mssl_workbench.cli.train": "mssl-train", "mssl_workbench.cli.evaluate": "mssl-eval"}.get(cmd[2], cmd[2]) if i == 0 else a
                     for i, a in enumerate(cmd[2:]))
 
 
 def run_image(cell: Cell, workdir: Path) -> dict:
     "ssl / mae / protocol: mssl-train, then the cell's mssl-eval commands; the metrics, spectra and information record"
-    from mssl_workbench.runs import read_run
+    from mssl_workbench.engine.rundir import read_run
     run_dir = Path(tempfile.mkdtemp(prefix=f"{cell.name}-", dir=workdir)) / "run"
     tc = train_cmd("--preset", cell.preset, "--output", str(run_dir), *cell.overrides)
     t0 = time.perf_counter()
@@ -388,7 +388,7 @@ def run_baseline(cell: Cell, workdir: Path) -> dict:
 
 def run_selection(cell: Cell, out: Path) -> dict | None:
     "Kendall τ and regret of RankMe and LiDAR against linear accuracy within each method's seed-0 sweep (from the JSON)"
-    from mssl_workbench.evaluate import selection_report
+    from mssl_workbench.cli.evaluate import selection_report
     entries, sources = [], []
     for row, *_ in SSL_METHODS:
         for lr in sweep_lrs(row, cell.budget):
@@ -401,12 +401,12 @@ def run_selection(cell: Cell, out: Path) -> dict | None:
     if not entries: return None
     report = selection_report(entries)
     return {"report": report, "sources": sources, "complete": len(entries) == len(SSL_METHODS) * len(BUDGETS[cell.budget][1]),
-            "command": "python benchmarks/study.py --family selection (mssl_workbench.evaluate.selection_report over the sweep cells)"}
+            "command": "python benchmarks/study.py --family selection (mssl_workbench.cli.evaluate.selection_report over the sweep cells)"}
 
 
 def write_cell(path: Path, row: dict):
     "One cell's JSON, written atomically (the run writer's atomic_write: a killed runner leaves the old file or none)"
-    from mssl_workbench.runs import atomic_write
+    from mssl_workbench.engine.rundir import atomic_write
     atomic_write(path, json.dumps(row, indent=1, default=float) + "\n")
 
 
@@ -544,8 +544,8 @@ def summary_line(r: dict) -> str:
 
 
 def table(out: Path, budget: str) -> str:
-    "The results chapter's tables (mssl_workbench.results) of the committed cells"
-    from mssl_workbench import results as R
+    "The results chapter's tables (mssl_workbench.reports.results) of the committed cells"
+    from mssl_workbench.reports import results as R
     cells = R.load_cells(out, budget)
     return "\n\n".join([R.ssl_table(R.ssl_summary(cells), R.baseline_summary(cells)), R.family_table(cells, "mae", R.MAE_COLUMNS),
                         R.family_table(R.lm_rows(cells), "lm", R.LM_COLUMNS), R.overhead_table(cells), R.protocol_table(cells),

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mssl_workbench.hooks import COLLAPSE_ERANK
-from mssl_workbench.runs import read_jsonl, read_run
+from mssl_workbench.engine.hooks import COLLAPSE_ERANK
+from mssl_workbench.engine.rundir import read_jsonl, read_run
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
@@ -84,7 +84,7 @@ def test_spectrum_report_shows_the_collapse(runs, tmp_path):
 
 
 def test_dashboard_shows_the_collapse(runs):
-    from mssl_workbench.dashboard import Dashboard
+    from mssl_workbench.reports.dashboard import Dashboard
     _, collapsed = runs["collapsed"]
     step = json.loads((collapsed / "summary.json").read_text())["collapse"]["step"]
     d = Dashboard(collapsed.parent)

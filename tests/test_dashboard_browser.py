@@ -1,7 +1,7 @@
 """End-to-end: the dashboard notebook in a real JupyterLab, in headless Chromium (Debian's, driven by Playwright).
 
 A JupyterLab server starts on 127.0.0.1 (free port, random token, throw-away settings/runtime folders) serving a
-copy of nbs/13_dashboard.ipynb; $MSSL_RUNS points the notebook at two synthetic runs and one tiny real `mssl-train` run
+copy of nbs/21_reports_dashboard.ipynb; $MSSL_RUNS points the notebook at two synthetic runs and one tiny real `mssl-train` run
 made here. The test runs all cells, checks that no cell failed, checks that the information-flow panel shows the real
 run's recorded MI and joint entropy, drags the epoch slider and asserts that the spectrum plot's data changed,
 then turns on live mode, appends an epoch to a run and waits for the plot to follow it. Screenshots go to the
@@ -160,8 +160,8 @@ def plot_at(epoch: int) -> str:
 def test_dashboard_in_jupyterlab(tmp_path):
     ensure_browser()
     from playwright.sync_api import sync_playwright
-    from mssl_workbench.spectrum import extend_synthetic_run, make_synthetic_run
-    from mssl_workbench.runs import read_run as load_run
+    from mssl_workbench.reports.spectrum import extend_synthetic_run, make_synthetic_run
+    from mssl_workbench.engine.rundir import read_run as load_run
 
     runs, nbdir = tmp_path / "runs", tmp_path / "notebooks"
     make_synthetic_run(runs / "matrix_ssl", method="matrix_ssl", epochs=5, alpha=1.3)
@@ -177,7 +177,7 @@ def test_dashboard_in_jupyterlab(tmp_path):
     assert [e["epoch"] for e in real.epochs] == [0, 1] and real.final_info()["views"] == 2
     real_points = sum(len(real.monitor(m)[0]) for m in ("erank", "rankme", "rankme_cov", "alpha_req"))
     nbdir.mkdir()
-    shutil.copy(ROOT / "nbs" / "13_dashboard.ipynb", nbdir / "13_dashboard.ipynb")
+    shutil.copy(ROOT / "nbs" / "21_reports_dashboard.ipynb", nbdir / "21_reports_dashboard.ipynb")
 
     load = int(os.environ.get("MSSL_BROWSER_LOAD", "2"))
     print(f"load: {load} busy-loop processes; load averages at start {os.getloadavg()}")
@@ -190,7 +190,7 @@ def test_dashboard_in_jupyterlab(tmp_path):
                 if m.type == "error": console.append(m.text)
             page.on("console", on_console)
             page.on("pageerror", lambda e: (log.append(f"[pageerror] {e}"), console.append(f"pageerror: {e}")))
-            page.goto(f"{lab.base}/lab/tree/13_dashboard.ipynb?token={lab.token}", timeout=60_000)
+            page.goto(f"{lab.base}/lab/tree/21_reports_dashboard.ipynb?token={lab.token}", timeout=60_000)
             page.wait_for_function(KERNEL_IDLE, timeout=120_000, polling=500)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_selector(PLOT, timeout=120_000)

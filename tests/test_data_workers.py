@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import mssl_workbench.data as data
-from mssl_workbench.data import SAMPLE_FASHION_MNIST, create_augment, create_dataset, make_imagefolder, scan_image_folder
+import mssl_workbench.data.datasets as data
+from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST, create_augment, create_dataset, make_imagefolder, scan_image_folder
 
 
 @pytest.fixture(scope="module")

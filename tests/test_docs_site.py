@@ -19,7 +19,7 @@ from conftest import ROOT
 from test_dashboard_browser import ensure_browser, launch
 
 
-PAGES = ("index.ipynb", "12_spectrum.ipynb", "13_dashboard.ipynb")
+PAGES = ("index.ipynb", "20_reports_spectrum.ipynb", "21_reports_dashboard.ipynb")
 
 
 def build_docs_module():
@@ -33,7 +33,7 @@ def build_docs_module():
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "_docs"
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--only", ",".join(PAGES),
-                        "--execute", "12_spectrum.ipynb", "--out", str(out), "--n-workers", "2"],
+                        "--execute", "20_reports_spectrum.ipynb", "--out", str(out), "--n-workers", "2"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     return out
@@ -43,10 +43,10 @@ def test_every_page_is_built_and_hidden_cells_are_gone(site):
     bd = build_docs_module()
     nbs = ROOT / "nbs"
     expected = {bd.page_name(p, nbs) for p in bd.notebooks(nbs) if p.name in PAGES}
-    assert expected == {"index.html", "spectrum.html", "dashboard.html"}
+    assert expected == {"index.html", "reports_spectrum.html", "reports_dashboard.html"}
     assert {p.name for p in site.glob("*.html")} == expected
     assert (site / "plotly.min.js").stat().st_size > 1e6
-    spectrum = (site / "spectrum.html").read_text()
+    spectrum = (site / "reports_spectrum.html").read_text()
     for gone in ("#| hide", "#| export", "pio.renderers.default", "from fastcore.test import", "cdn.plot.ly", "require.js"):
         assert gone not in spectrum, gone
     assert re.search(r"<h3[^>]*>fig_eigenspectrum<", spectrum), "show_doc entry missing"
@@ -76,7 +76,7 @@ def test_site_in_chromium(site, tmp_path):
                 assert href.startswith("file://") and Path(href[len("file://"):].split("#")[0]).is_file(), (text, href)
             page.screenshot(path=str(tmp_path / "docs-index.png"))
 
-            page.click(".mssl-nav a[href$='spectrum.html']")      # navigate like a reader
+            page.click(".mssl-nav a[href$='reports_spectrum.html']")      # navigate like a reader
             page.wait_for_url("**/spectrum.html")
             assert page.inner_text(".mssl-nav li.current") == "Spectrum visualisation"
             page.wait_for_function("() => document.querySelectorAll('.mssl-plotly .main-svg').length > 0", timeout=30_000)

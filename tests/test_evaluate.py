@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from mssl_workbench.data import SAMPLE_FASHION_MNIST
-from mssl_workbench import evaluate as ev
-from mssl_workbench.runs import read_run
+from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.cli import evaluate as ev
+from mssl_workbench.engine.rundir import read_run
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def make_run(path, *, data=None, seed=0, **model):
 
 def cli(*args, env_extra=None, timeout=600):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "mssl_workbench.evaluate", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mssl_workbench.cli.evaluate", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=timeout)
 
 
@@ -91,7 +91,7 @@ def test_knn_matches_direct_computation(runs, cache):
     model, cfg = ev._load_trained(runs["b"])
     train = ev.load_split(cfg, "train", root=SAMPLE)
     val = ev.load_split(cfg, "test", root=SAMPLE, fraction=0.2)
-    from mssl_workbench.eval import knn_accuracy
+    from mssl_workbench.core.metrics import knn_accuracy
     tf, vf = ev.split_features(model, cfg, train), ev.split_features(model, cfg, val)
     assert out["k20"] == pytest.approx(knn_accuracy(tf, train.labels, vf, val.labels, k=20, temperature=0.07, num_classes=10))
     assert json.loads((runs["b"].parent.parent / "eval" / "knn.json").read_text())["k200"] == out["k200"]

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mssl_workbench.data import SAMPLE_FASHION_MNIST
-from mssl_workbench.hooks import MAX_WEIGHT
-from mssl_workbench.runs import checkpoint_paths, latest_checkpoint, load_checkpoint, read_jsonl, read_run, save_checkpoint
+from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.engine.hooks import MAX_WEIGHT
+from mssl_workbench.engine.rundir import checkpoint_paths, latest_checkpoint, load_checkpoint, read_jsonl, read_run, save_checkpoint
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
@@ -213,7 +213,7 @@ def test_torn_metrics_line_then_resume(work):
 
 def test_full_disk_names_the_last_good_checkpoint_and_leaves_no_temp_file(tmp_path, monkeypatch, capsys):
     "In-process: the second checkpoint's fsync fails with ENOSPC"
-    from mssl_workbench import cli
+    from mssl_workbench.cli import train as cli
     real_fsync = os.fsync
     def full_disk(fd):
         if "step_00000008" in os.readlink(f"/proc/self/fd/{fd}"):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mssl_workbench.data import SAMPLE_FASHION_MNIST
+from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
 from console import mssl, one_line, digest
 
 WORKS = "resnet18, resnet34, resnet50, resnet101, resnet152"
@@ -14,7 +14,7 @@ WORKS = "resnet18, resnet34, resnet50, resnet101, resnet152"
 @pytest.fixture(scope="module")
 def rgb_default(tmp_path_factory) -> Path:
     "A run of the default backbone (resnet10t_mini) on RGB input: its step-0 checkpoint"
-    from mssl_workbench.evaluate import random_init_run
+    from mssl_workbench.cli.evaluate import random_init_run
     out = tmp_path_factory.mktemp("d2") / "run"
     random_init_run(out, {"data": {"root": str(SAMPLE_FASHION_MNIST), "in_chans": 3},
                           "model": {"method": "matrix_ssl", "backbone": "resnet10t_mini", "proj_dim": 64, "proj_hidden": 128, "pred_hidden": 32}})

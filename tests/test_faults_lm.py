@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mssl_workbench.data import SAMPLE_FASHION_MNIST
-from mssl_workbench.runs import load_checkpoint, read_run
+from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.engine.rundir import load_checkpoint, read_run
 from console import mssl, one_line, digest, train_run
 
 LM = ["--preset", "lm-arith-ce", "--quiet", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_len=80",
@@ -35,7 +35,7 @@ def run(lm_run, tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory) -> Path:
     "An image run directory with its step-0 checkpoint (random init, as `mssl-eval` makes baselines; no training)"
-    from mssl_workbench.evaluate import random_init_run
+    from mssl_workbench.cli.evaluate import random_init_run
     out = tmp_path_factory.mktemp("image") / "run"
     random_init_run(out, {"data": {"root": str(SAMPLE_FASHION_MNIST)}, "model": {"method": "matrix_ssl", "backbone": "resnet10t_mini",
                                                                                "proj_dim": 64, "proj_hidden": 128, "pred_hidden": 32}})

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from mssl_workbench.runs import RunWriter
-from mssl_workbench.spectrum import is_spectrum_report, make_synthetic_run
+from mssl_workbench.engine.rundir import RunWriter
+from mssl_workbench.reports.spectrum import is_spectrum_report, make_synthetic_run
 from console import mssl, one_line, digest
 
 

@@ -20,7 +20,7 @@ import mssl_workbench
 HEAVY = ("torch", "torchvision", "timm", "transformers")
 
 # the console scripts' entry points (settings.ini: console_scripts)
-ENTRY = {"mssl-train": "mssl_workbench.cli", "mssl-spectrum": "mssl_workbench.spectrum", "mssl-eval": "mssl_workbench.evaluate"}
+ENTRY = {"mssl-train": "mssl_workbench.cli.train", "mssl-spectrum": "mssl_workbench.reports.spectrum", "mssl-eval": "mssl_workbench.cli.evaluate"}
 
 
 def run_main(prog: str, *argv: str, block: bool = True) -> subprocess.CompletedProcess:
@@ -70,7 +70,7 @@ def test_mssl_train_list_presets_is_the_registry():
     "Without torch, --list-presets prints every preset of the real registry (built with torch) with its note, in order"
     out = ok_without_torch("mssl-train", "--list-presets")
     listing = subprocess.run(
-        [sys.executable, "-c", "from mssl_workbench.cli import PRESETS\n"
+        [sys.executable, "-c", "from mssl_workbench.cli.train import PRESETS\n"
                                "for name, (_, note) in PRESETS.items(): print(f'{name:36s} {note}')"],
         capture_output=True, text=True, timeout=300)
     assert listing.returncode == 0, listing.stderr[-3000:]
@@ -82,9 +82,9 @@ def test_mssl_train_list_presets_is_the_registry():
 
 def test_mssl_train_imports_no_heavy_module_for_help():
     "Importing the entry point loads none of the heavy packages (nor numpy's users: data, methods, train)"
-    code = ("import sys\nfrom mssl_workbench.cli import main\n"
+    code = ("import sys\nfrom mssl_workbench.cli.train import main\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'timm', 'transformers'} "
-            "or m in {'mssl_workbench.data', 'mssl_workbench.methods', 'mssl_workbench.train', 'mssl_workbench.lm'}))")
+            "or m in {'mssl_workbench.data.datasets', 'mssl_workbench.methods.registry', 'mssl_workbench.engine.loop', 'mssl_workbench.lm.train'}))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
 

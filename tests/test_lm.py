@@ -1,4 +1,4 @@
-"""Process-level tests of mssl_workbench.lm (the chapter nbs/15_lm.ipynb holds the fast unit tests).
+"""Process-level tests of mssl_workbench.lm.train (the chapter nbs/14_lm_train.ipynb holds the fast unit tests).
 
 - two gloo processes launched through torchrun's environment variables equal one process (same global batch, gradient
   accumulation in the single process) for a few steps: per-step losses and final weights;
@@ -19,7 +19,7 @@ import torch
 import torch.multiprocessing as mp
 
 from procs import free_port
-from mssl_workbench.lm import (CharTokenizer, HFTokenizer, MatrixCrossEntropyLMLoss, _runs, collate, encode_examples,
+from mssl_workbench.lm.train import (CharTokenizer, HFTokenizer, MatrixCrossEntropyLMLoss, _runs, collate, encode_examples,
                                extract_answer, fit_lm, lm_config_from_dict, lm_eval_main, load_lm, make_arith_problems,
                                read_examples, tiny_lm_config, Example, LM_PRESETS, lm_config_to_dict, score_generation)
 

@@ -69,7 +69,7 @@ def test_config_without_method_is_named(trained, tmp_path):
 def lm_run(tmp_path) -> Path:
     "A folder as an LM run leaves it (kind: lm) with one checkpoint; written through RunWriter, not trained"
     import torch
-    from mssl_workbench.runs import RunWriter
+    from mssl_workbench.engine.rundir import RunWriter
     w = RunWriter(tmp_path / "lm").start({"method": "matrix_nt", "model": {"name": "tiny"}}, method="matrix_nt", kind="lm")
     w.save_checkpoint(2, {"model": {"w": torch.zeros(3)}, "config": {"method": "matrix_nt"}})
     w.append("epochs", {"epoch": 0, "step": 2, "accuracy": 0.0})

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from procs import spawn_workers
-from mssl_workbench.mmae import MAE_METHODS, MAE_SPECS, MaskedAutoencoder, create_mae_model, fixed_batch_losses, mae_regularizer
+from mssl_workbench.methods.mae import MAE_METHODS, MAE_SPECS, MaskedAutoencoder, create_mae_model, fixed_batch_losses, mae_regularizer
 
 WORLD, LOCAL, D_IN, D = 2, 6, 5, 8   # m = 12 global rows; D = 8 lies between the local (6) and global (12) row counts
 REG_CASES = [("tcr", False, "allreduce"), ("tcr", True, "allreduce"), ("square", False, "allreduce"),
@@ -187,7 +187,7 @@ def test_preset_config_states_the_effective_weight(preset, console):
     "mssl-train --dry-run: the resolved config (what config.yaml records) holds the official effective weight and says so"
     import subprocess
     import yaml
-    from mssl_workbench.mmae import effective_lamda
+    from mssl_workbench.methods.mae import effective_lamda
     r = subprocess.run([console("mssl-train"), "--preset", preset, "--dry-run"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = yaml.safe_load(r.stdout)

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from procs import free_port
-from mssl_workbench.cli import descendants, proc_table
-from mssl_workbench.runs import checkpoint_paths, load_checkpoint, read_manifest, read_run
+from mssl_workbench.cli.train import descendants, proc_table
+from mssl_workbench.engine.rundir import checkpoint_paths, load_checkpoint, read_manifest, read_run
 from test_faults import TINY, mssl_train, start
 
 DET = ["--preset", "quickstart", *TINY, "train.epochs=2", "train.deterministic=true", "eval.probe=true"]   # 4 steps an epoch

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from mssl_workbench.dashboard import Dashboard, find_runs
-from mssl_workbench.eval import INFO_KEYS
-from mssl_workbench.runs import FORMAT, SPACES, checkpoint_paths, read_run
+from mssl_workbench.reports.dashboard import Dashboard, find_runs
+from mssl_workbench.core.metrics import INFO_KEYS
+from mssl_workbench.engine.rundir import FORMAT, SPACES, checkpoint_paths, read_run
 
 
 def _lines(path):
@@ -72,10 +72,10 @@ def check_run_contract(run_dir: Path, *, method: str):
 def recompute_information(run_dir: Path) -> dict:
     "The information monitor's numbers for the run's final checkpoint, recomputed outside training (same images, same views)"
     from types import SimpleNamespace
-    from mssl_workbench.distributed import DistInfo
-    from mssl_workbench.hooks import Monitor
-    from mssl_workbench.runs import load_trained
-    from mssl_workbench.train import RunData
+    from mssl_workbench.engine.distributed import DistInfo
+    from mssl_workbench.engine.hooks import Monitor
+    from mssl_workbench.engine.rundir import load_trained
+    from mssl_workbench.engine.loop import RunData
     model, cfg, _ = load_trained(run_dir)
     info = DistInfo()
     run = SimpleNamespace(cfg=cfg, model=model, info=info, data=RunData(cfg, info), extra_state={}, writer=None, step=1)

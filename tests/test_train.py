@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from procs import free_port
-from mssl_workbench.config import config_from_dict
-from mssl_workbench.data import SAMPLE_FASHION_MNIST
-from mssl_workbench.hooks import Checkpointer, Hook, NonFiniteError, default_hooks
-from mssl_workbench.loop import RunState
-from mssl_workbench.losses import mec_lamda_inv_schedule
-from mssl_workbench.methods import PAIR_BUILDER, get_method, list_methods
-from mssl_workbench.runs import latest_checkpoint, load_checkpoint
-from mssl_workbench.train import fit
+from mssl_workbench.config.schema import config_from_dict
+from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.engine.hooks import Checkpointer, Hook, NonFiniteError, default_hooks
+from mssl_workbench.engine.contract import RunState
+from mssl_workbench.objectives.losses import mec_lamda_inv_schedule
+from mssl_workbench.methods.registry import PAIR_BUILDER, get_method, list_methods
+from mssl_workbench.engine.rundir import latest_checkpoint, load_checkpoint
+from mssl_workbench.engine.loop import fit
 
 TINY = {
     "data": {"root": str(SAMPLE_FASHION_MNIST), "fraction": 0.03},
@@ -114,7 +114,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path):
 
 KILL_MID_WRITE = textwrap.dedent("""
     import os, signal, sys, torch
-    from mssl_workbench.runs import RunWriter
+    from mssl_workbench.engine.rundir import RunWriter
     writer = RunWriter(sys.argv[1]).start({}, method="matrix_ssl")
     writer.save_checkpoint(1, {"w": torch.ones(1000)})
     def dying_fsync(fd):                      # the process dies after the bytes went out, before the rename
@@ -141,11 +141,11 @@ def test_two_process_ddp_equals_one_process(tmp_path):
               "train.deterministic=true", "train.precision=fp32", "model.channels_last=false",     # the 1e-5 bound is fp32's
               "eval.monitor_samples=128", "eval.knn_train_samples=128", "eval.probe=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "mssl_workbench.cli", *common, "--output", str(tmp_path / "one")],
+    one = subprocess.run([sys.executable, "-m", "mssl_workbench.cli.train", *common, "--output", str(tmp_path / "one")],
                          capture_output=True, text=True, timeout=600, env=env)
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-                          f"--master_port={free_port()}", "-m", "mssl_workbench.cli", *common,
+                          f"--master_port={free_port()}", "-m", "mssl_workbench.cli.train", *common,
                           "--output", str(tmp_path / "two")], capture_output=True, text=True, timeout=600, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     l1 = [r["loss"] for r in read_jsonl(tmp_path / "one" / "metrics.jsonl")]
@@ -223,12 +223,12 @@ def test_mec_follows_its_schedule_whatever_hooks_say(tmp_path):
 
 
 def test_hooks_do_not_import_the_training_loop():
-    "The hooks are written against RunState (mssl_workbench.loop): importing them loads no part of the loop that runs them"
-    code = "import json, sys, mssl_workbench.hooks; print(json.dumps(sorted(m for m in sys.modules if m.startswith('mssl_workbench'))))"
+    "The hooks are written against RunState (mssl_workbench.engine.contract): importing them loads no part of the loop that runs them"
+    code = "import json, sys, mssl_workbench.engine.hooks; print(json.dumps(sorted(m for m in sys.modules if m.startswith('mssl_workbench'))))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     loaded = json.loads(r.stdout)
-    assert "mssl_workbench.loop" in loaded and "mssl_workbench.train" not in loaded, loaded
-    import mssl_workbench.hooks as hooks   # nor under TYPE_CHECKING
+    assert "mssl_workbench.engine.contract" in loaded and "mssl_workbench.engine.loop" not in loaded, loaded
+    import mssl_workbench.engine.hooks as hooks   # nor under TYPE_CHECKING
     src = Path(hooks.__file__).read_text()
     assert [l for l in src.splitlines() if "import" in l and ".train" in l] == [] and "TYPE_CHECKING" not in src

@@ -3,8 +3,8 @@
     python tools/build_docs.py                      # execute every notebook, render the whole site into _docs/
     python tools/build_docs.py --skip-flags slow    # quicker: leave `#| slow` cells out (as nbdev_test does by default)
     python tools/build_docs.py --execute none       # render the outputs saved in the notebooks, execute nothing
-    python tools/build_docs.py --execute 12_spectrum.ipynb --out /tmp/site   # execute some, saved outputs for the rest
-    python tools/build_docs.py --only index.ipynb,12_spectrum.ipynb --out /tmp/site   # a partial site (what the test builds)
+    python tools/build_docs.py --execute 20_reports_spectrum.ipynb --out /tmp/site   # execute some, saved outputs for the rest
+    python tools/build_docs.py --only index.ipynb,20_reports_spectrum.ipynb --out /tmp/site   # a partial site (what the test builds)
 
 What it does, per notebook of nbs/ (nbdev's file selection, index.ipynb included):
 1. execute it (unless told otherwise) in the notebook's folder with execnb, the engine of nbdev_test, skipping
@@ -265,7 +265,7 @@ def inline_code(text: str) -> str:
 
 
 def page_name(nb_path: Path, nbs: Path) -> str:
-    "The page of a notebook, as nbdev names it (numeric prefix dropped: 12_spectrum.ipynb → spectrum.html)"
+    "The page of a notebook, as nbdev names it (numeric prefix dropped: 20_reports_spectrum.ipynb → reports_spectrum.html)"
     from nbdev.doclinks import _nbpath2html
     return _nbpath2html(nb_path.relative_to(nbs)).as_posix()
 

@@ -1,7 +1,7 @@
 """Round-trip helper for authoring notebooks as plain text (not part of the package).
 
-    python tools/nbpct.py to-nb  chapter.py nbs/01_matrix.ipynb   # percent-format text -> notebook
-    python tools/nbpct.py to-pct nbs/01_matrix.ipynb chapter.py   # notebook -> percent-format text
+    python tools/nbpct.py to-nb  chapter.py nbs/01_core_matrix.ipynb   # percent-format text -> notebook
+    python tools/nbpct.py to-pct nbs/01_core_matrix.ipynb chapter.py   # notebook -> percent-format text
 
 Cells are separated by lines `# %%` (code) or `# %% [markdown]` (markdown; each line of the
 body is prefixed with `# `). The notebook in nbs/ stays the source of truth: the text form is a

@@ -1,0 +1,1 @@
+"""The console scripts: mssl-train and mssl-eval."""

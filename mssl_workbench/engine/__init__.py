@@ -1,0 +1,1 @@
+"""The engine: the loop contract, the one training loop, hooks, distributed set-up and the run directory."""

@@ -1,0 +1,1 @@
+"""Evaluation protocols on trained runs: linear probe, k-NN, label-free selection, semi-supervised and fine-tuning, COCO transfer."""

@@ -1,0 +1,1 @@
+"""The losses: Matrix-SSL and every objective it unifies, one calling convention, one registry."""
