@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     "Entry point of `mssl-eval`"
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["gsm8k"]:                           # the language-model evaluation has its own options
-        from mssl_workbench.lm.train import lm_eval_main
+        from mssl_workbench.evaluation.gsm8k import lm_eval_main
         return lm_eval_main(argv[1:], prog="mssl-eval gsm8k")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)          # key=value overrides may follow --options
