@@ -13,12 +13,13 @@ import string
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..engine import rundir as _runs
+
+if TYPE_CHECKING:   # annotations only: this module imports no torch, so `mssl-eval gsm8k --help` needs none
+    import torch
+    from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['LM_ARCHS', 'DATA_FORMATS', 'GSM8K_PROTOCOLS', 'METAMATH_STOP', 'METAMATH_COT', 'PROMPT_TEMPLATES', 'LMInputError',
@@ -327,6 +328,7 @@ def encode_examples(tokenizer, examples: list[Example], *, template: str, max_le
 
 def collate(items: list[Encoded], pad_id: int, *, ignore_index: int=-100) -> dict[str, Tensor]:
     "Right-padded input_ids, attention_mask and labels (−100 on prompt and padding)"
+    import torch
     T = max(len(e.ids) for e in items)
     input_ids = torch.full((len(items), T), pad_id, dtype=torch.long)
     labels = torch.full((len(items), T), ignore_index, dtype=torch.long)

@@ -140,8 +140,87 @@ LM_RESUME_MAY_CHANGE = {"preset", "train.out_dir", "train.epochs", "train.max_st
                         "train.quiet", "train.checkpoint_every_steps", "train.keep_checkpoints", "train.device", "train.micro_batch_size",
                         "model.gradient_checkpointing", "data.test", "data.n_test", "data.limit_test"}
 
-# %% ../../nbs/14b_lm_train.ipynb #77fe8b72
-class LMRun:
+# %% ../../nbs/14b_lm_train.ipynb #e39f9995
+class _LMBatches:
+    "The data side of an LMRun (a mixin): the sequences of each step and process, autocast, the output embedding"
+    def global_batch(self, step: int) -> list[int]:
+        "Indices of step `step`'s global batch: a slice of the epoch's seeded permutation (drop_last)"
+        epoch, k = divmod(step, self.steps_per_epoch)
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
+        perm = torch.randperm(len(self.train_data), generator=g)
+        B = self.cfg.train.batch_size
+        return perm[k * B:(k + 1) * B].tolist()
+
+    def my_micro_batches(self, step: int) -> tuple[list[list[int]], int]:
+        "This process's micro-batches of step `step`, and the answer-token count of the whole global batch"
+        idx = self.global_batch(step)
+        micro = [idx[j * self.micro:(j + 1) * self.micro] for j in range(self.n_micro)]
+        n_tokens = sum(len(self.train_data[i].ids) - self.train_data[i].n_prompt for i in idx)
+        r, a = self.info.rank, self.accumulate
+        return micro[r * a:(r + 1) * a], n_tokens
+
+    def _autocast(self):
+        if self.bf16 and not self.cfg.train.fsdp: return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def output_weight(self) -> Tensor | None:
+        "The (V, d) output embedding, gathered in full under FSDP; None when the loss does not need it"
+        if self.loss_fn.construction != "embedding": return None
+        w = _unwrap(self.wrapped).get_output_embeddings().weight
+        return w.full_tensor() if hasattr(w, "full_tensor") else w
+
+# %% ../../nbs/14b_lm_train.ipynb #39aae2a7
+class _LMCheckpoint:
+    "The state side of an LMRun (a mixin): its checkpoint dictionary, restoring one, saving one"
+    def state_dict(self) -> dict:
+        if self.cfg.train.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+            model_sd, optim_sd = get_state_dict(self.wrapped, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            model_sd = {k: v.detach().cpu() for k, v in _unwrap(self.wrapped).state_dict().items()}
+            optim_sd = self.optimizer.state_dict()
+        return {"format": _runs.FORMAT, "kind": "lm", "method": self.cfg.method, "model": model_sd, "optimizer": optim_sd,
+                "step": self.step, "epoch": self.epoch, "config": lm_config_to_dict(self.cfg),
+                "tokenizer": self.tokenizer.state_dict(), "init_eranks": self.init_eranks,
+                "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+
+    def _load_state(self, state: dict):
+        if self.cfg.train.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+            set_state_dict(self.wrapped, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                           options=StateDictOptions(full_state_dict=True))
+        else:
+            try: _unwrap(self.wrapped).load_state_dict(state["model"])
+            except RuntimeError as e:
+                raise _runs.CheckpointError(f"{self.checkpoint}: weights do not fit this model ({str(e).splitlines()[0][:160]}); "
+                                            "pass a checkpoint of this run, or start a fresh --output") from None
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.init_eranks = int(state["step"]), state.get("init_eranks")
+        if self.is_main: print(f"resumed from {self.checkpoint} (step {self.step})")
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.is_main:   # drop records an interrupted invocation wrote after this checkpoint
+            for name in ("metrics", "epochs"):
+                path = self.out_dir / f"{name}.jsonl"
+                kept = [r for r in _runs.read_jsonl(path)[0] if r.get("step", 0) <= self.step]
+                path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def save(self) -> Path | None:
+        state = self.state_dict()   # collective under FSDP
+        path = None
+        if self.is_main:
+            path = self.writer.save_checkpoint(self.step, state, keep=self.cfg.train.keep_checkpoints)
+            self.checkpoint = path
+        self._barrier()
+        return path
+
+    def _barrier(self):
+        if self.info.distributed:
+            import torch.distributed as dist
+            dist.barrier()
+
+# %% ../../nbs/14b_lm_train.ipynb #236a0d43
+class LMRun(_LMBatches, _LMCheckpoint):
     "Everything a language-model run holds (built by fit_lm)"
     def __init__(self, cfg: LMConfig, *, resume: str | None=None,
                  info: DistInfo | None=None):   # the process group fit_lm joined (None: `init_distributed` here)
@@ -204,81 +283,6 @@ class LMRun:
     def last_checkpoint(self) -> Path | None: return self.checkpoint
     @property
     def epoch(self) -> int: return self.step // self.steps_per_epoch
-
-    # ---- data -------------------------------------------------------------------------------------------------
-    def global_batch(self, step: int) -> list[int]:
-        "Indices of step `step`'s global batch: a slice of the epoch's seeded permutation (drop_last)"
-        epoch, k = divmod(step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
-        perm = torch.randperm(len(self.train_data), generator=g)
-        B = self.cfg.train.batch_size
-        return perm[k * B:(k + 1) * B].tolist()
-
-    def my_micro_batches(self, step: int) -> tuple[list[list[int]], int]:
-        "This process's micro-batches of step `step`, and the answer-token count of the whole global batch"
-        idx = self.global_batch(step)
-        micro = [idx[j * self.micro:(j + 1) * self.micro] for j in range(self.n_micro)]
-        n_tokens = sum(len(self.train_data[i].ids) - self.train_data[i].n_prompt for i in idx)
-        r, a = self.info.rank, self.accumulate
-        return micro[r * a:(r + 1) * a], n_tokens
-
-    def _autocast(self):
-        if self.bf16 and not self.cfg.train.fsdp: return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def output_weight(self) -> Tensor | None:
-        "The (V, d) output embedding, gathered in full under FSDP; None when the loss does not need it"
-        if self.loss_fn.construction != "embedding": return None
-        w = _unwrap(self.wrapped).get_output_embeddings().weight
-        return w.full_tensor() if hasattr(w, "full_tensor") else w
-
-    # ---- state ------------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        if self.cfg.train.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-            model_sd, optim_sd = get_state_dict(self.wrapped, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        else:
-            model_sd = {k: v.detach().cpu() for k, v in _unwrap(self.wrapped).state_dict().items()}
-            optim_sd = self.optimizer.state_dict()
-        return {"format": _runs.FORMAT, "kind": "lm", "method": self.cfg.method, "model": model_sd, "optimizer": optim_sd,
-                "step": self.step, "epoch": self.epoch, "config": lm_config_to_dict(self.cfg),
-                "tokenizer": self.tokenizer.state_dict(), "init_eranks": self.init_eranks,
-                "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
-
-    def _load_state(self, state: dict):
-        if self.cfg.train.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-            set_state_dict(self.wrapped, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                           options=StateDictOptions(full_state_dict=True))
-        else:
-            try: _unwrap(self.wrapped).load_state_dict(state["model"])
-            except RuntimeError as e:
-                raise _runs.CheckpointError(f"{self.checkpoint}: weights do not fit this model ({str(e).splitlines()[0][:160]}); "
-                                            "pass a checkpoint of this run, or start a fresh --output") from None
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.init_eranks = int(state["step"]), state.get("init_eranks")
-        if self.is_main: print(f"resumed from {self.checkpoint} (step {self.step})")
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        if self.is_main:   # drop records an interrupted invocation wrote after this checkpoint
-            for name in ("metrics", "epochs"):
-                path = self.out_dir / f"{name}.jsonl"
-                kept = [r for r in _runs.read_jsonl(path)[0] if r.get("step", 0) <= self.step]
-                path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-    def save(self) -> Path | None:
-        state = self.state_dict()   # collective under FSDP
-        path = None
-        if self.is_main:
-            path = self.writer.save_checkpoint(self.step, state, keep=self.cfg.train.keep_checkpoints)
-            self.checkpoint = path
-        self._barrier()
-        return path
-
-    def _barrier(self):
-        if self.info.distributed:
-            import torch.distributed as dist
-            dist.barrier()
 
 # %% ../../nbs/14b_lm_train.ipynb #381e639f
 def lm_train_step(run: LMRun, step: int) -> dict:
