@@ -49,7 +49,7 @@ QUICKSTART = {
 
 def _registry() -> dict[str, tuple[dict, str]]:
     "Every preset: the quickstart, then each registered method's own"
-    from mssl_workbench.lm.train import LM_PRESETS
+    from mssl_workbench.lm.config import LM_PRESETS
     from mssl_workbench.methods.registry import get_method, list_methods
     presets = {"quickstart": (QUICKSTART, "embedded Fashion-MNIST sample, Matrix-SSL official form (λ = μ = γ = 1), resnet10t_mini without "
                                           "the stem max-pool at half width, 30 epochs, bf16 where native; ~3 min on 2 CPU cores (see benchmarks/quickstart_levers.py)")}
@@ -85,13 +85,13 @@ def get_preset(name: str) -> dict:
         raise ConfigError(f"unknown preset {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "") + " (see --list-presets)")
     key = table[_canonical(name)]
     d, note = PRESETS[key]
-    from mssl_workbench.lm.train import LM_PRESETS
+    from mssl_workbench.lm.config import LM_PRESETS
     if key in LM_PRESETS: return merge_dicts(d, {"preset": key})      # its output is train.out_dir
     return merge_dicts(d, {"preset": key, "notes": note, "output": f"runs/{key}"})
 
 def is_lm_preset(name: str | None) -> bool:
     "Whether a preset name is one of the language-model presets (they run `fit_lm`, the LM chapter's loop)"
-    from mssl_workbench.lm.train import LM_PRESETS
+    from mssl_workbench.lm.config import LM_PRESETS
     return bool(name) and _canonical(name) in {_canonical(k) for k in LM_PRESETS}
 
 PRESET_INDEX = Path(mssl_workbench.__file__).parent / "config" / "preset_index.py"
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
 # %% ../../nbs/23_cli_train.ipynb #4d0fe5ef
 def lm_config_from_args(args: argparse.Namespace):
     "An LM preset, then --config YAML, then overrides, then --output/--quiet, as the LM chapter's config"
-    from mssl_workbench.lm.train import lm_config_from_dict
+    from mssl_workbench.lm.config import lm_config_from_dict
     d = get_preset(args.preset)
     if args.config: d = merge_dicts(d, _read_config_file(Path(args.config)))
     d = apply_overrides(d, args.overrides)
@@ -489,7 +489,8 @@ def lm_config_from_args(args: argparse.Namespace):
 def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
     "mssl-train for a language-model preset"
     from mssl_workbench.engine.hooks import STOP
-    from mssl_workbench.lm.train import lm_config_to_dict, train_lm
+    from mssl_workbench.lm.config import lm_config_to_dict
+    from mssl_workbench.lm.train import train_lm
     cfg = lm_config_from_args(args)
     if args.dry_run:
         print(yaml.safe_dump(lm_config_to_dict(cfg), sort_keys=False), end="")
