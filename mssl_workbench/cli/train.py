@@ -397,7 +397,7 @@ def _stop_line(run) -> str:
 
 def data_summary(root=None) -> str:
     "What the training data would be: one line per split"
-    from mssl_workbench.data.datasets import load_fashion_mnist
+    from mssl_workbench.data.fashion_mnist import load_fashion_mnist
     return "\n".join(f"{split:5s}: {load_fashion_mnist(split, root).summary()}" for split in ("train", "test"))
 
 def _describe_data(data: dict) -> str:

@@ -95,7 +95,8 @@ SELECT_PRESETS: dict[str, tuple[dict, str]] = {
 def selection_criteria(model: nn.Module, cfg, sc: SelectConfig) -> dict:
     "RankMe and LiDAR of one trained model on its training images (no labels used)"
     import torch
-    from mssl_workbench.data.datasets import AUGMENTS, create_augment, create_dataset
+    from mssl_workbench.data.augment import AUGMENTS, create_augment
+    from mssl_workbench.data.datasets import create_dataset
     from mssl_workbench.core.metrics import extract_features
     from mssl_workbench.core.matrix import rankme
     device = _device(sc.device)
