@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
 from console import mssl, one_line, digest
 
 WORKS = "resnet18, resnet34, resnet50, resnet101, resnet152"

@@ -15,7 +15,7 @@ import torch
 
 from procs import free_port
 from mssl_workbench.config.schema import config_from_dict
-from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
 from mssl_workbench.engine.hooks import Checkpointer, Hook, NonFiniteError, default_hooks
 from mssl_workbench.engine.contract import RunState
 from mssl_workbench.objectives.losses import mec_lamda_inv_schedule

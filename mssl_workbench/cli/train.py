@@ -177,6 +177,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
             cfg.output = str(free)
     return cfg
 
+# %% ../../nbs/23_cli_train.ipynb #a4395cac
 def _torchrun_command(args: argparse.Namespace, argv: list[str]) -> list[str]:
     "Re-launch this command under torchrun with the torchrun options moved in front"
     tr, rest, skip = [], [], False
@@ -246,6 +247,7 @@ def _reap(pids) -> list[int]:
 
 FORWARDED = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")
 
+# %% ../../nbs/23_cli_train.ipynb #ca14ce5a
 def launch_torchrun(
     cmd: list[str],       # the torchrun command line (`_torchrun_command`)
     *,
@@ -324,6 +326,7 @@ def _master_port(job_id: str) -> int:
     digits = "".join(c for c in str(job_id) if c.isdigit()) or "0"
     return 20000 + int(digits[-6:]) % 20000
 
+# %% ../../nbs/23_cli_train.ipynb #a939fd8b
 class SlurmJob:
     "What submitit runs on every task: torch.distributed from the job environment, fit with resume, requeue on preemption"
     def __init__(self, config: dict, resume: str | None="auto"):
@@ -391,13 +394,14 @@ def submit_slurm(
     print(f"job {job.job_id} finished: {result.get('steps', result.get('step'))} steps; run directory: {cfg.output}")
     return 0
 
+# %% ../../nbs/23_cli_train.ipynb #3be5b57e
 def _stop_line(run) -> str:
     return (f"mssl-train: {run.stop_reason}; checkpoint {run.last_checkpoint or 'none written'}; "
             f"continue with --resume auto --output {run.out_dir}")
 
 def data_summary(root=None) -> str:
     "What the training data would be: one line per split"
-    from mssl_workbench.data.datasets import load_fashion_mnist
+    from mssl_workbench.data.fashion_mnist import load_fashion_mnist
     return "\n".join(f"{split:5s}: {load_fashion_mnist(split, root).summary()}" for split in ("train", "test"))
 
 def _describe_data(data: dict) -> str:
@@ -414,6 +418,7 @@ def _stop_exit(run) -> int:
         if stop_file: Path(stop_file).write_text(str(run.stop_signal))
     return 0 if stop_file else 128 + run.stop_signal
 
+# %% ../../nbs/23_cli_train.ipynb #08646b92
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `mssl-train` console script"
     argv = sys.argv[1:] if argv is None else argv

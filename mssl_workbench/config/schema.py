@@ -237,7 +237,8 @@ _RULES: dict[str, tuple[str, typing.Callable]] = {
 }
 
 def _choices() -> dict[str, list[str]]:
-    from mssl_workbench.data.datasets import AUGMENTS, DATASETS
+    from mssl_workbench.data.augment import AUGMENTS
+    from mssl_workbench.data.datasets import DATASETS
     from mssl_workbench.methods.registry import list_methods
     return {"model.method": list_methods(), "optim.name": ["sgd", "lars", "adamw"],
             "optim.lr_scaling": ["linear", "sqrt", "none"], "train.precision": ["fp32", "bf16", "fp16", "auto"],

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..config.schema import Config
-from ..data.datasets import MultiViewAugment, create_augment
+from ..data.augment import MultiViewAugment, create_augment
 from ..core.metrics import INFO_KEYS, OnlineLinearProbe, extract_features, information_metrics, knn_accuracy, monitor_metrics
 from .contract import Hook, RunState
 from ..objectives.losses import mec_lamda_inv_schedule

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config.schema import Config, ConfigError, config_to_dict, lr_at
-from ..data.datasets import AUGMENTS, create_augment, create_dataset
+from ..data.augment import AUGMENTS, create_augment
+from ..data.datasets import create_dataset
 from .distributed import DistInfo, convert_batchnorm, init_distributed, process_group
 from ..core.metrics import OnlineLinearProbe
 from .hooks import Hook, diverged, method_hooks

@@ -123,7 +123,7 @@ def make_synthetic_coco(
     "Write a small COCO-format detection/segmentation set of Fashion-MNIST objects on canvases (boxes + RLE masks)"
     import torch
     import torch.nn.functional as F
-    from mssl_workbench.data.datasets import FASHION_MNIST_CLASSES, SAMPLE_FASHION_MNIST, load_fashion_mnist
+    from mssl_workbench.data.fashion_mnist import FASHION_MNIST_CLASSES, SAMPLE_FASHION_MNIST, load_fashion_mnist
     from pycocotools import mask as mask_utils
     from torchvision.io import write_png
     dest, splits = Path(dest), splits or {"train": 8, "val": 4}

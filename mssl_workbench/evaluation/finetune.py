@@ -87,7 +87,7 @@ def read_subset_file(path: str | Path, names: Sequence[str]) -> Tensor:
 def _aug_batches(cfg, split: LabelledSplit, batch_size: int, crop_scale, seed: int, num_workers: int):
     "Per epoch: (augmented normalised images, labels) batches — RandomResizedCrop + flip"
     import torch
-    from mssl_workbench.data.datasets import MultiViewAugment, ViewSpec
+    from mssl_workbench.data.augment import MultiViewAugment, ViewSpec
     size, C = cfg.data.image_size, cfg.data.in_chans
     if split.images is not None:
         aug = MultiViewAugment([ViewSpec(crop_scale=tuple(crop_scale), flip_p=0.5)], size=size, in_chans=C, views=1, seed=seed)
@@ -201,7 +201,7 @@ class _TimmTransformSet:                          # map-style, as _FileSet
     def __init__(self, split: LabelledSplit, transform, in_chans: int): self.s, self.t, self.c = split, transform, in_chans
     def __len__(self): return len(self.s)
     def __getitem__(self, i):
-        from mssl_workbench.data.datasets import decode_image_file
+        from mssl_workbench.data.folders import decode_image_file
         from torchvision.transforms.v2.functional import to_pil_image
         x = self.s.images[i] if self.s.images is not None else decode_image_file(self.s.paths[i], 3)
         if x.shape[0] == 1: x = x.expand(3, -1, -1)
@@ -238,7 +238,7 @@ def run_finetune(run_or_ckpt, fc: FinetuneConfig, *, preset: str | None = None, 
     import torch
     import torch.nn.functional as F
     from torch import nn
-    from mssl_workbench.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    from mssl_workbench.data.augment import FASHION_MNIST_MEAN, FASHION_MNIST_STD
     from timm.data import Mixup, create_transform
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2

@@ -153,7 +153,7 @@ def _feature_batches(features: Tensor, labels: Tensor, batch_size: int, seed: in
 def _augmented_batches(model, cfg, split: LabelledSplit, lc: LinearConfig, device) -> Callable[[int], Any]:
     "Per epoch: RandomResizedCrop+flip views through the frozen backbone (eval mode, no gradients)"
     import torch
-    from mssl_workbench.data.datasets import MultiViewAugment, ViewSpec
+    from mssl_workbench.data.augment import MultiViewAugment, ViewSpec
     size, C = cfg.data.image_size, cfg.data.in_chans
     if split.images is not None:     # in memory: the batched crop/flip of the data chapter (same op as v2.RandomResizedCrop)
         aug = MultiViewAugment([ViewSpec(crop_scale=tuple(lc.crop_scale), flip_p=0.5)], size=size, in_chans=C, views=1, seed=lc.seed)

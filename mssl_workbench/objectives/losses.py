@@ -15,8 +15,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.lowrank import lowrank_trace_logm_taylor, lowrank_trace_product_logm, lowrank_trace_product_logm_taylor
 from ..core.matrix import (center_rows_normalize, covariance, cross_covariance, gram,
-                                   lowrank_trace_logm_taylor, lowrank_trace_product_logm, lowrank_trace_product_logm_taylor,
                                    matrix_cross_entropy, normalize_rows, nuclear_norm, renyi_entropy, tcr_logdet,
                                    trace_logm_taylor, trace_product_logm_taylor, von_neumann_entropy)
 
