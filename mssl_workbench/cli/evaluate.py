@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--no-cache", action="store_true", help="recompute features, do not cache")
         if kind == "semisup": sp.add_argument("--percent", type=float, help="labelled percentage, e.g. 1 or 10 (overrides the preset)")
         if kind == "coco": sp.add_argument("--data", help="COCO root: annotations/instances_{train,val}2017.json, train2017/, val2017/")
+        if kind in ("semisup", "finetune", "coco"):
+            sp.add_argument("--resume", help="'auto': continue the training a stop signal interrupted (RUN/eval/<kind>.partial)")
         common(sp, kind)
     sp = sub.add_parser("select", help="rank runs by RankMe and LiDAR; Kendall tau and regret vs linear/k-NN accuracy",
                         description="Label-free model selection over runs (RankMe, LiDAR)")
@@ -141,6 +143,12 @@ def _check_output(args, path=None):
     if args.command == "export-detectron2": check_output(path, flag="-o", owned=is_detectron2_export, overwrite=args.overwrite)
     else: check_output(path, flag="--output", owned=lambda p: written_as(p, args.command), overwrite=args.overwrite)
 
+def _stopped(cmd: str, out: dict) -> int:
+    "A protocol's training stopped by a signal: one line naming the checkpoint and how to continue; exit 128 + the signal"
+    print(f"mssl-eval {cmd}: stopped by {out['stopped']} at step {out['step']}; checkpoint {out['checkpoint']}; "
+          "continue with --resume auto", file=sys.stderr, flush=True)
+    return 128 + out["signal"]
+
 def _dispatch(args) -> int:
     cmd = args.command
     if cmd in _KINDS:
@@ -170,15 +178,18 @@ def _dispatch(args) -> int:
         elif cmd == "select":
             out = run_select(targets, conf, preset=preset, log=print if not args.quiet else None); lines = []
         elif cmd == "semisup":
-            out = run_semisup(targets[0], conf, preset=preset, log=log)
+            out = run_semisup(targets[0], conf, preset=preset, log=log, resume=args.resume)
+            if "stopped" in out: return _stopped(cmd, out)
             lines = [f"semisup {out['subset']} ({out['n_labelled']} images) top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} "
                      f"top5 last {out['top5_last']:.4f}", f"written to {out['written_to']}"]
         elif cmd == "finetune":
-            out = run_finetune(targets[0], conf, preset=preset, log=log)
+            out = run_finetune(targets[0], conf, preset=preset, log=log, resume=args.resume)
+            if "stopped" in out: return _stopped(cmd, out)
             lines = [f"finetune top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} top5 last {out['top5_last']:.4f}", f"written to {out['written_to']}"]
         else:
             if not args.data: raise EvalError("coco: --data COCO_ROOT is required")
-            out = run_coco(targets[0], args.data, conf, preset=preset, log=log)
+            out = run_coco(targets[0], args.data, conf, preset=preset, log=log, resume=args.resume)
+            if "stopped" in out: return _stopped(cmd, out)
             lines = ([out["note"]] + (format_coco(out["scores"]) if out.get("scores") and out["scores"].get("bbox") else ["no detections"])
                      + ([f"written to {out['written_to']}"] if "written_to" in out else []))
         _emit(args, out, lines); return 0
@@ -219,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     except (EvalError, OutputError, FileNotFoundError) as e:
         print(f"mssl-eval {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+    except RuntimeError as e:        # the engine's NonFiniteError: the training diverged and stopped before the step
+        if type(e).__name__ != "NonFiniteError": raise
+        print(f"mssl-eval {args.command}: stopped: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
 
 # %% ../../nbs/24_cli_evaluate.ipynb #3f6bd4ad
 #| eval: false
