@@ -83,7 +83,7 @@ def test_mssl_train_imports_no_heavy_module_for_help():
     "Importing the entry point loads none of the heavy packages (nor numpy's users: data, methods, train)"
     code = ("import sys\nfrom mssl_workbench.cli.train import main\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'timm', 'transformers'} "
-            "or m in {'mssl_workbench.data.fashion_mnist', 'mssl_workbench.data.augment', 'mssl_workbench.data.folders', 'mssl_workbench.data.datasets', 'mssl_workbench.methods.registry', 'mssl_workbench.engine.loop', 'mssl_workbench.lm.train'}))")
+            "or m in {'mssl_workbench.data.fashion_mnist', 'mssl_workbench.data.augment', 'mssl_workbench.data.folders', 'mssl_workbench.data.datasets', 'mssl_workbench.methods.registry', 'mssl_workbench.engine.loop', 'mssl_workbench.engine.image', 'mssl_workbench.lm.train'}))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
 

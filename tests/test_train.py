@@ -21,7 +21,7 @@ from mssl_workbench.engine.contract import RunState
 from mssl_workbench.objectives.matrix_ssl import mec_lamda_inv_schedule
 from mssl_workbench.methods.registry import get_method, list_methods
 from mssl_workbench.engine.rundir import latest_checkpoint, load_checkpoint
-from mssl_workbench.engine.loop import fit
+from mssl_workbench.engine.image import fit
 
 TINY = {
     "data": {"root": str(SAMPLE_FASHION_MNIST), "fraction": 0.03},

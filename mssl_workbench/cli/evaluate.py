@@ -50,19 +50,19 @@ _all_ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpo
           'COCO_PRESETS', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco']
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'Protocol', 'register_protocol', 'protocol_config', 'option_runner', 'build_parser', 'preset_listing',
-           'main', 'OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint', 'random_init_run',
-           'write_eval', 'check_options', 'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare',
-           'classification_transforms', 'split_loader', 'split_features', 'file_sha256', 'feature_cache_key',
-           'cached_split_features', 'EvalRuntime', 'EvalData', 'LINEAR_PRESETS', 'LinearConfig', 'linear_head',
-           'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head', 'run_linear', 'KNN_PRESETS',
-           'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SELECT_PRESETS', 'SelectConfig',
-           'selection_criteria', 'selection_report', 'info_columns', 'run_select', 'SEMISUP_PRESETS', 'SemisupConfig',
-           'semisup_indices', 'read_subset_file', 'run_semisup', 'FINETUNE_PRESETS', 'FinetuneConfig', 'finetune_model',
-           'run_finetune', 'coco_score', 'format_coco', 'make_synthetic_coco', 'oracle_detections', 'DETECTRON2_CONFIG',
-           'DETECTRON2_NOTE', 'detectron2_state_dict', 'torchvision_state_dict', 'DETECTION_BACKBONES',
-           'detection_backbone_problem', 'is_detectron2_export', 'export_detectron2', 'COCO_PRESETS', 'CocoConfig',
-           'maskrcnn_from_resnet', 'run_coco']
+__all__ = ['PROTOCOLS', 'Protocol', 'register_protocol', 'protocol_config', 'option_runner', 'StoppedBySignal', 'build_parser',
+           'preset_listing', 'main', 'OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint',
+           'random_init_run', 'write_eval', 'check_options', 'build_config', 'LabelledSplit', 'load_split',
+           'tensor_prepare', 'classification_transforms', 'split_loader', 'split_features', 'file_sha256',
+           'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData', 'LINEAR_PRESETS', 'LinearConfig',
+           'linear_head', 'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head', 'run_linear',
+           'KNN_PRESETS', 'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SELECT_PRESETS',
+           'SelectConfig', 'selection_criteria', 'selection_report', 'info_columns', 'run_select', 'SEMISUP_PRESETS',
+           'SemisupConfig', 'semisup_indices', 'read_subset_file', 'run_semisup', 'FINETUNE_PRESETS', 'FinetuneConfig',
+           'finetune_model', 'run_finetune', 'coco_score', 'format_coco', 'make_synthetic_coco', 'oracle_detections',
+           'DETECTRON2_CONFIG', 'DETECTRON2_NOTE', 'detectron2_state_dict', 'torchvision_state_dict',
+           'DETECTION_BACKBONES', 'detection_backbone_problem', 'is_detectron2_export', 'export_detectron2',
+           'COCO_PRESETS', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco']
 
 # %% ../../nbs/24_cli_evaluate.ipynb #84e7da9a
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def option_runner(
         _emit(args, out, lines); return 0
     return run
 
-# %% ../../nbs/24_cli_evaluate.ipynb #c64feeb8
+# %% ../../nbs/24_cli_evaluate.ipynb #79741f6f
 def _one_run(sp: argparse.ArgumentParser):
     sp.add_argument("run", metavar="RUN_OR_CKPT", nargs="?", help="run directory (newest checkpoint) or checkpoint file")
     sp.add_argument("overrides", nargs="*", metavar="key=value", help="option overrides (YAML values)")
@@ -184,8 +184,24 @@ def _knn(args, targets, conf, preset, log):
     out = run_knn(targets[0], conf, preset=preset, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     return out, [" ".join(f"{k} {out[f'k{k}']:.4f}" for k in conf.ks).join(["knn ", f" (tau {conf.temperature})"]), f"written to {out['written_to']}"]
 
-def _semisup_arguments(sp: argparse.ArgumentParser):
+def _trained_run(sp: argparse.ArgumentParser):
+    "A protocol that trains (a task of the engine): one run, and `--resume auto` after a stop signal"
     _one_run(sp)
+    sp.add_argument("--resume", help="'auto': continue the training a stop signal interrupted (RUN/eval/<kind>.partial)")
+
+class StoppedBySignal(Exception):
+    "A protocol's training was stopped by a signal: `main` prints one line naming the checkpoint and exits 128 + the signal"
+    def __init__(self, out: dict):
+        super().__init__(f"stopped by {out['stopped']} at step {out['step']}; checkpoint {out['checkpoint']}; continue with --resume auto")
+        self.code = 128 + out["signal"]
+
+def _trained(out: dict) -> dict:
+    "The result of a protocol that trains, or `StoppedBySignal` when a stop signal ended its training"
+    if "stopped" in out: raise StoppedBySignal(out)
+    return out
+
+def _semisup_arguments(sp: argparse.ArgumentParser):
+    _trained_run(sp)
     sp.add_argument("--percent", type=float, help="labelled percentage, e.g. 1 or 10 (overrides the preset)")
 
 def _semisup_preset(args, preset, overrides):
@@ -196,23 +212,23 @@ def _semisup_preset(args, preset, overrides):
 
 def _semisup(args, targets, conf, preset, log):
     from mssl_workbench.evaluation.finetune import run_semisup
-    out = run_semisup(targets[0], conf, preset=preset, log=log)
+    out = _trained(run_semisup(targets[0], conf, preset=preset, log=log, resume=args.resume))
     return out, [f"semisup {out['subset']} ({out['n_labelled']} images) top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} "
                  f"top5 last {out['top5_last']:.4f}", f"written to {out['written_to']}"]
 
 def _finetune(args, targets, conf, preset, log):
     from mssl_workbench.evaluation.finetune import run_finetune
-    out = run_finetune(targets[0], conf, preset=preset, log=log)
+    out = _trained(run_finetune(targets[0], conf, preset=preset, log=log, resume=args.resume))
     return out, [f"finetune top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} top5 last {out['top5_last']:.4f}", f"written to {out['written_to']}"]
 
 def _coco_arguments(sp: argparse.ArgumentParser):
-    _one_run(sp)
+    _trained_run(sp)
     sp.add_argument("--data", help="COCO root: annotations/instances_{train,val}2017.json, train2017/, val2017/")
 
 def _coco(args, targets, conf, preset, log):
     from mssl_workbench.evaluation.coco import format_coco, run_coco
     if not args.data: raise EvalError("coco: --data COCO_ROOT is required")
-    out = run_coco(targets[0], args.data, conf, preset=preset, log=log)
+    out = _trained(run_coco(targets[0], args.data, conf, preset=preset, log=log, resume=args.resume))
     return out, ([out["note"]] + (format_coco(out["scores"]) if out.get("scores") and out["scores"].get("bbox") else ["no detections"])
                  + ([f"written to {out['written_to']}"] if "written_to" in out else []))
 
@@ -266,7 +282,7 @@ def _gsm8k(args) -> int:
     from mssl_workbench.evaluation.gsm8k import gsm8k_run
     return gsm8k_run(args, prog="mssl-eval gsm8k")
 
-# %% ../../nbs/24_cli_evaluate.ipynb #a1344ff9
+# %% ../../nbs/24_cli_evaluate.ipynb #08c260a2
 _LINEAR = "official linear protocol (frozen online encoder, BN+Linear head, LARS); top-1/top-5 last and best"
 _KNN = "offline weighted k-NN (k=20, 200; tau=0.07) on the full splits"
 _SEMISUP = "fine-tune on 1%%/10%% of the labels (SimCLR subset lists or stratified seeded subsets)"
@@ -279,7 +295,7 @@ for _p in [
     Protocol("knn", _KNN, option_runner(_knn), _cached_run, _KNN, options=KnnConfig, presets=KNN_PRESETS, default_preset="fmnist"),
     Protocol("semisup", _SEMISUP, option_runner(_semisup, preset_for=_semisup_preset), _semisup_arguments,
              description=_SEMISUP.replace("%%", "%"), options=SemisupConfig, presets=SEMISUP_PRESETS),
-    Protocol("finetune", _FINETUNE, option_runner(_finetune), _one_run, _FINETUNE, options=FinetuneConfig, presets=FINETUNE_PRESETS, default_preset="fmnist"),
+    Protocol("finetune", _FINETUNE, option_runner(_finetune), _trained_run, _FINETUNE, options=FinetuneConfig, presets=FINETUNE_PRESETS, default_preset="fmnist"),
     Protocol("coco", _COCO, option_runner(_coco), _coco_arguments, _COCO, options=CocoConfig, presets=COCO_PRESETS, default_preset="coco-r50-fpn-1x"),
     Protocol("select", "rank runs by RankMe and LiDAR; Kendall tau and regret vs linear/k-NN accuracy", option_runner(_select),
              _select_arguments, "Label-free model selection over runs (RankMe, LiDAR)", options=SelectConfig, presets=SELECT_PRESETS,
@@ -292,7 +308,7 @@ for _p in [
              _synthetic_coco_arguments)]:
     register_protocol(_p)
 
-# %% ../../nbs/24_cli_evaluate.ipynb #e35497db
+# %% ../../nbs/24_cli_evaluate.ipynb #9ccb0188
 def build_parser() -> argparse.ArgumentParser:
     "The `mssl-eval` argument parser, built from PROTOCOLS"
     p = argparse.ArgumentParser(prog="mssl-eval", description="Downstream evaluation of mssl-train runs: results go to RUN_DIR/eval/<kind>.json.",
@@ -340,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     except (EvalError, OutputError, FileNotFoundError) as e:
         print(f"mssl-eval {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+    except StoppedBySignal as e:
+        print(f"mssl-eval {args.command}: {e}", file=sys.stderr, flush=True)
+        return e.code
+    except RuntimeError as e:        # the engine's NonFiniteError: the training diverged and stopped before the step
+        if type(e).__name__ != "NonFiniteError": raise
+        print(f"mssl-eval {args.command}: stopped: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
 
 # %% ../../nbs/24_cli_evaluate.ipynb #23b9502e
 #| eval: false

@@ -351,7 +351,7 @@ class SlurmJob:
     def __call__(self) -> dict:
         import submitit
         from mssl_workbench.engine.hooks import default_hooks
-        from mssl_workbench.engine.loop import fit
+        from mssl_workbench.engine.image import fit
         env = submitit.JobEnvironment()
         os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
                           MASTER_ADDR=env.hostnames[0], MASTER_PORT=str(_master_port(env.job_id)))
@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from mssl_workbench.engine.hooks import STOP, NonFiniteError
     from mssl_workbench.engine.rundir import RunWriter
-    from mssl_workbench.engine.loop import fit
+    from mssl_workbench.engine.image import fit
     worker = "LOCAL_RANK" in os.environ
     if worker and set_parent_death_signal(signal.SIGTERM) and os.getppid() == 1: return 143   # torchrun already gone
     owner = False

@@ -33,7 +33,7 @@ class NonFiniteError(RuntimeError):
 
 def last_good(run: RunState) -> str:
     "The newest intact checkpoint of the run, for error messages"
-    good = checkpoint_paths(run.out_dir)
+    good = checkpoint_paths(run.out_dir) if run.out_dir is not None else []   # a run without a directory keeps none
     return str(good[0]) if good else "none"
 
 def diverged(
@@ -60,16 +60,16 @@ class MetricsLogger(Hook):
         from torch.utils.tensorboard import SummaryWriter
         self.tb = run.tb = SummaryWriter(str(run.out_dir / "tb"), purge_step=run.step or None)
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=run.total_steps, initial=run.step, disable=run.cfg.train.quiet, unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=run.total_steps, initial=run.step, disable=run.spec.quiet, unit="step", dynamic_ncols=True)
 
     def after_step(self, run):
         if not self.active: return
         self.bar.update(1)
-        if run.step % run.cfg.train.log_every and run.step != run.total_steps: return
+        if run.step % run.spec.log_every and run.step != run.total_steps: return
         last = {k: jsonable(v) for k, v in run.last.items() if k != "terms"}
         terms = {k: jsonable(v) for k, v in run.last["terms"].items()}
         rec = {"step": run.step, "epoch": run.epoch, "loss": last["loss"], "terms": terms, "lr": last["lr"],
-               "momentum": last["momentum"], "img_per_s": last["img_per_s"], "data_wait": last["data_wait"],
+               "momentum": last.get("momentum"), "img_per_s": last["img_per_s"], "data_wait": last["data_wait"],
                **{k: last[k] for k in ("probe_loss", "probe_train_acc") if k in last}}
         run.writer.append("metrics", rec)
         keys = ("loss", "lr", "momentum", "img_per_s", "data_wait", "probe_loss", "probe_train_acc")
@@ -263,7 +263,7 @@ def check_weights(run: RunState):
     if not bool(bad.any()): return
     i = int(bad.nonzero()[0, 0])
     raise NonFiniteError(f"weights diverged at step {run.step}: {names[i]} has magnitude {float(top[i]):.3g}; not saving; "
-                         f"last good checkpoint: {last_good(run)}; lower optim.base_lr")
+                         f"last good checkpoint: {last_good(run)}; {run.spec.fix}")
 
 class Checkpointer(Hook):
     "Atomic checkpoints every N epochs / steps and at the end; checks the weights every log_every steps and refuses to save diverged ones"
@@ -271,12 +271,12 @@ class Checkpointer(Hook):
     def before_fit(self, run): self.saved_step = -1
 
     def after_step(self, run):
-        n = run.cfg.train.checkpoint_every_steps
+        n = run.spec.checkpoint_every_steps
         if n and run.step % n == 0: self.save(run)
-        elif run.step % run.cfg.train.log_every == 0: check_weights(run)
+        elif run.step % run.spec.log_every == 0: check_weights(run)
 
     def after_epoch(self, run):
-        n = run.cfg.train.checkpoint_every
+        n = run.spec.checkpoint_every
         if n and run.epoch % n == 0: self.save(run)
 
     def after_fit(self, run): self.save(run)
@@ -287,7 +287,7 @@ class Checkpointer(Hook):
         if run.writer is not None:
             for h in run.hooks:
                 if hasattr(h, "state_dict"): run.extra_state[type(h).__name__] = h.state_dict()
-            run.last_checkpoint = run.writer.save_checkpoint(run.step, run.state_dict(), keep=run.cfg.train.keep_checkpoints)
+            run.last_checkpoint = run.writer.save_checkpoint(run.step, run.state_dict(), keep=run.spec.keep_checkpoints)
         self.saved_step = run.step
 
 RAW_PIXEL_MAX_DIM = 4096   # raw-pixel k-NN baseline only for small images (28×28 gray: 784; 224×224 RGB is far above)
