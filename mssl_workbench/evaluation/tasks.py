@@ -24,6 +24,7 @@ class EvalTask:
     may_change = EVAL_MAY_CHANGE
     def param_groups(self, model) -> list[dict]: return [{"params": [p for p in model.parameters() if p.requires_grad]}]
     def inputs(self, batch, run): return tuple(t.to(run.info.device, non_blocking=True) for t in batch)
+    def begin(self, run) -> None: pass
     def after_update(self, run) -> dict: return {}
     def batch_size(self, batch) -> int: return len(batch[0])
     def state_dict(self): return None
