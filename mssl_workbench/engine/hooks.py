@@ -129,6 +129,7 @@ class OnlineProbe(Hook):
         if state is None: return
         run.probe.load_state_dict(state["probe"]); run.probe.optimizer.load_state_dict(state["optimizer"])
 
+# %% ../../nbs/12_engine_hooks.ipynb #6d4278c9
 class Monitor(Hook):
     "Spectra, effective rank, RankMe, α-ReQ, matrix entropies / joint entropy / MI of two views, k-NN and probe accuracy on the fixed held-out set (rank 0)"
     order = 20

@@ -59,6 +59,7 @@ def _ignore_stop_signals(worker_id: int):
     import signal
     for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"): signal.signal(getattr(signal, name), signal.SIG_IGN)
 
+# %% ../../nbs/13a_engine_image.ipynb #6eaac86f
 class RunData:
     "Training batches, the augmentation, and the fixed held-out / memory-bank sets of a run"
     def __init__(self, cfg: Config, info: DistInfo):

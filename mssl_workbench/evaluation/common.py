@@ -56,6 +56,7 @@ def _refuse_lm_run(p: Path, run_dir: Path):
     if kind == "lm": raise EvalError(f"{p}: a language-model run (kind: lm in {run_dir / 'config.yaml'}); this command evaluates "
                                      f"image runs: score it with mssl-eval gsm8k {run_dir}")
 
+# %% ../../nbs/15_evaluation_common.ipynb #1aa0f2d0
 def resolve_checkpoint(
     run_or_ckpt: str | Path, # a run directory (its newest checkpoint) or a checkpoint file
 ) -> tuple[Path, Path]:      # (checkpoint, run directory the results go to)
@@ -274,6 +275,7 @@ def load_split(
         raise EvalError(f"data set {name!r} has no labels: evaluation needs fashion_mnist or an imagefolder (dataset=imagefolder root=...)")
     return out.subset(fraction_indices(out.labels, fraction, seed)) if fraction else out
 
+# %% ../../nbs/15_evaluation_common.ipynb #218ba17e
 def _mean_std(in_chans: int) -> tuple[tuple, tuple]:
     from mssl_workbench.data.augment import FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD
     return (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
