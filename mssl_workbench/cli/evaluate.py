@@ -17,7 +17,6 @@ import yaml
 
 from ..engine.rundir import OutputError, atomic_write, check_output, written_as
 from ..evaluation.common import (
-    OPTION_RANGES,
     FEATURE_CACHE_VERSION, EvalError, resolve_checkpoint, random_init_run, write_eval, check_options, build_config,
     LabelledSplit, load_split, tensor_prepare, classification_transforms, split_loader, split_features, file_sha256,
     feature_cache_key, cached_split_features, EvalRuntime, EvalData, _describe_presets, _load_trained, _step_of)
@@ -35,7 +34,7 @@ from ..evaluation.coco import (
     DETECTRON2_NOTE, detectron2_state_dict, torchvision_state_dict, DETECTION_BACKBONES, detection_backbone_problem,
     is_detectron2_export, export_detectron2, COCO_PRESETS, CocoConfig, maskrcnn_from_resnet, run_coco, _resnet_of)
 # every public name of the protocol modules stays importable from here (`from mssl_workbench.cli.evaluate import run_linear`)
-_all_ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint', 'random_init_run',
+_all_ = ['FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint', 'random_init_run',
           'write_eval', 'check_options', 'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare',
           'classification_transforms', 'split_loader', 'split_features', 'file_sha256', 'feature_cache_key',
           'cached_split_features', 'EvalRuntime', 'EvalData', 'LINEAR_PRESETS', 'LinearConfig', 'linear_head',
@@ -49,7 +48,7 @@ _all_ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpo
           'COCO_PRESETS', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco']
 
 # %% auto #0
-__all__ = ['build_parser', 'protocol_config', 'main', 'OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint',
+__all__ = ['build_parser', 'protocol_config', 'main', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint',
            'random_init_run', 'write_eval', 'check_options', 'build_config', 'LabelledSplit', 'load_split',
            'tensor_prepare', 'classification_transforms', 'split_loader', 'split_features', 'file_sha256',
            'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData', 'LINEAR_PRESETS', 'LinearConfig',
