@@ -5,7 +5,7 @@ Both read the same generated ImageNet-layout folder of 224-px JPEGs with the sam
 - PIL (the way the official Matrix-SSL / MEC / MoCo v3 code does it): torchvision.datasets.ImageFolder, each worker
   opens the image with PIL and runs RandomResizedCrop, ColorJitter, RandomGrayscale, GaussianBlur (PIL ImageFilter),
   Solarize (PIL ImageOps), flip, ToTensor and Normalize twice per image;
-- batched (mssl_workbench.data.datasets): workers decode with torchvision.io.decode_jpeg and take the two random resized crops
+- batched (mssl_workbench.data.augment, .folders): workers decode with torchvision.io.decode_jpeg and take the two random resized crops
   (uint8); the main process runs MultiViewAugment on the whole uint8 batch (GPU when present, else CPU).
 
     python benchmarks/augment.py [--quick] [--images 2000] [--workers 2] [--batch 128] [--threads N] [--out benchmarks/results/augment.json]
@@ -21,7 +21,9 @@ from PIL import ImageFilter, ImageOps
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from mssl_workbench.data.datasets import IMAGENET_MEAN, IMAGENET_STD, create_augment, create_dataset, make_imagefolder
+from mssl_workbench.data.augment import IMAGENET_MEAN, IMAGENET_STD, create_augment
+from mssl_workbench.data.datasets import create_dataset
+from mssl_workbench.data.folders import make_imagefolder
 
 
 class PILBlur:

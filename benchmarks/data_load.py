@@ -5,7 +5,7 @@
 import argparse, json, time
 from pathlib import Path
 
-from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST, find_fashion_mnist, load_fashion_mnist
+from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST, find_fashion_mnist, load_fashion_mnist
 
 def best_of(fn, repeat=5):
     times = []

@@ -19,7 +19,7 @@ from mssl_workbench.cli.train import get_preset
 from mssl_workbench.config.schema import config_from_dict, merge_dicts
 from mssl_workbench.core.metrics import information_metrics
 from mssl_workbench.engine.hooks import Monitor, paired_view_features
-from mssl_workbench.engine.loop import fit
+from mssl_workbench.engine.image import fit
 
 from train_step import StepClock   # benchmarks/ is on sys.path when a benchmark runs as a script
 

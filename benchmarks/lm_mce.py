@@ -1,4 +1,4 @@
-"""CE vs CE + matrix cross-entropy for causal LMs (mssl_workbench.lm.train): a training study and the loss overhead.
+"""CE vs CE + matrix cross-entropy for causal LMs (mssl_workbench.objectives.mce, mssl_workbench.lm.train): a training study and the loss overhead.
 
     python benchmarks/lm_mce.py study     # CE vs CE+MCE (each construction, 2 values of γ), ≥ 3 seeds, arithmetic task
     python benchmarks/lm_mce.py overhead  # time and memory of CE+MCE vs CE at growing N and V, the 7B shapes, FLOP counts
@@ -39,7 +39,8 @@ def _one_run(args_json: str) -> None:
     "Child process: one training run; prints its summary as JSON"
     import torch
     torch.set_num_threads(1)
-    from mssl_workbench.lm.train import LM_PRESETS, _merge, fit_lm, lm_config_from_dict
+    from mssl_workbench.lm.config import LM_PRESETS, _merge, lm_config_from_dict
+    from mssl_workbench.lm.train import fit_lm
     a = json.loads(args_json)
     loss = {"mce": a["mce"], "gamma": a["gamma"]} if a["mce"] else {}
     cfg = _merge(LM_PRESETS["lm-arith-ce"][0], {"preset": None, "loss": loss,
@@ -99,7 +100,7 @@ def _one_overhead(args_json: str) -> None:
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(1)
-    from mssl_workbench.lm.train import batch_relation_mce, embedding_mce
+    from mssl_workbench.objectives.mce import batch_relation_mce, embedding_mce
     a = json.loads(args_json)
     N, V, d, mce, log, repeats = a["N"], a["V"], a["d"], a["mce"], a["log"], a["repeats"]
     g = torch.Generator().manual_seed(0)

@@ -65,14 +65,14 @@ def dense_official(z1, z2, t1, t2, lamda=1.0, mu=1.0, gamma=1.0, order=4):
 def run_case(name: str, options: dict, m: int, d: int, repeat: int, device: str, threads: int) -> dict:
     "Time forward+backward of one loss in this process and measure its peak memory above the inputs' level"
     import torch
-    from mssl_workbench.objectives.losses import LOSSES, get_loss
+    from mssl_workbench.objectives.registry import LOSSES, get_loss
     torch.manual_seed(0)
     if device == "cpu": torch.set_num_threads(threads)
     if name == "dense":
         fn, arity = dense_official, 4
     else:
-        fn = get_loss(name, **({"dim": d} if name == "moco_v2" else {}), **options).to(device)
-        arity = len(LOSSES[name].inputs)
+        module = get_loss(name, **({"dim": d} if name == "moco_v2" else {}), **options).to(device)
+        fn, arity = (lambda *inputs: module(*inputs).loss), len(LOSSES[name].inputs)   # forward returns LossOutput(loss, terms)
     xs = [torch.randn(m, d, device=device, requires_grad=i < 2 or arity < 4) for i in range(arity)]   # targets t1, t2: no grad
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     def step():

@@ -13,9 +13,9 @@ in Matrix-SSL where p is the target branch), prepares them (row L2-normalise, co
                     tr X^4 = sum(X^2 o (X^2)^T), one d x d product
   exact eigh        tr log(C(z) + mu I) from the float64 eigenvalues (mssl_workbench.core.matrix.trace_logm_psd); eigh
                     needs a symmetric matrix, so this column uses the auto-covariance of z
-  batch Taylor-4    mssl_workbench.core.matrix.lowrank_trace_logm_taylor: the same value as the dense Taylor columns from
+  batch Taylor-4    mssl_workbench.core.lowrank.lowrank_trace_logm_taylor: the same value as the dense Taylor columns from
                     the m x m matrix z_c p_c^T / m, no d x d matrix (falls back to dense when m >= d)
-  batch exact       mssl_workbench.core.matrix.lowrank_trace_logm: the exact column's value from the m x m eigenvalues
+  batch exact       mssl_workbench.core.lowrank.lowrank_trace_logm: the exact column's value from the m x m eigenvalues
 
 Times are wall-clock, the best of --repeat runs (one run when the first takes over 20 s, at least ten when it takes
 under 1 s, so that short cells shrug off a busy neighbour); the JSON also holds the
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from mssl_workbench.core.matrix import (center_rows_normalize, lowrank_trace_logm, lowrank_trace_logm_taylor,
-                                   trace_logm_psd, trace_logm_taylor)
+from mssl_workbench.core.lowrank import lowrank_trace_logm, lowrank_trace_logm_taylor
+from mssl_workbench.core.matrix import center_rows_normalize, trace_logm_psd, trace_logm_taylor
 
 SIZES = [(256, 2048), (512, 2048), (256, 8192)]
 QUICK_SIZES = [(128, 512), (256, 512), (128, 1024)]

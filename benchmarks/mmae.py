@@ -36,7 +36,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mssl_workbench.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD, create_augment, load_fashion_mnist  # noqa: E402
+from mssl_workbench.data.augment import FASHION_MNIST_MEAN, FASHION_MNIST_STD, create_augment
+from mssl_workbench.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from mssl_workbench.core.metrics import extract_features, knn_accuracy  # noqa: E402
 from mssl_workbench.core.matrix import eigenspectrum, erank_from_values  # noqa: E402
 from mssl_workbench.methods.mae import (MAE_METHODS, MAE_SPECS, create_mae_encoder, create_mae_model,  # noqa: E402

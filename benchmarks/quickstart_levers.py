@@ -196,7 +196,8 @@ def baseline_rows(split: list[str], workdir: Path) -> dict[str, dict]:
     "Raw pixels (k-NN + the fast-path linear head on the pixels) and the quickstart's backbone at random init"
     from mssl_workbench.cli.train import get_preset
     from mssl_workbench.config.schema import apply_overrides, config_from_dict
-    from mssl_workbench.data.datasets import create_dataset, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    from mssl_workbench.data.datasets import create_dataset
+    from mssl_workbench.data.augment import FASHION_MNIST_MEAN, FASHION_MNIST_STD
     from mssl_workbench.core.metrics import extract_features, knn_accuracy, monitor_metrics
     from mssl_workbench.cli.evaluate import LINEAR_PRESETS, LinearConfig, _feature_batches, random_init_run, train_linear_head, _load_trained
     preset = apply_overrides(get_preset("quickstart"), split)

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import torch
 
-from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST, create_augment, create_dataset
+from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
+from mssl_workbench.data.augment import create_augment
+from mssl_workbench.data.datasets import create_dataset
 from mssl_workbench.config.schema import config_from_dict
 from mssl_workbench.engine.hooks import Hook, default_hooks
 from mssl_workbench.methods.registry import build_method_model, get_method
 from mssl_workbench.methods.backbones import momentum_schedule
-from mssl_workbench.engine.loop import fit, lr_at
+from mssl_workbench.engine.image import fit
+from mssl_workbench.engine.loop import lr_at
 
 
 class StepClock(Hook):

@@ -6,8 +6,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import mssl_workbench.data.datasets as data
-from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST, create_augment, create_dataset, make_imagefolder, scan_image_folder
+import mssl_workbench.data.folders as data
+from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
+from mssl_workbench.data.augment import create_augment
+from mssl_workbench.data.datasets import create_dataset
+from mssl_workbench.data.folders import make_imagefolder, scan_image_folder
 
 
 @pytest.fixture(scope="module")

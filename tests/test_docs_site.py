@@ -77,7 +77,7 @@ def test_site_in_chromium(site, tmp_path):
             page.screenshot(path=str(tmp_path / "docs-index.png"))
 
             page.click(".mssl-nav a[href$='reports_spectrum.html']")      # navigate like a reader
-            page.wait_for_url("**/spectrum.html")
+            page.wait_for_url("**/reports_spectrum.html")
             assert page.inner_text(".mssl-nav li.current") == "Spectrum visualisation"
             page.wait_for_function("() => document.querySelectorAll('.mssl-plotly .main-svg').length > 0", timeout=30_000)
             figures = page.evaluate("""() => Array.from(document.querySelectorAll('.mssl-plotly')).map(el =>

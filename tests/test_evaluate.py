@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
 from mssl_workbench.cli import evaluate as ev
 from mssl_workbench.engine.rundir import read_run
 

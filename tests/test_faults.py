@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
 from mssl_workbench.engine.hooks import MAX_WEIGHT
 from mssl_workbench.engine.rundir import checkpoint_paths, latest_checkpoint, load_checkpoint, read_jsonl, read_run, save_checkpoint
 

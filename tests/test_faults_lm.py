@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
 from mssl_workbench.engine.rundir import load_checkpoint, read_run
 from console import mssl, one_line, digest, train_run
 

@@ -5,9 +5,8 @@ Each command runs in a fresh interpreter in which torch, torchvision, timm and t
 Its output must equal the output of the same command with those packages importable. How fast these commands start
 is measured by benchmarks/cli_startup.py, not asserted here.
 
-Not covered yet: `mssl-eval gsm8k --help`, whose parser lives in the language-model module (`lm.lm_eval_main`), which
-defines its loss as an `nn.Module` at import; it becomes light when that module's CLI and config move out (issue 21,
-item 4).
+`mssl-eval gsm8k --help` is covered too (issue 27, item 5): its arguments come from `evaluation.gsm8k` and `lm.data`,
+which import torch only inside their functions; `mssl-eval --list-presets` lists every protocol's presets.
 """
 import json
 import subprocess
@@ -84,7 +83,7 @@ def test_mssl_train_imports_no_heavy_module_for_help():
     "Importing the entry point loads none of the heavy packages (nor numpy's users: data, methods, train)"
     code = ("import sys\nfrom mssl_workbench.cli.train import main\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'timm', 'transformers'} "
-            "or m in {'mssl_workbench.data.datasets', 'mssl_workbench.methods.registry', 'mssl_workbench.engine.loop', 'mssl_workbench.lm.train'}))")
+            "or m in {'mssl_workbench.data.fashion_mnist', 'mssl_workbench.data.augment', 'mssl_workbench.data.folders', 'mssl_workbench.data.datasets', 'mssl_workbench.methods.registry', 'mssl_workbench.engine.loop', 'mssl_workbench.engine.image', 'mssl_workbench.lm.train'}))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
 
@@ -100,7 +99,7 @@ def test_mssl_spectrum_version():
 
 EVAL_HELP = [("--help",), ("linear", "--help"), ("knn", "--help"), ("select", "--help"), ("semisup", "--help"),
              ("finetune", "--help"), ("coco", "--help"), ("coco-score", "--help"), ("export-detectron2", "--help"),
-             ("make-synthetic-coco", "--help"), ("linear", "--list-presets")]
+             ("make-synthetic-coco", "--help"), ("linear", "--list-presets"), ("gsm8k", "--help"), ("--list-presets",)]
 
 
 @pytest.mark.parametrize("argv", EVAL_HELP, ids=[" ".join(a) for a in EVAL_HELP])

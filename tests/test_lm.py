@@ -1,4 +1,6 @@
-"""Process-level tests of mssl_workbench.lm.train (the chapter nbs/14_lm_train.ipynb holds the fast unit tests).
+"""Process-level tests of the language-model path: mssl_workbench.objectives.mce, lm.data, lm.config, lm.train and
+evaluation.gsm8k (their chapters nbs/04g_objectives_mce, 14_lm_data, 14a_lm_config, 14b_lm_train and 15a_evaluation_gsm8k
+hold the fast unit tests).
 
 - two gloo processes launched through torchrun's environment variables equal one process (same global batch, gradient
   accumulation in the single process) for a few steps: per-step losses and final weights;
@@ -19,9 +21,13 @@ import torch
 import torch.multiprocessing as mp
 
 from procs import free_port
-from mssl_workbench.lm.train import (CharTokenizer, HFTokenizer, MatrixCrossEntropyLMLoss, _runs, collate, encode_examples,
-                               extract_answer, fit_lm, lm_config_from_dict, lm_eval_main, load_lm, make_arith_problems,
-                               read_examples, tiny_lm_config, Example, LM_PRESETS, lm_config_to_dict, score_generation)
+from mssl_workbench.engine import rundir as _runs
+from mssl_workbench.evaluation.gsm8k import lm_eval_main, load_lm
+from mssl_workbench.lm.config import LM_PRESETS, lm_config_from_dict, lm_config_to_dict
+from mssl_workbench.lm.data import (CharTokenizer, HFTokenizer, Example, collate, encode_examples, extract_answer, make_arith_problems,
+                                    read_examples, score_generation, tiny_lm_config)
+from mssl_workbench.lm.train import fit_lm
+from mssl_workbench.objectives.mce import MatrixCrossEntropyLMLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"

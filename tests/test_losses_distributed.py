@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from procs import spawn_workers
-from mssl_workbench.objectives.losses import LOSSES, get_loss
+from mssl_workbench.objectives.registry import LOSSES, get_loss
 
 WORLD, LOCAL, D_IN, D = 2, 6, 5, 8   # m = 12 global rows; D = 8 > 6 = local rows and < 12 = global rows
 OPTIONS = {   # small, fast settings; every registered loss is covered
@@ -53,7 +53,7 @@ def loss_and_grads(model, x, targets, name, kw, gather):
     model.zero_grad()
     z1, z2 = model(x[0]), model(x[1])
     inputs = {1: (z1,), 2: (z1, z2), 4: (z1, z2, targets[0], targets[1])}[arity(name)]
-    loss = loss_fn(*inputs)
+    loss = loss_fn(*inputs).loss
     loss.backward()
     return loss.detach(), [p.grad.detach().clone() for p in model.parameters()]
 
@@ -91,6 +91,6 @@ def test_gathered_losses_match_single_process_global_batch(tmp_path):
 
 
 def test_gather_without_process_group_is_identity():
-    from mssl_workbench.objectives.losses import gather_embeddings
+    from mssl_workbench.objectives.common import gather_embeddings
     z = torch.randn(4, 3, requires_grad=True)
     assert not dist.is_initialized() and gather_embeddings(z) is z

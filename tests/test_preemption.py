@@ -5,10 +5,13 @@ submitit's local executor trains, and on its preemption signal checkpoints, requ
 A run killed with `kill -9` just after an epoch-end checkpoint, resumed, then killed again just after a mid-epoch
 checkpoint and resumed, ends with every tensor of its checkpoint equal to an uninterrupted run's (issue 22, part 1).
 A language-model run (preset lm-arith-mce) stops on SIGUSR1 the same way, and `--resume auto` ends with every weight and
-optimiser moment equal to an uninterrupted run's (issue 21, item 1)."""
+optimiser moment equal to an uninterrupted run's (issue 21, item 1). The semi-supervised protocol, a task of the same engine,
+stops on SIGUSR1 with one checkpoint, exit 138, and `mssl-eval semisup ... --resume auto` finishes it (issue 27, item 2)."""
+import json
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -224,3 +227,38 @@ def test_submitit_local_executor_trains_and_requeues_on_preemption(tmp_path):
     rec = read_run(out)
     assert rec.summary["steps"] == 8 and [m["step"] for m in rec.metrics] == list(range(1, 9))
     assert load_checkpoint(rec.checkpoints[0])["step"] == 8 and step < 8
+
+
+def test_semisup_sigusr1_checkpoints_once_exits_138_and_resumes(tmp_path):
+    "The semi-supervised protocol trains on the engine: SIGUSR1 mid-run writes one checkpoint of its work directory, exits "
+    "128 + 10, and `--resume auto` continues it to the end (the history holds every epoch; the work directory is removed)"
+    from mssl_workbench.cli.evaluate import random_init_run
+    from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
+    from console import BIN, ENV
+    run_dir = tmp_path / "run"
+    random_init_run(run_dir, {"data": {"root": str(SAMPLE_FASHION_MNIST)},
+                              "model": {"method": "matrix_ssl", "backbone": "resnet10t_mini", "proj_dim": 64, "proj_hidden": 128, "pred_hidden": 32}})
+    # 1% of the 10,000-image sample: 100 images, batch 32 -> 4 steps an epoch, 30 epochs: 120 steps of a few milliseconds
+    argv = [str(BIN / "mssl-eval"), "semisup", str(run_dir), "--percent", "1", "--quiet", f"root={SAMPLE_FASHION_MNIST}",
+            "epochs=30", "batch_size=32", "val_fraction=0.02", "device=cpu"]
+    work = run_dir / "eval" / "semisup-1pct.partial"
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    wait_for_step(work, 1, p)
+    p.send_signal(signal.SIGUSR1)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + signal.SIGUSR1, (p.returncode, err[-3000:])
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    m = re.search(r"mssl-eval semisup: stopped by SIGUSR1 at step (\d+); checkpoint (\S+); continue with --resume auto", lines[0])
+    assert m, lines[0]
+    step, ckpt = int(m.group(1)), m.group(2)
+    assert step < 120 and [e["step"] for e in read_manifest(work)] == [step], "one checkpoint, of the step the run stopped at"
+    state = load_checkpoint(ckpt)
+    assert (state["kind"], state["step"], len(state["extra"]["EpochRecords"]["history"])) == ("semisup", step, step // 4)
+    assert not (run_dir / "eval" / "semisup-1pct.json").exists()
+    r = subprocess.run([*argv, "--resume", "auto"], capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed from {ckpt} (epoch {step // 4}, step {step})" in r.stdout
+    result = json.loads((run_dir / "eval" / "semisup-1pct.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == list(range(1, 31)) and 0 <= result["top1_last"] <= 1
+    assert not work.exists(), "a finished evaluation removes its work directory"

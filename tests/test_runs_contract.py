@@ -75,7 +75,7 @@ def recompute_information(run_dir: Path) -> dict:
     from mssl_workbench.engine.distributed import DistInfo
     from mssl_workbench.engine.hooks import Monitor
     from mssl_workbench.engine.rundir import load_trained
-    from mssl_workbench.engine.loop import RunData
+    from mssl_workbench.engine.image import RunData
     model, cfg, _ = load_trained(run_dir)
     info = DistInfo()
     run = SimpleNamespace(cfg=cfg, model=model, info=info, data=RunData(cfg, info), extra_state={}, writer=None, step=1)

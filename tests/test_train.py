@@ -15,13 +15,13 @@ import torch
 
 from procs import free_port
 from mssl_workbench.config.schema import config_from_dict
-from mssl_workbench.data.datasets import SAMPLE_FASHION_MNIST
+from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
 from mssl_workbench.engine.hooks import Checkpointer, Hook, NonFiniteError, default_hooks
 from mssl_workbench.engine.contract import RunState
-from mssl_workbench.objectives.losses import mec_lamda_inv_schedule
-from mssl_workbench.methods.registry import PAIR_BUILDER, get_method, list_methods
+from mssl_workbench.objectives.matrix_ssl import mec_lamda_inv_schedule
+from mssl_workbench.methods.registry import get_method, list_methods
 from mssl_workbench.engine.rundir import latest_checkpoint, load_checkpoint
-from mssl_workbench.engine.loop import fit
+from mssl_workbench.engine.image import fit
 
 TINY = {
     "data": {"root": str(SAMPLE_FASHION_MNIST), "fraction": 0.03},
@@ -42,7 +42,7 @@ def tiny(out, **sections):
     return config_from_dict(d)
 
 
-PAIR_METHODS = [m for m in list_methods() if get_method(m).builder == PAIR_BUILDER]
+PAIR_METHODS = [m for m in list_methods() if get_method(m).is_pair]
 
 
 def read_jsonl(path):
@@ -205,16 +205,20 @@ def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
 
 
 class LamdaInvRecorder(Hook):
-    "Records the λ⁻¹ each step's forward used (runs before MECWarmup sets the next one)"
-    order = -1
-    def before_fit(self, run): self.seen = []
-    def after_step(self, run): self.seen.append(run.model.loss.lamda_inv)
+    "Records the λ⁻¹ each forward of the loss used (a spy on MECLoss.forward; hooks no longer touch the loss)"
+    def before_fit(self, run):
+        self.seen, loss = [], run.model.loss
+        forward = loss.forward
+        def spy(*inputs):
+            self.seen.append(loss.lamda_inv)
+            return forward(*inputs)
+        loss.forward = spy
 
 
 def test_mec_follows_its_schedule_whatever_hooks_say(tmp_path):
     cfg = tiny(tmp_path / "mec", model={"method": "mec"}, train={"epochs": 1, "max_steps": 4})
     rec = LamdaInvRecorder()
-    run = fit(cfg, hooks=[rec])                    # no default hooks at all: MEC's own is still installed
+    run = fit(cfg, hooks=[rec])                    # no default hooks at all: MEC's model sets λ⁻¹ itself
     want = mec_lamda_inv_schedule(cfg.train.batch_size, cfg.model.proj_dim, run.total_steps,
                                   min(run.warmup_steps, run.total_steps), eps_sq=cfg.model.loss["eps_sq"])
     assert len(rec.seen) == 4 and rec.seen == [float(v) for v in want[:4]], (rec.seen, want[:4])

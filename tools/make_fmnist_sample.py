@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from mssl_workbench.data.datasets import FASHION_MNIST_FILES, SAMPLE_FASHION_MNIST, load_fashion_mnist, write_idx
+from mssl_workbench.data.fashion_mnist import FASHION_MNIST_FILES, SAMPLE_FASHION_MNIST, load_fashion_mnist, write_idx
 
 PER_CLASS = {"train": 1000, "test": 200}
 SEED = 20261121

@@ -302,7 +302,8 @@ def resolve_config(
 
 # %% ../../nbs/08_config_schema.ipynb #5847ab78
 def _choices() -> dict[str, list[str]]:
-    from mssl_workbench.data.datasets import AUGMENTS, DATASETS
+    from mssl_workbench.data.augment import AUGMENTS
+    from mssl_workbench.data.datasets import DATASETS
     from mssl_workbench.methods.registry import list_methods
     return {"model.method": list_methods(), "data.augment": list(AUGMENTS), "data.dataset": list(DATASETS)}
 

@@ -20,9 +20,10 @@ __all__ = ['RunState', 'Hook']
 # %% ../../nbs/11_engine_contract.ipynb #ed2e9aed
 @runtime_checkable
 class RunState(Protocol):
-    "The fields of a training run that hooks read and write; `Trainer` has them all"
+    "The fields of a training run that hooks read and write; the engine's `Trainer` has them all"
     # set up and advanced by the loop
-    cfg: Config                       # the resolved config
+    spec: Any                         # EngineSpec: the options the engine trains with (the loop chapter)
+    cfg: Config                       # the task's own config (the resolved image config for image runs)
     info: DistInfo                    # device, rank, world size, distributed
     data: Any                         # RunData: train, labelled, monitor_images/labels, bank_images/labels, prepare, skipped, describe()
     model: torch.nn.Module            # the method's model (unwrapped: no DDP, no compile)

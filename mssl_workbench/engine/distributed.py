@@ -63,6 +63,7 @@ def process_group(device: str = "auto"):
     info = init_distributed(device)
     with leaving_process_group(info.created): yield info
 
+# %% ../../nbs/09_engine_distributed.ipynb #0f474ebb
 class _AllReduceSum(torch.autograd.Function):
     "Sum over ranks; the gradient of each rank's input is the sum over ranks of the output gradients"
     @staticmethod

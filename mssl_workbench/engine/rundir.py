@@ -98,6 +98,7 @@ def read_jsonl(
         else: skipped += 1
     return rows, skipped
 
+# %% ../../nbs/10_engine_rundir.ipynb #849d8667
 class OutputError(ValueError):
     "An output path a command refuses before doing any work; the message names the file and the flag that allows it"
 
@@ -132,7 +133,6 @@ def check_output(
         raise OutputError(f"{flag} {p}: the file exists and this command did not write it: refusing to replace it; "
                           f"choose another {flag}, or pass --overwrite to replace it")
     return p
-
 
 # %% ../../nbs/10_engine_rundir.ipynb #eb2274d7
 def checkpoint_name(step: int) -> str: return f"step_{int(step):08d}.pt"
@@ -283,6 +283,7 @@ class RunWriter:
         for entry in mine[:-keep]: (self.dir / "checkpoints" / entry["file"]).unlink(missing_ok=True)
         return path
 
+# %% ../../nbs/10_engine_rundir.ipynb #6f263227
 def resume_checkpoint(
     out_dir: str | Path,      # the run directory the resuming run writes
     resume: str | None,       # None (a fresh run), "auto" (out_dir's newest intact checkpoint) or a run directory / step_*.pt file
@@ -323,6 +324,29 @@ def read_config(run_dir: str | Path) -> dict:
                           "(or convert: add `format: 2` and `method: <name>` at the top of config.yaml)")
     return config
 
+# %% ../../nbs/10_engine_rundir.ipynb #0c47a37d
+def _epoch_series(rows: list, value) -> tuple[list[int], list[float]]:
+    "(epochs, values) of `value(row)` over epochs.jsonl rows, skipping the rows where it is None"
+    pairs = [(r["epoch"], value(r)) for r in rows]
+    pairs = [(e, float(v)) for e, v in pairs if v is not None]
+    return [e for e, _ in pairs], [v for _, v in pairs]
+
+def _embedding_records(embeddings: dict, space: str) -> tuple[list, list]:
+    "spectra.jsonl and epochs.jsonl rows of {epoch: (n, d) embeddings}, computed by the monitor's own functions"
+    import torch
+    from mssl_workbench.core.metrics import information_metrics, monitor_metrics
+    spectra, epochs = [], []
+    for epoch, z in sorted(embeddings.items()):
+        z = torch.as_tensor(z, dtype=torch.float64)
+        if z.ndim != 2 or z.shape[0] < 2:
+            raise ValueError(f"embeddings of epoch {epoch}: expected an (n, d) matrix with n >= 2, got shape {tuple(z.shape)}")
+        monitor, values = monitor_metrics(z)
+        spectra.append({"epoch": int(epoch), "space": space, "n_samples": z.shape[0], "eigenvalues": values})
+        info = {"alpha": 2.0, "n_samples": z.shape[0], "views": 1, space: information_metrics(z)}
+        epochs.append({"epoch": int(epoch), "knn_acc": None, "probe_acc": None, "monitor": {space: monitor}, "info": info})
+    return spectra, epochs
+
+# %% ../../nbs/10_engine_rundir.ipynb #646591d9
 @dataclass
 class RunRecord:
     "The content of one run directory (or of embeddings in memory), as the figures, the dashboard and mssl-eval use it"
@@ -360,17 +384,13 @@ class RunRecord:
 
     def monitor(self, key: str, space: str="embedding") -> tuple[list[int], list[float]]:
         "(epochs, values) of one rank metric from epochs.jsonl, skipping epochs without it"
-        pairs = [(r["epoch"], (r.get("monitor") or {}).get(space, {}).get(key)) for r in self.epochs]
-        pairs = [(e, float(v)) for e, v in pairs if v is not None]
-        return [e for e, _ in pairs], [v for _, v in pairs]
+        return _epoch_series(self.epochs, lambda r: (r.get("monitor") or {}).get(space, {}).get(key))
 
     def info(self, key: str, space: str="embedding") -> tuple[list[int], list[float]]:
         "(epochs, values) of one information quantity (h1, h2, joint, mi) from epochs.jsonl, skipping epochs without it"
         from mssl_workbench.core.metrics import INFO_KEYS
         if key not in INFO_KEYS: raise ValueError(f"unknown information quantity {key!r}: one of {', '.join(INFO_KEYS)}")
-        pairs = [(r["epoch"], ((r.get("info") or {}).get(space) or {}).get(key)) for r in self.epochs]
-        pairs = [(e, float(v)) for e, v in pairs if v is not None]
-        return [e for e, _ in pairs], [v for _, v in pairs]
+        return _epoch_series(self.epochs, lambda r: ((r.get("info") or {}).get(space) or {}).get(key))
 
     def final_info(self, space: str="embedding") -> dict:
         "The last information record: epoch, step, alpha, n_samples, views, h1, h2, joint, mi ({} when the run has none)"
@@ -395,20 +415,11 @@ class RunRecord:
         space: str="embedding",  # which space these embeddings are
     ) -> "RunRecord":
         "A record whose spectra, rank metrics and matrix entropy (one view, α = 2) are computed from embeddings in memory (by the monitor's own functions)"
-        import torch
-        from mssl_workbench.core.metrics import information_metrics, monitor_metrics
         if not isinstance(embeddings, dict): embeddings = {0: embeddings}
-        spectra, epochs = [], []
-        for epoch, z in sorted(embeddings.items()):
-            z = torch.as_tensor(z, dtype=torch.float64)
-            if z.ndim != 2 or z.shape[0] < 2:
-                raise ValueError(f"embeddings of epoch {epoch}: expected an (n, d) matrix with n >= 2, got shape {tuple(z.shape)}")
-            monitor, values = monitor_metrics(z)
-            spectra.append({"epoch": int(epoch), "space": space, "n_samples": z.shape[0], "eigenvalues": values})
-            info = {"alpha": 2.0, "n_samples": z.shape[0], "views": 1, space: information_metrics(z)}
-            epochs.append({"epoch": int(epoch), "knn_acc": None, "probe_acc": None, "monitor": {space: monitor}, "info": info})
+        spectra, epochs = _embedding_records(embeddings, space)
         return cls(name=name, method=method, kind="memory", spectra=spectra, epochs=epochs)
 
+# %% ../../nbs/10_engine_rundir.ipynb #fc8ccc05
 def read_run(
     path: str | Path, # a run directory written by mssl-train (or any RunWriter)
 ) -> RunRecord:

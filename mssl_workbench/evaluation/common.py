@@ -211,7 +211,8 @@ def load_split(
 ) -> LabelledSplit:
     "A labelled split of the run's data set (or of the one named)"
     import torch
-    from mssl_workbench.data.datasets import create_dataset, fraction_indices, scan_image_folder
+    from mssl_workbench.data.datasets import create_dataset, fraction_indices
+    from mssl_workbench.data.folders import scan_image_folder
     name, root = _data_source(cfg, dataset, root)
     if name == "fashion_mnist":
         try: d = create_dataset("fashion_mnist", root=root, split=split)    # train, test (= val), train_fit, train_holdout
@@ -231,7 +232,7 @@ def load_split(
     return out.subset(fraction_indices(out.labels, fraction, seed)) if fraction else out
 
 def _mean_std(in_chans: int) -> tuple[tuple, tuple]:
-    from mssl_workbench.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD
+    from mssl_workbench.data.augment import FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD
     return (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
 
 def tensor_prepare(cfg) -> Callable[[Tensor], Tensor]:
@@ -268,7 +269,7 @@ class _FileSet:                                   # a map-style data set: DataLo
     def __init__(self, paths, labels, transform, in_chans): self.paths, self.labels, self.t, self.c = paths, labels, transform, in_chans
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):
-        from mssl_workbench.data.datasets import decode_image_file
+        from mssl_workbench.data.folders import decode_image_file
         return self.t(decode_image_file(self.paths[i], self.c)), int(self.labels[i])
 
 class _TensorSet:

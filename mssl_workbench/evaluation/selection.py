@@ -68,6 +68,7 @@ def selection_regret(
     if len(criterion) != len(accuracy) or not len(accuracy): raise ValueError("selection_regret needs equally many (>= 1) criterion and accuracy values")
     return float(max(accuracy) - accuracy[int(np.argmax(np.asarray(criterion, float)))])
 
+# %% ../../nbs/17_evaluation_selection.ipynb #1f0461d6
 from pydantic import Field
 from ..config.presets import register_presets
 from ..config.schema import Float
@@ -101,7 +102,8 @@ SELECT_PRESETS: dict[str, tuple[dict, str]] = register_presets("select", {
 def selection_criteria(model: nn.Module, cfg, sc: SelectConfig) -> dict:
     "RankMe and LiDAR of one trained model on its training images (no labels used)"
     import torch
-    from mssl_workbench.data.datasets import AUGMENTS, create_augment, create_dataset
+    from mssl_workbench.data.augment import AUGMENTS, create_augment
+    from mssl_workbench.data.datasets import create_dataset
     from mssl_workbench.core.metrics import extract_features
     from mssl_workbench.core.matrix import rankme
     device = _device(sc.device)
@@ -137,6 +139,7 @@ def selection_criteria(model: nn.Module, cfg, sc: SelectConfig) -> dict:
             "lidar": lidar(views, delta=sc.lidar_delta, eps=sc.lidar_eps), "lidar_images": views.shape[0], "lidar_views": views.shape[1],
             "lidar_delta": sc.lidar_delta, "lidar_eps": sc.lidar_eps, "space": sc.space}
 
+# %% ../../nbs/17_evaluation_selection.ipynb #97e8a248
 def _accuracies(run_dir: Path) -> dict:
     out = {}
     if (lin := _read_eval(run_dir, "linear")) and lin.get("top1_best") is not None: out["linear"] = lin["top1_best"]

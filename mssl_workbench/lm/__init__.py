@@ -1,1 +1,1 @@
-"""Matrix cross-entropy for causal language models: data, the fine-tuning task and its command."""
+"""Causal language models: their data and answer scoring, the run configuration and presets, and the fine-tuning run (the loss is in objectives.mce, the GSM8K command in evaluation.gsm8k)."""

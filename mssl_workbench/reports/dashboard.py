@@ -104,65 +104,74 @@ def _run_label(root: Path, path: Path) -> str:
 TABLE_CSS = ("<style>.mssl-summary{border-collapse:collapse;margin:0.5em 0}.mssl-summary td,.mssl-summary th"
              "{border:1px solid #ccc;padding:3px 10px;text-align:right}.mssl-summary td:nth-child(-n+2){text-align:left}</style>")
 
-class Dashboard:
-    "Run picker, epoch slider, live spectrum plot, metric toggles, results table and live mode, for JupyterLab"
-    def __init__(self,
-        root: str | Path,        # folder of run directories
-        *,
-        space: str="embedding",  # initial space: "embedding" or "backbone"
-        refresh_s: float=2.0,    # live mode's re-read interval, seconds
-    ):
-        self.root, self.refresh_s = Path(root), refresh_s
-        if space not in SPACES: raise ValueError(f"space={space!r}: choose one of {SPACES}")
-        self._cache, self._lock, self._stop, self._thread, self._quiet = {}, threading.RLock(), threading.Event(), None, False
-        self.runs_select = W.SelectMultiple(description="runs", rows=6, layout=W.Layout(width="420px"))
-        self.rescan_button = W.Button(description="rescan", icon="folder-open", layout=W.Layout(width="110px"))
-        self.space_buttons = W.ToggleButtons(options=list(SPACES), value=space, description="space")
-        self.metric_toggles = {m: W.ToggleButton(value=m != "alpha_req_r2", description=METRIC_LABELS[m], layout=W.Layout(width="auto"))
-                               for m in ("erank", "rankme", "rankme_cov", "alpha_req")}
-        self.epoch_slider = W.IntSlider(description="epoch", min=0, max=0, value=0, continuous_update=True,
-                                        layout=W.Layout(width="600px"))
-        self.epoch_slider.add_class("mssl-epoch")
-        self.live_toggle = W.ToggleButton(description="live", icon="refresh", tooltip=f"re-read the runs every {refresh_s:g} s")
-        self.live_toggle.add_class("mssl-live")
-        self.status = W.HTML()
-        self.table = W.HTML()
-        self.table.add_class("mssl-table")
-        self.spectrum_fig = go.Figure(layout=dict(
-            template="plotly_white", height=420, margin=dict(t=50, r=20), showlegend=True, legend=dict(font=dict(size=11)),
-            xaxis=dict(type="log", title="eigenvalue index i (1 = largest)"),
-            yaxis=dict(type="log", title="eigenvalue λ<sub>i</sub> (variance, units²)", exponentformat="power")))
-        self.metrics_fig = go.Figure(layout=dict(
-            template="plotly_white", height=420, margin=dict(t=40, r=60), title="rank metrics over epochs",
-            legend=dict(orientation="h", yanchor="top", y=-0.22, font=dict(size=11)),
-            xaxis=dict(title="epoch (0 = before training)", dtick=1), yaxis=dict(title="dimensions"),
-            yaxis2=dict(title="α-ReQ (slope)", overlaying="y", side="right", showgrid=False, tickformat=".2f")))
-        self.info_fig = go.Figure(layout=dict(
-            template="plotly_white", height=380, margin=dict(t=40, r=60), title="information flow over epochs",
-            legend=dict(orientation="h", yanchor="top", y=-0.25, font=dict(size=11)),
-            xaxis=dict(title="epoch (0 = before training)", dtick=1), yaxis=dict(title="nats")))
-        self.spectrum_panel = FigurePanel(self.spectrum_fig, css_class="mssl-spectrum", height=420)
-        self.metrics_panel = FigurePanel(self.metrics_fig, css_class="mssl-metrics", height=420)
-        self.info_panel = FigurePanel(self.info_fig, css_class="mssl-info", height=380)
-        self._held = 0   # > 0 while a redraw is in progress: the panels are sent once, at its end
-        self.widget = W.VBox([
-            W.HBox([self.runs_select, W.VBox([self.rescan_button, self.live_toggle])]),
-            self.space_buttons, W.HBox(list(self.metric_toggles.values())), self.epoch_slider,
-            self.spectrum_panel.widget, self.metrics_panel.widget, self.info_panel.widget, self.table, self.status])
-        self.widget.add_class("mssl-dashboard")
-        self.rescan()
-        self.runs_select.value = tuple(v for _, v in self.runs_select.options)   # start with every run selected
-        self.runs_select.observe(lambda _: None if self._quiet else self.redraw(), "value")
-        self.space_buttons.observe(lambda _: self.redraw(), "value")
-        self.epoch_slider.observe(lambda _: self.draw_epoch(), "value")
-        for t in self.metric_toggles.values(): t.observe(lambda _: self._apply_toggles(), "value")
-        self.rescan_button.on_click(lambda _: self.refresh())
-        self.live_toggle.observe(lambda ch: self.start_live() if ch["new"] else self.stop_live(), "value")
-        self.redraw()
+# %% ../../nbs/21_reports_dashboard.ipynb #92287d61
+def _dashboard_figures() -> tuple[go.Figure, go.Figure, go.Figure]:
+    "The dashboard's three figures, empty: the spectrum, the rank metrics over epochs and the information flow"
+    spectrum = go.Figure(layout=dict(
+        template="plotly_white", height=420, margin=dict(t=50, r=20), showlegend=True, legend=dict(font=dict(size=11)),
+        xaxis=dict(type="log", title="eigenvalue index i (1 = largest)"),
+        yaxis=dict(type="log", title="eigenvalue λ<sub>i</sub> (variance, units²)", exponentformat="power")))
+    metrics = go.Figure(layout=dict(
+        template="plotly_white", height=420, margin=dict(t=40, r=60), title="rank metrics over epochs",
+        legend=dict(orientation="h", yanchor="top", y=-0.22, font=dict(size=11)),
+        xaxis=dict(title="epoch (0 = before training)", dtick=1), yaxis=dict(title="dimensions"),
+        yaxis2=dict(title="α-ReQ (slope)", overlaying="y", side="right", showgrid=False, tickformat=".2f")))
+    info = go.Figure(layout=dict(
+        template="plotly_white", height=380, margin=dict(t=40, r=60), title="information flow over epochs",
+        legend=dict(orientation="h", yanchor="top", y=-0.25, font=dict(size=11)),
+        xaxis=dict(title="epoch (0 = before training)", dtick=1), yaxis=dict(title="nats")))
+    return spectrum, metrics, info
 
-    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+def _draw_spectra(fig: go.Figure, runs: list[RunRecord], epoch: int, space: str):
+    "One trace per run: its spectrum in `space` at `epoch` (or its latest before), the fitted α in the legend"
+    if len(fig.data) != len(runs):
+        fig.data = []
+        for _ in runs: fig.add_scatter(mode="lines", x=[], y=[])
+    for trace, run, (color, dash) in zip(fig.data, runs, run_styles(runs)):
+        # a run that has not reached the slider's epoch shows its latest one, labelled as such
+        shown = max((e for e in run.spectrum_epochs(space) if e <= epoch), default=None)
+        values = run.spectrum(shown, space) if shown is not None else np.zeros(0)
+        keep = values > 0
+        alpha, _ = fit_alpha(values) if len(values) else (None, None)
+        label = f"{run.name} ({run.method})" + ("" if shown == epoch else
+                                               f", epoch {shown}" if shown is not None else f": no epoch ≤ {epoch}")
+        trace.update(x=np.arange(1, len(values) + 1)[keep], y=values[keep], line=dict(color=color, dash=dash),
+                     name=label + (f": α = {alpha:.3f}" if alpha is not None else ""), meta=shown,
+                     hovertemplate=f"{run.name}, epoch {shown}<br>i = %{{x}}<br>λ<sub>i</sub> = %{{y:.6g}}<extra></extra>")
+    fig.layout.title = f"{space} eigenspectrum at epoch {epoch}"
 
-    # -- data -------------------------------------------------------------------------------------------------
+def _draw_metric_traces(fig: go.Figure, runs: list[RunRecord], toggles: dict, space: str):
+    "Every run's rank metrics over epochs (α-ReQ on the right axis), visible as the toggles say"
+    fig.data = []
+    for run, (color, _) in zip(runs, run_styles(runs)):
+        for k, metric in enumerate(toggles):
+            x, y = run.monitor(metric, space)
+            fig.add_scatter(x=x, y=y, mode="lines+markers", name=f"{run.name} · {METRIC_LABELS[metric]}", meta=metric,
+                            yaxis="y2" if metric == "alpha_req" else "y", legendgroup=run.name,
+                            line=dict(color=color, dash=("solid", "dash", "dot", "dashdot")[k]),
+                            hovertemplate=f"{run.name}<br>{METRIC_LABELS[metric]}<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>")
+    for t in fig.data: t.visible = toggles[t.meta].value
+
+def _draw_info(fig: go.Figure, runs: list[RunRecord], space: str):
+    "The information flow: MI, joint entropy and entropy of each run over epochs"
+    with fig.batch_update():
+        fig.data = []
+        settings = set()
+        for run, (color, _) in zip(runs, run_styles(runs)):
+            last = run.final_info(space)
+            if last: settings.add(f"α = {last['alpha']:g}, m = {last['n_samples']}")
+            for k, key in enumerate(("mi", "joint", "h1")):
+                x, y = run.info(key, space)
+                if not x: continue
+                fig.add_scatter(x=x, y=y, mode="lines+markers", name=f"{run.name} · {INFO_LABELS[key]}", meta=key,
+                                legendgroup=run.name, line=dict(color=color, dash=("solid", "dash", "dot")[k]),
+                                hovertemplate=f"{run.name}<br>{INFO_LABELS[key]}<br>epoch %{{x}}<br>%{{y:.4f}} nats<extra></extra>")
+        fig.layout.title = f"information flow of the {space} over epochs" + (f" ({'; '.join(sorted(settings))})" if settings else
+                                                                                  ": no information monitor values")
+
+# %% ../../nbs/21_reports_dashboard.ipynb #dd29d327
+class _DashboardRuns:
+    "The Dashboard's runs: the folder's listing, the selection, each run read again only when its files change"
     def load(self, path: Path) -> RunRecord:
         "The run at `path`, re-read only when its files changed"
         sig = _signature(path)
@@ -199,7 +208,9 @@ class Dashboard:
                     self.runs_select.value = tuple(p for p in paths if p in chosen or (old and p not in old))
                 finally: self._quiet = False
 
-    # -- drawing ----------------------------------------------------------------------------------------------
+# %% ../../nbs/21_reports_dashboard.ipynb #052ddf51
+class _DashboardDrawing:
+    "The Dashboard's drawing: the spectrum at the slider's epoch, the metrics and information over epochs, the table"
     def _show(self):
         "Send the panels' figures (at the end of the outermost redraw)"
         if not self._held: self.spectrum_panel.show(); self.metrics_panel.show(); self.info_panel.show()
@@ -223,21 +234,7 @@ class Dashboard:
         with self._lock:
             epoch, runs, fig = self.epoch_slider.value, self.runs, self.spectrum_fig
             with fig.batch_update():
-                if len(fig.data) != len(runs):
-                    fig.data = []
-                    for _ in runs: fig.add_scatter(mode="lines", x=[], y=[])
-                for trace, run, (color, dash) in zip(fig.data, runs, run_styles(runs)):
-                    # a run that has not reached the slider's epoch shows its latest one, labelled as such
-                    shown = max((e for e in run.spectrum_epochs(self.space) if e <= epoch), default=None)
-                    values = run.spectrum(shown, self.space) if shown is not None else np.zeros(0)
-                    keep = values > 0
-                    alpha, _ = fit_alpha(values) if len(values) else (None, None)
-                    label = f"{run.name} ({run.method})" + ("" if shown == epoch else
-                                                           f", epoch {shown}" if shown is not None else f": no epoch ≤ {epoch}")
-                    trace.update(x=np.arange(1, len(values) + 1)[keep], y=values[keep], line=dict(color=color, dash=dash),
-                                 name=label + (f": α = {alpha:.3f}" if alpha is not None else ""), meta=shown,
-                                 hovertemplate=f"{run.name}, epoch {shown}<br>i = %{{x}}<br>λ<sub>i</sub> = %{{y:.6g}}<extra></extra>")
-                fig.layout.title = f"{self.space} eigenspectrum at epoch {epoch}"
+                _draw_spectra(fig, runs, epoch, self.space)
                 for f in (self.metrics_fig, self.info_fig):
                     f.layout.shapes = [dict(type="line", xref="x", yref="paper", x0=epoch, x1=epoch, y0=0, y1=1,
                                             line=dict(color="grey", dash="dot"))]
@@ -248,36 +245,14 @@ class Dashboard:
         with self._lock:
             runs, fig = self.runs, self.metrics_fig
             with fig.batch_update():
-                fig.data = []
-                for run, (color, _) in zip(runs, run_styles(runs)):
-                    for k, metric in enumerate(self.metric_toggles):
-                        x, y = run.monitor(metric, self.space)
-                        fig.add_scatter(x=x, y=y, mode="lines+markers", name=f"{run.name} · {METRIC_LABELS[metric]}", meta=metric,
-                                        yaxis="y2" if metric == "alpha_req" else "y", legendgroup=run.name,
-                                        line=dict(color=color, dash=("solid", "dash", "dot", "dashdot")[k]),
-                                        hovertemplate=f"{run.name}<br>{METRIC_LABELS[metric]}<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>")
-                for t in fig.data: t.visible = self.metric_toggles[t.meta].value
+                _draw_metric_traces(fig, runs, self.metric_toggles, self.space)
             self.draw_info(runs)
             self.table.value = (TABLE_CSS + summary_html(summary_rows(runs, space=self.space))) if runs else "<i>no run selected</i>"
             self._show()
 
     def draw_info(self, runs: list[RunRecord]):
         "Redraw the information flow: MI, joint entropy and entropy of each run over epochs"
-        fig = self.info_fig
-        with fig.batch_update():
-            fig.data = []
-            settings = set()
-            for run, (color, _) in zip(runs, run_styles(runs)):
-                last = run.final_info(self.space)
-                if last: settings.add(f"α = {last['alpha']:g}, m = {last['n_samples']}")
-                for k, key in enumerate(("mi", "joint", "h1")):
-                    x, y = run.info(key, self.space)
-                    if not x: continue
-                    fig.add_scatter(x=x, y=y, mode="lines+markers", name=f"{run.name} · {INFO_LABELS[key]}", meta=key,
-                                    legendgroup=run.name, line=dict(color=color, dash=("solid", "dash", "dot")[k]),
-                                    hovertemplate=f"{run.name}<br>{INFO_LABELS[key]}<br>epoch %{{x}}<br>%{{y:.4f}} nats<extra></extra>")
-            fig.layout.title = f"information flow of the {self.space} over epochs" + (f" ({'; '.join(sorted(settings))})" if settings else
-                                                                                      ": no information monitor values")
+        _draw_info(self.info_fig, runs, self.space)
 
     def _apply_toggles(self):
         "Show the traces of the toggled-on metrics only"
@@ -302,13 +277,15 @@ class Dashboard:
                 self._held -= 1
                 self._show()
 
+# %% ../../nbs/21_reports_dashboard.ipynb #92773b13
+class _DashboardLive:
+    "The Dashboard's live mode: re-read the runs every `refresh_s` seconds on a background thread"
     def refresh(self):
         "Re-scan the folder and re-read the selected runs (what live mode does every `refresh_s` seconds)"
         with self._lock:
             self.rescan()
             self.redraw()
 
-    # -- live mode --------------------------------------------------------------------------------------------
     def _live_loop(self):
         while not self._stop.wait(self.refresh_s):
             try: self.refresh()
@@ -329,3 +306,50 @@ class Dashboard:
         if self._thread: self._thread.join(timeout=5 * self.refresh_s + 5)
         self._thread = None
         if self.live_toggle.value: self.live_toggle.value = False
+
+# %% ../../nbs/21_reports_dashboard.ipynb #771406e1
+class Dashboard(_DashboardRuns, _DashboardDrawing, _DashboardLive):
+    "Run picker, epoch slider, live spectrum plot, metric toggles, results table and live mode, for JupyterLab"
+    def __init__(self,
+        root: str | Path,        # folder of run directories
+        *,
+        space: str="embedding",  # initial space: "embedding" or "backbone"
+        refresh_s: float=2.0,    # live mode's re-read interval, seconds
+    ):
+        self.root, self.refresh_s = Path(root), refresh_s
+        if space not in SPACES: raise ValueError(f"space={space!r}: choose one of {SPACES}")
+        self._cache, self._lock, self._stop, self._thread, self._quiet = {}, threading.RLock(), threading.Event(), None, False
+        self.runs_select = W.SelectMultiple(description="runs", rows=6, layout=W.Layout(width="420px"))
+        self.rescan_button = W.Button(description="rescan", icon="folder-open", layout=W.Layout(width="110px"))
+        self.space_buttons = W.ToggleButtons(options=list(SPACES), value=space, description="space")
+        self.metric_toggles = {m: W.ToggleButton(value=m != "alpha_req_r2", description=METRIC_LABELS[m], layout=W.Layout(width="auto"))
+                               for m in ("erank", "rankme", "rankme_cov", "alpha_req")}
+        self.epoch_slider = W.IntSlider(description="epoch", min=0, max=0, value=0, continuous_update=True,
+                                        layout=W.Layout(width="600px"))
+        self.epoch_slider.add_class("mssl-epoch")
+        self.live_toggle = W.ToggleButton(description="live", icon="refresh", tooltip=f"re-read the runs every {refresh_s:g} s")
+        self.live_toggle.add_class("mssl-live")
+        self.status = W.HTML()
+        self.table = W.HTML()
+        self.table.add_class("mssl-table")
+        self.spectrum_fig, self.metrics_fig, self.info_fig = _dashboard_figures()
+        self.spectrum_panel = FigurePanel(self.spectrum_fig, css_class="mssl-spectrum", height=420)
+        self.metrics_panel = FigurePanel(self.metrics_fig, css_class="mssl-metrics", height=420)
+        self.info_panel = FigurePanel(self.info_fig, css_class="mssl-info", height=380)
+        self._held = 0   # > 0 while a redraw is in progress: the panels are sent once, at its end
+        self.widget = W.VBox([
+            W.HBox([self.runs_select, W.VBox([self.rescan_button, self.live_toggle])]),
+            self.space_buttons, W.HBox(list(self.metric_toggles.values())), self.epoch_slider,
+            self.spectrum_panel.widget, self.metrics_panel.widget, self.info_panel.widget, self.table, self.status])
+        self.widget.add_class("mssl-dashboard")
+        self.rescan()
+        self.runs_select.value = tuple(v for _, v in self.runs_select.options)   # start with every run selected
+        self.runs_select.observe(lambda _: None if self._quiet else self.redraw(), "value")
+        self.space_buttons.observe(lambda _: self.redraw(), "value")
+        self.epoch_slider.observe(lambda _: self.draw_epoch(), "value")
+        for t in self.metric_toggles.values(): t.observe(lambda _: self._apply_toggles(), "value")
+        self.rescan_button.on_click(lambda _: self.refresh())
+        self.live_toggle.observe(lambda ch: self.start_live() if ch["new"] else self.stop_live(), "value")
+        self.redraw()
+
+    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)

@@ -82,6 +82,7 @@ def _synthetic_epoch(cfg: dict, epoch: int, gen: torch.Generator) -> tuple[list,
            "knn_acc": acc(0.82) if epoch > 0 else None, "probe_acc": acc(0.85) if epoch > 0 else None, "monitor": monitor, "info": info}
     return rows, row, spectra
 
+# %% ../../nbs/20_reports_spectrum.ipynb #4194932c
 def extend_synthetic_run(
     path: str | Path, # a run made by make_synthetic_run
     n: int=1,         # how many more epochs to write
@@ -439,6 +440,7 @@ def summary_html(rows: list[dict]) -> str:
     return (f"{note}<table class='mssl-summary'><thead><tr>{''.join(f'<th>{h}</th>' for h in heads.values())}</tr></thead>"
             f"<tbody>{body}</tbody></table>")
 
+# %% ../../nbs/20_reports_spectrum.ipynb #36db7e4e
 def report_figures(
     runs,                    # runs (directories, Runs or embeddings)
     *,
