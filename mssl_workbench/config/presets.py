@@ -16,7 +16,7 @@ from .schema import ConfigError, merge_dicts
 
 # %% auto #0
 __all__ = ['TRAIN_KINDS', 'QUICKSTART', 'PRESET_INDEX', 'Preset', 'register_preset', 'register_presets', 'presets_of',
-           'find_preset', 'get_preset', 'describe_presets', 'preset_notes', 'write_preset_index']
+           'preset_table', 'find_preset', 'get_preset', 'describe_presets', 'preset_notes', 'write_preset_index']
 
 # %% ../../nbs/08a_config_presets.ipynb #2247aca3
 class Preset(NamedTuple):
@@ -83,6 +83,10 @@ def presets_of(
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     if "image" in kinds: _read_method_presets()
     return {name: p for (kind, name), p in _PRESETS.items() if kind in kinds}
+
+def preset_table(kinds: str | Sequence[str]) -> dict[str, tuple[dict, str]]:
+    "The registered presets of the given kinds as name -> (body, note)"
+    return {name: (p.body, p.note) for name, p in presets_of(kinds).items()}
 
 def _canonical(name: str) -> str: return name.replace("_", "")
 

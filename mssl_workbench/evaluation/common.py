@@ -172,9 +172,6 @@ def build_config(
     except ConfigError as e: raise OptionError(str(e)) from None
     return cls(**values)
 
-def _describe_presets(presets: dict) -> str:
-    return "\n".join(f"  {name:28s} {note}" for name, (_, note) in presets.items())
-
 # %% ../../nbs/15_evaluation_common.ipynb #cacb4180
 @dataclass
 class LabelledSplit:
