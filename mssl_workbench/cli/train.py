@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import difflib
 import errno
 import os
@@ -16,12 +17,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from typing import Annotated, Literal
 from pathlib import Path
 
 import yaml
+from pydantic import BeforeValidator, Field
 
 import mssl_workbench
-from ..config.schema import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, merge_dicts
+from ..config.schema import (Config, ConfigError, Float, apply_overrides, config_from_dict, config_to_dict, merge_dicts,
+                                          schema)
 # data, hooks, lm, methods, runs and train import torch: the functions that build or run something import them, so that
 # `--help`, `--version` and `--list-presets` start without torch (tests/test_light_imports.py, benchmarks/cli_startup.py)
 
@@ -29,8 +33,8 @@ from ..config.schema import Config, ConfigError, apply_overrides, config_from_di
 __all__ = ['PRESETS', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FORWARDED', 'SLURM_KEYS', 'DISK_ERRNOS',
            'get_preset', 'is_lm_preset', 'write_preset_index', 'build_parser', 'load_plugins', 'next_free_output',
            'assemble_config', 'config_from_args', 'check_torchrun_options', 'set_parent_death_signal', 'proc_table',
-           'descendants', 'launch_torchrun', 'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary', 'main',
-           'lm_config_from_args']
+           'descendants', 'launch_torchrun', 'SlurmOptions', 'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary',
+           'main', 'lm_config_from_args']
 
 # %% ../../nbs/23_cli_train.ipynb #ed666468
 from ..config import presets as _presets
@@ -276,33 +280,39 @@ def launch_torchrun(
     return code
 
 # %% ../../nbs/23_cli_train.ipynb #2b5af360
-SLURM_KEYS = {"nodes": int, "gpus_per_node": int, "tasks_per_node": int, "cpus_per_task": int, "mem_gb": float,
-              "time": int, "partition": str, "account": str, "qos": str, "constraint": str, "signal_delay_s": int,
-              "name": str, "folder": str, "cluster": str, "wait": bool}
+_Text = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)]  # account=12345
+
+@schema
+class SlurmOptions:
+    "What `--slurm key=value,...` may set: submitit's executor parameters (unset: submitit's defaults)"
+    nodes: int | None = Field(None, ge=1)
+    gpus_per_node: int | None = Field(None, ge=1)
+    tasks_per_node: int | None = Field(None, ge=1)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem_gb: Float | None = Field(None, ge=1)
+    time: int | None = Field(None, ge=1)           # minutes
+    partition: _Text | None = None
+    account: _Text | None = None
+    qos: _Text | None = None
+    constraint: _Text | None = None
+    signal_delay_s: int | None = Field(None, ge=0)
+    name: _Text | None = None
+    folder: _Text | None = None
+    cluster: Literal["slurm", "local", "debug"] | None = None
+    wait: bool | None = None
+
+SLURM_KEYS = tuple(f.name for f in dataclasses.fields(SlurmOptions))
 
 def parse_slurm(spec: str) -> dict:
-    "`--slurm key=value,...` as a checked dictionary (one clear line for a bad key or value)"
-    out = {}
-    for item in (x.strip() for x in spec.split(",")):
-        if not item: continue
-        if "=" not in item: raise ConfigError(f"--slurm {item!r}: write key=value, e.g. --slurm nodes=2,gpus_per_node=8,partition=gpu,time=4320")
-        key, raw = (x.strip() for x in item.split("=", 1))
-        if key not in SLURM_KEYS:
-            close = [k for k in SLURM_KEYS if k.startswith(key)] or difflib.get_close_matches(key, list(SLURM_KEYS), n=1)
-            raise ConfigError(f"--slurm: unknown key {key!r}" + (f"; did you mean {close[0]}?" if close else "") + f" (keys: {', '.join(SLURM_KEYS)})")
-        typ = SLURM_KEYS[key]
-        try:
-            if typ is bool:
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"): raise ValueError
-                value = raw.lower() in ("true", "1", "yes")
-            else: value = typ(raw)
-        except ValueError: raise ConfigError(f"--slurm {key}={raw!r}: must be {typ.__name__}") from None
-        if typ in (int, float) and (value < (0 if key == "signal_delay_s" else 1)):
-            raise ConfigError(f"--slurm {key}={raw}: must be >= {0 if key == 'signal_delay_s' else 1}")
-        out[key] = value
-    if out.get("cluster", "slurm") not in ("slurm", "local", "debug"):
-        raise ConfigError(f"--slurm cluster={out['cluster']!r}: one of slurm, local, debug")
-    return out
+    "`--slurm key=value,...` as a checked dictionary of the keys given: the config family's override parser and schema"
+    items = [x.strip() for x in spec.split(",") if x.strip()]
+    try:
+        for item in items:
+            if "=" not in item: raise ConfigError(f"{item!r}: write key=value, e.g. --slurm nodes=2,gpus_per_node=8,partition=gpu,time=4320")
+        given = apply_overrides({}, items)
+        options = SlurmOptions(**given)
+    except ConfigError as e: raise ConfigError(f"--slurm: {e}") from None
+    return {k: getattr(options, k) for k in given}
 
 def _master_port(job_id: str) -> int:
     "A port derived from the job id, the same on every task of the job"
