@@ -154,8 +154,14 @@ def check_options(conf) -> None:
     "Check a protocol options object again (after code assigned its fields); `OptionError` names the first bad option"
     type(conf)(**{f.name: getattr(conf, f.name) for f in dataclasses.fields(conf)})
 
+@functools.cache
+def _schema_of(cls):
+    "`cls` if it is a schema of the family; a plain dataclass of options (a plug-in protocol's) checked as the family checks its own"
+    if hasattr(cls, "__pydantic_fields__"): return cls
+    return option_schema(type(cls.__name__, (cls,), {"__doc__": cls.__doc__, "__module__": cls.__module__}))
+
 def build_config(
-    cls,                           # an option schema (LinearConfig, KnnConfig, ...)
+    cls,                           # an option schema (LinearConfig, KnnConfig, ...), or a plain dataclass of options
     presets: dict,                 # the protocol's presets: {name: (body, note)}
     preset: str | None,            # a key of `presets` (None: the schema's defaults)
     overrides: Sequence[str] = (), # key=value, values in YAML
@@ -170,7 +176,7 @@ def build_config(
             values = merge_dicts(values, presets[preset][0])
         values = apply_overrides(values, overrides)
     except ConfigError as e: raise OptionError(str(e)) from None
-    return cls(**values)
+    return _schema_of(cls)(**values)
 
 # %% ../../nbs/15_evaluation_common.ipynb #cacb4180
 @dataclass
