@@ -90,7 +90,8 @@ def not_allowed(key: str, value, rule: str, choices: typing.Sequence[str] = ()) 
 
 def unknown_key(key: str, valid: typing.Sequence[str], owner: str = "") -> str:
     "An unknown key, with the close matches (or the valid keys)"
-    close = difflib.get_close_matches(key.split(".")[-1], list(valid), n=3)
+    last = key.split(".")[-1]
+    close = [k for k in valid if k.startswith(last)][:3] or difflib.get_close_matches(last, list(valid), n=3)   # gpus -> gpus_per_node
     hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
     return f"unknown config key {key!r}" + (f" for {owner}" if owner else "") + hint
 
