@@ -160,7 +160,7 @@ def test_two_process_ddp_equals_one_process(tmp_path):
 @pytest.mark.parametrize("argv,words", [
     (["--preset", "nope"], "unknown preset"),
     (["--preset", "quickstart", "train.epochz=1"], "did you mean epochs"),
-    (["--preset", "quickstart", "train.batch_size=abc"], "must be int"),
+    (["--preset", "quickstart", "train.batch_size=abc"], "must be an integer"),
     (["--preset", "quickstart", "data.root=/no/such/dir"], "/no/such/dir"),
     (["--preset", "quickstart", "model.loss.mu=-1"], "model.loss: MatrixSSLLoss: mu must be a finite number > 0"),
     (["--preset", "quickstart", "model.loss.lamdba=1"], "model.loss.lamdba is not an option"),

@@ -15,12 +15,12 @@ from typing import Callable, Mapping, Sequence
 
 import yaml
 
+from ..config.presets import describe_presets, preset_table, register_presets
 from ..engine.rundir import OutputError, atomic_write, check_output, written_as
 from ..evaluation.common import (
-    OPTION_RANGES,
     FEATURE_CACHE_VERSION, EvalError, resolve_checkpoint, random_init_run, write_eval, check_options, build_config,
     LabelledSplit, load_split, tensor_prepare, classification_transforms, split_loader, split_features, file_sha256,
-    feature_cache_key, cached_split_features, EvalRuntime, EvalData, _describe_presets, _load_trained, _step_of)
+    feature_cache_key, cached_split_features, EvalRuntime, EvalData, _load_trained, _step_of)
 from ..evaluation.linear import (
     LINEAR_PRESETS, LinearConfig, linear_head, linear_optimizer,
     cosine_epoch_lr, topk_accuracy, train_linear_head, run_linear, KNN_PRESETS, KnnConfig, run_knn, _feature_batches)
@@ -36,7 +36,7 @@ from ..evaluation.coco import (
     is_detectron2_export, export_detectron2, COCO_PRESETS, CocoConfig, maskrcnn_from_resnet, run_coco, _resnet_of)
 from ..evaluation.gsm8k import GSM8K_DESCRIPTION, gsm8k_arguments   # torch-free: its heavy imports are in its functions
 # every public name of the protocol modules stays importable from here (`from mssl_workbench.cli.evaluate import run_linear`)
-_all_ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint', 'random_init_run',
+_all_ = ['FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint', 'random_init_run',
           'write_eval', 'check_options', 'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare',
           'classification_transforms', 'split_loader', 'split_features', 'file_sha256', 'feature_cache_key',
           'cached_split_features', 'EvalRuntime', 'EvalData', 'LINEAR_PRESETS', 'LinearConfig', 'linear_head',
@@ -51,18 +51,18 @@ _all_ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpo
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'Protocol', 'register_protocol', 'protocol_config', 'option_runner', 'StoppedBySignal', 'build_parser',
-           'preset_listing', 'main', 'OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint',
-           'random_init_run', 'write_eval', 'check_options', 'build_config', 'LabelledSplit', 'load_split',
-           'tensor_prepare', 'classification_transforms', 'split_loader', 'split_features', 'file_sha256',
-           'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData', 'LINEAR_PRESETS', 'LinearConfig',
-           'linear_head', 'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head', 'run_linear',
-           'KNN_PRESETS', 'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SELECT_PRESETS',
-           'SelectConfig', 'selection_criteria', 'selection_report', 'info_columns', 'run_select', 'SEMISUP_PRESETS',
-           'SemisupConfig', 'semisup_indices', 'read_subset_file', 'run_semisup', 'FINETUNE_PRESETS', 'FinetuneConfig',
-           'finetune_model', 'run_finetune', 'coco_score', 'format_coco', 'make_synthetic_coco', 'oracle_detections',
-           'DETECTRON2_CONFIG', 'DETECTRON2_NOTE', 'detectron2_state_dict', 'torchvision_state_dict',
-           'DETECTION_BACKBONES', 'detection_backbone_problem', 'is_detectron2_export', 'export_detectron2',
-           'COCO_PRESETS', 'CocoConfig', 'maskrcnn_from_resnet', 'run_coco']
+           'preset_listing', 'main', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint', 'random_init_run',
+           'write_eval', 'check_options', 'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare',
+           'classification_transforms', 'split_loader', 'split_features', 'file_sha256', 'feature_cache_key',
+           'cached_split_features', 'EvalRuntime', 'EvalData', 'LINEAR_PRESETS', 'LinearConfig', 'linear_head',
+           'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy', 'train_linear_head', 'run_linear', 'KNN_PRESETS',
+           'KnnConfig', 'run_knn', 'lidar', 'kendall_tau', 'selection_regret', 'SELECT_PRESETS', 'SelectConfig',
+           'selection_criteria', 'selection_report', 'info_columns', 'run_select', 'SEMISUP_PRESETS', 'SemisupConfig',
+           'semisup_indices', 'read_subset_file', 'run_semisup', 'FINETUNE_PRESETS', 'FinetuneConfig', 'finetune_model',
+           'run_finetune', 'coco_score', 'format_coco', 'make_synthetic_coco', 'oracle_detections', 'DETECTRON2_CONFIG',
+           'DETECTRON2_NOTE', 'detectron2_state_dict', 'torchvision_state_dict', 'DETECTION_BACKBONES',
+           'detection_backbone_problem', 'is_detectron2_export', 'export_detectron2', 'COCO_PRESETS', 'CocoConfig',
+           'maskrcnn_from_resnet', 'run_coco']
 
 # %% ../../nbs/24_cli_evaluate.ipynb #84e7da9a
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Protocol:
     arguments: Callable[[argparse.ArgumentParser], None] | None = None  # adds its positional arguments and flags
     description: str | None = None                  # the text under the usage line of `mssl-eval NAME --help`
     options: type | None = None                     # options dataclass: presets, key=value overrides, --dry-run
-    presets: Mapping[str, tuple[dict, str]] = field(default_factory=dict)  # name -> (options, note with its sources)
+    presets: Mapping[str, tuple[dict, str]] = field(default_factory=dict)  # name -> (options, note): more presets, registered in the one registry
     default_preset: str | None = None               # the --preset default
     standalone: bool = False                        # parses its own arguments: a usage error returns its exit code
 
@@ -88,15 +88,17 @@ def register_protocol(
     "Add a subcommand to `mssl-eval` (in `--help` order); a name already taken is refused unless `replace=True`"
     if protocol.name in PROTOCOLS and not replace:
         raise ValueError(f"mssl-eval protocol {protocol.name!r} is already registered: choose another name, or pass replace=True")
-    if protocol.default_preset is not None and protocol.default_preset not in protocol.presets:
+    presets = {**preset_table(protocol.name), **protocol.presets}
+    if protocol.default_preset is not None and protocol.default_preset not in presets:
         raise ValueError(f"protocol {protocol.name!r}: default_preset={protocol.default_preset!r} is not one of its presets "
-                         f"({', '.join(protocol.presets) or 'none'})")
+                         f"({', '.join(presets) or 'none'})")
+    register_presets(protocol.name, dict(protocol.presets))   # a protocol's presets live in the one registry, under its name
     PROTOCOLS[protocol.name] = protocol
     return protocol
 
 class _OptionProtocols(Mapping):
     "Name -> (options dataclass, presets, default preset) of every registered protocol with options: a live view of PROTOCOLS"
-    def _table(self) -> dict: return {n: (p.options, p.presets, p.default_preset) for n, p in PROTOCOLS.items() if p.options}
+    def _table(self) -> dict: return {n: (p.options, preset_table(n), p.default_preset) for n, p in PROTOCOLS.items() if p.options}
     def __getitem__(self, name): return self._table()[name]
     def __iter__(self): return iter(self._table())
     def __len__(self): return len(self._table())
@@ -114,7 +116,7 @@ def _options_arguments(sp: argparse.ArgumentParser, protocol: Protocol):
     sp.add_argument("--overwrite", action="store_true", help="let --output replace a file that mssl-eval did not write")
     sp.add_argument("--quiet", action="store_true", help="print only the result lines")
     sp.epilog = ("options (key=value): " + ", ".join(f.name for f in dataclasses.fields(protocol.options)) + "\npresets:\n"
-                 + _describe_presets(protocol.presets))
+                 + describe_presets(protocol.name))
     sp.formatter_class = argparse.RawDescriptionHelpFormatter
 
 def protocol_config(
@@ -145,14 +147,14 @@ def option_runner(
     "The runner of a protocol with options: presets, overrides, --dry-run, checks, then `execute`, then --output"
     def run(args: argparse.Namespace) -> int:
         cmd, protocol = args.command, PROTOCOLS[args.command]
-        if args.list_presets: print(_describe_presets(protocol.presets)); return 0
+        if args.list_presets: print(describe_presets(protocol.name)); return 0
         many = hasattr(args, "runs")                 # select ranks several runs; the others take one
         positional = list(args.runs) if many else ([args.run] if args.run else []) + args.overrides
         targets = [a for a in positional if "=" not in a]
         overrides = [a for a in positional if "=" in a]
         preset = args.preset
         if preset_for is not None: preset, overrides = preset_for(args, preset, overrides)
-        conf = build_config(protocol.options, protocol.presets, preset, overrides)
+        conf = build_config(protocol.options, preset_table(protocol.name), preset, overrides)
         if args.dry_run:
             print(yaml.safe_dump(protocol_config(cmd, preset, conf, overrides), sort_keys=False), end=""); return 0
         if not targets: raise EvalError(f"{cmd}: give a RUN_DIR or checkpoint (see mssl-eval {cmd} --help)")
@@ -291,14 +293,14 @@ _COCO = "Mask R-CNN R50-FPN transfer on a COCO folder (trainable BN); bbox/segm 
 for _p in [
     Protocol("gsm8k", "GSM8K exact-match accuracy of a language-model run, checkpoint or model directory (`mssl-eval gsm8k --help`)",
              _gsm8k, gsm8k_arguments, GSM8K_DESCRIPTION, standalone=True),
-    Protocol("linear", _LINEAR, option_runner(_linear), _cached_run, _LINEAR, options=LinearConfig, presets=LINEAR_PRESETS, default_preset="fmnist-fast"),
-    Protocol("knn", _KNN, option_runner(_knn), _cached_run, _KNN, options=KnnConfig, presets=KNN_PRESETS, default_preset="fmnist"),
+    Protocol("linear", _LINEAR, option_runner(_linear), _cached_run, _LINEAR, options=LinearConfig, default_preset="fmnist-fast"),
+    Protocol("knn", _KNN, option_runner(_knn), _cached_run, _KNN, options=KnnConfig, default_preset="fmnist"),
     Protocol("semisup", _SEMISUP, option_runner(_semisup, preset_for=_semisup_preset), _semisup_arguments,
-             description=_SEMISUP.replace("%%", "%"), options=SemisupConfig, presets=SEMISUP_PRESETS),
-    Protocol("finetune", _FINETUNE, option_runner(_finetune), _trained_run, _FINETUNE, options=FinetuneConfig, presets=FINETUNE_PRESETS, default_preset="fmnist"),
-    Protocol("coco", _COCO, option_runner(_coco), _coco_arguments, _COCO, options=CocoConfig, presets=COCO_PRESETS, default_preset="coco-r50-fpn-1x"),
+             description=_SEMISUP.replace("%%", "%"), options=SemisupConfig),
+    Protocol("finetune", _FINETUNE, option_runner(_finetune), _trained_run, _FINETUNE, options=FinetuneConfig, default_preset="fmnist"),
+    Protocol("coco", _COCO, option_runner(_coco), _coco_arguments, _COCO, options=CocoConfig, default_preset="coco-r50-fpn-1x"),
     Protocol("select", "rank runs by RankMe and LiDAR; Kendall tau and regret vs linear/k-NN accuracy", option_runner(_select),
-             _select_arguments, "Label-free model selection over runs (RankMe, LiDAR)", options=SelectConfig, presets=SELECT_PRESETS,
+             _select_arguments, "Label-free model selection over runs (RankMe, LiDAR)", options=SelectConfig,
              default_preset="fmnist"),
     Protocol("coco-score", "score a COCO-format detections file (bbox, segm) with pycocotools", _coco_score, _coco_score_arguments,
              "Score COCO detections: prints 'bbox AP .. AP50 .. AP75 ..' (and segm)"),
@@ -327,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 def preset_listing() -> str:
     "Every protocol's presets with their notes, one per line (`mssl-eval --list-presets`)"
     return "\n".join(f"{f'{name} --preset {preset}':40s} {note}"
-                     for name, protocol in PROTOCOLS.items() for preset, (_, note) in protocol.presets.items())
+                     for name in PROTOCOLS for preset, (_, note) in preset_table(name).items())
 
 def _standalone(protocol: Protocol, argv: list[str]) -> int:
     "A protocol that parses its own arguments: a usage error (or --help) returns argparse's exit code"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import difflib
 import errno
 import os
@@ -16,101 +17,63 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from typing import Annotated, Literal
 from pathlib import Path
 
 import yaml
+from pydantic import BeforeValidator, Field
 
 import mssl_workbench
-from ..config.schema import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, merge_dicts
+from ..config.schema import (Config, ConfigError, Float, apply_overrides, config_from_dict, config_to_dict, merge_dicts,
+                                          schema)
 # data, hooks, lm, methods, runs and train import torch: the functions that build or run something import them, so that
 # `--help`, `--version` and `--list-presets` start without torch (tests/test_light_imports.py, benchmarks/cli_startup.py)
 
 # %% auto #0
-__all__ = ['QUICKSTART', 'PRESETS', 'PRESET_INDEX', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FORWARDED',
-           'SLURM_KEYS', 'DISK_ERRNOS', 'get_preset', 'is_lm_preset', 'preset_notes', 'write_preset_index',
-           'build_parser', 'load_plugins', 'next_free_output', 'config_from_args', 'check_torchrun_options',
-           'set_parent_death_signal', 'proc_table', 'descendants', 'launch_torchrun', 'parse_slurm', 'SlurmJob',
-           'submit_slurm', 'data_summary', 'main', 'lm_config_from_args']
+__all__ = ['PRESETS', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FORWARDED', 'SLURM_KEYS', 'DISK_ERRNOS',
+           'get_preset', 'is_lm_preset', 'write_preset_index', 'build_parser', 'load_plugins', 'next_free_output',
+           'assemble_config', 'config_from_args', 'check_torchrun_options', 'set_parent_death_signal', 'proc_table',
+           'descendants', 'launch_torchrun', 'SlurmOptions', 'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary',
+           'main', 'lm_config_from_args']
 
 # %% ../../nbs/23_cli_train.ipynb #ed666468
-_SAMPLE = Path(mssl_workbench.__file__).resolve().parents[1] / "data" / "fashion-mnist-sample"   # data.SAMPLE_FASHION_MNIST, without torch
+from ..config import presets as _presets
+from ..config.presets import PRESET_INDEX, QUICKSTART, TRAIN_KINDS, find_preset, preset_notes, preset_table, register_presets
 
-QUICKSTART = {
-    "data": {"dataset": "fashion_mnist", "root": str(_SAMPLE), "val_split": "test",
-             "image_size": 28, "in_chans": 1, "augment": "small"},
-    "model": {"method": "matrix_ssl", "backbone": "resnet10t_mini_nopool", "small_input": False, "channels_last": True,
-              "backbone_kwargs": {"channels": [16, 32, 64, 128], "stem_width": 8},
-              "proj_dim": 256, "proj_hidden": 1024, "proj_layers": 3, "pred_hidden": 256,
-              "loss": {"form": "official", "lamda": 1.0, "mu": 1.0, "gamma": 1.0, "order": 4}},
-    "optim": {"warmup_epochs": 1.0},
-    "train": {"epochs": 30, "batch_size": 256, "precision": "auto", "checkpoint_every": 1, "log_every": 5},
-    "eval": {"monitor_samples": 2000, "knn_train_samples": 10000, "every": 6},
-}
-
-def _registry() -> dict[str, tuple[dict, str]]:
-    "Every preset: the quickstart, then each registered method's own"
+def _training_presets() -> dict[str, tuple[dict, str]]:
+    "The image and LM presets of the one registry (config.presets), as name -> (body, note); registers the LM chapter's on first use"
     from mssl_workbench.lm.config import LM_PRESETS
-    from mssl_workbench.methods.registry import get_method, list_methods
-    presets = {"quickstart": (QUICKSTART, "embedded Fashion-MNIST sample, Matrix-SSL official form (λ = μ = γ = 1), resnet10t_mini without "
-                                          "the stem max-pool at half width, 30 epochs, bf16 where native; ~3 min on 2 CPU cores (see benchmarks/quickstart_levers.py)")}
-    for name in list_methods():
-        for key, value in get_method(name).presets.items():
-            if key in presets: raise ValueError(f"preset {key!r} is declared twice (method {name})")
-            presets[key] = value
-    for key, value in LM_PRESETS.items():            # language models: the LM chapter's own config schema
-        if key in presets: raise ValueError(f"preset {key!r} is declared twice (language models)")
-        presets[key] = value
-    return presets
+    _presets.presets_of("image")                     # the methods' presets first: the listing's order is image, then LM
+    register_presets("lm", LM_PRESETS)               # the same declaration again is one preset: cheap, and idempotent
+    return preset_table(TRAIN_KINDS)
 
 class _Registry(Mapping):
-    "The preset registry, a read-only mapping built on first use (building it imports every method's record, and torch)"
-    def __init__(self): self._presets = None
-    def _built(self) -> dict:
-        if self._presets is None: self._presets = _registry()
-        return self._presets
-    def __getitem__(self, key): return self._built()[key]
-    def __iter__(self): return iter(self._built())
-    def __len__(self): return len(self._built())
-    def __repr__(self): return repr(self._built())
+    "The training presets, a read-only view of the one registry read on first use (reading it imports every method's record, and torch)"
+    def __getitem__(self, key): return _training_presets()[key]
+    def __iter__(self): return iter(_training_presets())
+    def __len__(self): return len(_training_presets())
+    def __repr__(self): return repr(_training_presets())
 
 PRESETS = _Registry()
 
-def _canonical(name: str) -> str: return name.replace("_", "")
-
 def get_preset(name: str) -> dict:
-    "The config dictionary of preset `name` (with `preset`, `notes` and the default `output` filled in)"
-    table = {_canonical(k): k for k in PRESETS}
-    if _canonical(name) not in table:
-        close = difflib.get_close_matches(name, list(PRESETS), n=3, cutoff=0.5)
-        raise ConfigError(f"unknown preset {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "") + " (see --list-presets)")
-    key = table[_canonical(name)]
-    d, note = PRESETS[key]
-    from mssl_workbench.lm.config import LM_PRESETS
-    if key in LM_PRESETS: return merge_dicts(d, {"preset": key})      # its output is train.out_dir
-    return merge_dicts(d, {"preset": key, "notes": note, "output": f"runs/{key}"})
+    "The config dictionary of training preset `name` (an image preset with `preset`, `notes` and the default `output` filled in)"
+    _training_presets()
+    return _presets.get_preset(name, TRAIN_KINDS)
 
 def is_lm_preset(name: str | None) -> bool:
-    "Whether a preset name is one of the language-model presets (they run `fit_lm`, the LM chapter's loop)"
-    from mssl_workbench.lm.config import LM_PRESETS
-    return bool(name) and _canonical(name) in {_canonical(k) for k in LM_PRESETS}
-
-PRESET_INDEX = Path(mssl_workbench.__file__).parent / "config" / "preset_index.py"
-
-def preset_notes() -> dict[str, str]:
-    "Name -> note of every preset, in registry order, read from the generated `preset_index` module: no torch is imported"
-    from mssl_workbench.config.preset_index import PRESET_NOTES
-    return dict(PRESET_NOTES)
+    "Whether a preset name is one of the language-model presets (they run the LM task)"
+    if not name: return False
+    _training_presets()
+    try: return find_preset(name, TRAIN_KINDS)[1].kind == "lm"
+    except ConfigError: return False
 
 def write_preset_index(
     path: str | Path=PRESET_INDEX, # the module to write (default: mssl_workbench/config/preset_index.py)
 ) -> Path:                         # the file written
-    "Generate the `preset_index` module from the registry (`make export` and `make check-sync` run this)"
-    from mssl_workbench.engine.rundir import atomic_write
-    lines = [f"    {k!r}: {note!r}," for k, (_, note) in PRESETS.items()]
-    text = ('"""The name and note of every preset, for `mssl-train --list-presets` without torch. GENERATED from the preset '
-            'registry by `mssl_workbench.cli.train.write_preset_index` (`make export`): do not edit."""\n\n'
-            "PRESET_NOTES = {\n" + "\n".join(lines) + "\n}\n")
-    return atomic_write(path, text)
+    "Generate the torch-free preset index from the one registry, LM presets included (`make export` and `make check-sync` run this)"
+    _training_presets()
+    return _presets.write_preset_index(path)
 
 # %% ../../nbs/23_cli_train.ipynb #48b5447c
 TORCHRUN_OPTIONS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port",
@@ -175,15 +138,23 @@ def next_free_output(path: str | Path) -> Path:
         candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
     return candidate
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    "Preset, then --config YAML, then overrides, then --output/--quiet; a preset's default output that holds a run becomes a numbered sibling"
+def assemble_config(
+    args: argparse.Namespace, # the parsed mssl-train arguments
+    output: dict,             # where --output goes in this kind of config: {"output": path} (image), {"train": {"out_dir": path}} (LM)
+) -> dict:                    # the config dictionary, before its schema builds it
+    "The one assembly of a run's config: preset, then --config YAML, then key=value overrides, then --output and --quiet"
     d = get_preset(args.preset) if args.preset else {}
     if args.config: d = merge_dicts(d, _read_config_file(Path(args.config)))
     if not d and not args.overrides: raise ConfigError("nothing to run: give --preset NAME (see --list-presets) or --config FILE")
     d = apply_overrides(d, args.overrides)
-    explicit = args.output or any(o.split("=", 1)[0].strip() == "output" for o in args.overrides) or (args.config and "output" in d)
-    if args.output: d["output"] = args.output
+    if args.output: d = merge_dicts(d, output)
     if args.quiet or os.environ.get("CI"): d = merge_dicts(d, {"train": {"quiet": True}})
+    return d
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    "An image run's config from the arguments (`assemble_config`); a preset's default output that holds a run becomes a numbered sibling"
+    d = assemble_config(args, {"output": args.output})
+    explicit = args.output or any(o.split("=", 1)[0].strip() == "output" for o in args.overrides) or (args.config and "output" in d)
     cfg = config_from_dict(d)
     if not explicit and not args.resume and not args.dry_run and "LOCAL_RANK" not in os.environ:
         free = next_free_output(cfg.output)
@@ -309,33 +280,39 @@ def launch_torchrun(
     return code
 
 # %% ../../nbs/23_cli_train.ipynb #2b5af360
-SLURM_KEYS = {"nodes": int, "gpus_per_node": int, "tasks_per_node": int, "cpus_per_task": int, "mem_gb": float,
-              "time": int, "partition": str, "account": str, "qos": str, "constraint": str, "signal_delay_s": int,
-              "name": str, "folder": str, "cluster": str, "wait": bool}
+_Text = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)]  # account=12345
+
+@schema
+class SlurmOptions:
+    "What `--slurm key=value,...` may set: submitit's executor parameters (unset: submitit's defaults)"
+    nodes: int | None = Field(None, ge=1)
+    gpus_per_node: int | None = Field(None, ge=1)
+    tasks_per_node: int | None = Field(None, ge=1)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem_gb: Float | None = Field(None, ge=1)
+    time: int | None = Field(None, ge=1)           # minutes
+    partition: _Text | None = None
+    account: _Text | None = None
+    qos: _Text | None = None
+    constraint: _Text | None = None
+    signal_delay_s: int | None = Field(None, ge=0)
+    name: _Text | None = None
+    folder: _Text | None = None
+    cluster: Literal["slurm", "local", "debug"] | None = None
+    wait: bool | None = None
+
+SLURM_KEYS = tuple(f.name for f in dataclasses.fields(SlurmOptions))
 
 def parse_slurm(spec: str) -> dict:
-    "`--slurm key=value,...` as a checked dictionary (one clear line for a bad key or value)"
-    out = {}
-    for item in (x.strip() for x in spec.split(",")):
-        if not item: continue
-        if "=" not in item: raise ConfigError(f"--slurm {item!r}: write key=value, e.g. --slurm nodes=2,gpus_per_node=8,partition=gpu,time=4320")
-        key, raw = (x.strip() for x in item.split("=", 1))
-        if key not in SLURM_KEYS:
-            close = [k for k in SLURM_KEYS if k.startswith(key)] or difflib.get_close_matches(key, list(SLURM_KEYS), n=1)
-            raise ConfigError(f"--slurm: unknown key {key!r}" + (f"; did you mean {close[0]}?" if close else "") + f" (keys: {', '.join(SLURM_KEYS)})")
-        typ = SLURM_KEYS[key]
-        try:
-            if typ is bool:
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"): raise ValueError
-                value = raw.lower() in ("true", "1", "yes")
-            else: value = typ(raw)
-        except ValueError: raise ConfigError(f"--slurm {key}={raw!r}: must be {typ.__name__}") from None
-        if typ in (int, float) and (value < (0 if key == "signal_delay_s" else 1)):
-            raise ConfigError(f"--slurm {key}={raw}: must be >= {0 if key == 'signal_delay_s' else 1}")
-        out[key] = value
-    if out.get("cluster", "slurm") not in ("slurm", "local", "debug"):
-        raise ConfigError(f"--slurm cluster={out['cluster']!r}: one of slurm, local, debug")
-    return out
+    "`--slurm key=value,...` as a checked dictionary of the keys given: the config family's override parser and schema"
+    items = [x.strip() for x in spec.split(",") if x.strip()]
+    try:
+        for item in items:
+            if "=" not in item: raise ConfigError(f"{item!r}: write key=value, e.g. --slurm nodes=2,gpus_per_node=8,partition=gpu,time=4320")
+        given = apply_overrides({}, items)
+        options = SlurmOptions(**given)
+    except ConfigError as e: raise ConfigError(f"--slurm: {e}") from None
+    return {k: getattr(options, k) for k in given}
 
 def _master_port(job_id: str) -> int:
     "A port derived from the job id, the same on every task of the job"
@@ -502,12 +479,7 @@ def main(argv: list[str] | None = None) -> int:
 def lm_config_from_args(args: argparse.Namespace):
     "An LM preset, then --config YAML, then overrides, then --output/--quiet, as the LM chapter's config"
     from mssl_workbench.lm.config import lm_config_from_dict
-    d = get_preset(args.preset)
-    if args.config: d = merge_dicts(d, _read_config_file(Path(args.config)))
-    d = apply_overrides(d, args.overrides)
-    if args.output: d = merge_dicts(d, {"train": {"out_dir": args.output}})
-    if args.quiet or os.environ.get("CI"): d = merge_dicts(d, {"train": {"quiet": True}})
-    return lm_config_from_dict(d)
+    return lm_config_from_dict(assemble_config(args, {"train": {"out_dir": args.output}}))
 
 def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
     "mssl-train for a language-model preset"

@@ -331,35 +331,40 @@ def export_detectron2(ckpt_or_run: str | Path, output: str | Path, *, log=print,
     return out
 
 # %% ../../nbs/19_evaluation_coco.ipynb #71d7f536
-@dataclass
+from pydantic import Field
+from ..config.presets import register_presets
+from ..config.schema import Float
+from .common import Device, Sizes, Steps, option_schema   # the option schemas' family (configuration chapter)
+
+@option_schema
 class CocoConfig:
     "Options of `mssl-eval coco`"
     train_split: str = "train2017"
     val_split: str = "val2017"
-    iterations: int = 90000
-    batch_size: int = 16             # global
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    steps: tuple = (60000, 80000)    # lr x 0.1 at each
-    warmup_iters: int = 1000
-    warmup_factor: float = 0.001
-    min_size_train: tuple = tuple(range(640, 801, 32))  # multi-scale shorter side, one drawn per batch
-    min_size_test: int = 800
-    max_size: int = 1333
-    trainable_layers: int = 5
-    max_eval_images: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 4
+    iterations: int = Field(90000, ge=1)
+    batch_size: int = Field(16, ge=1)   # global
+    lr: Float = Field(0.02, gt=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(1e-4, ge=0)
+    steps: Steps = (60000, 80000)       # lr x 0.1 at each
+    warmup_iters: int = Field(1000, ge=0)
+    warmup_factor: Float = Field(0.001, gt=0, le=1)
+    min_size_train: Sizes = tuple(range(640, 801, 32))  # multi-scale shorter side, one drawn per batch
+    min_size_test: int = Field(800, ge=1)
+    max_size: int = Field(1333, ge=1)
+    trainable_layers: int = Field(5, ge=0, le=5)
+    max_eval_images: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0)
+    device: Device = "auto"
+    num_workers: int = Field(4, ge=0)
 
-COCO_PRESETS: dict[str, tuple[dict, str]] = {
+COCO_PRESETS: dict[str, tuple[dict, str]] = register_presets("coco", {
     "coco-r50-fpn-1x": ({}, "GPU (torchrun): Mask R-CNN R50-FPN 1x (90k it, batch 16, lr 0.02, steps 60k/80k, 640-800 train, 800 test), "
                             "trainable BN/SyncBN. R50-FPN, NOT the paper's R50-C4: not directly comparable"),
     "synthetic-smoke": (dict(iterations=2, batch_size=2, lr=0.002, steps=[], warmup_iters=1, min_size_train=[96], min_size_test=96,
                              max_size=128, max_eval_images=4, num_workers=0, device="cpu"),
                         "CPU: two steps at 96 px on `make_synthetic_coco` data (a smoke test, not a benchmark)"),
-}
+})
 
 # %% ../../nbs/19_evaluation_coco.ipynb #dba47fa0
 def maskrcnn_from_resnet(resnet: nn.Module, num_classes: int, *, min_size=(800,), max_size: int = 1333,

@@ -17,21 +17,22 @@ import re
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
-import yaml
+from pydantic import Field
 
-from ..config.schema import config_from_dict, config_to_dict
+from ..config.schema import (ConfigError, Float, Tuple, apply_overrides, check, config_from_dict, config_to_dict,
+                                          merge_dicts, schema)
 from ..engine.rundir import RunDirError, RunWriter, checkpoint_damage, checkpoint_paths, load_trained, read_config
 # torch, and data, eval, matrix and methods (which import it), are imported inside the functions that compute, so that
 # `mssl-eval --help` and every subcommand's --help and --list-presets start without torch (tests/test_light_imports.py)
 if typing.TYPE_CHECKING: from torch import Tensor, nn
 
 # %% auto #0
-__all__ = ['OPTION_RANGES', 'FEATURE_CACHE_VERSION', 'EvalError', 'resolve_checkpoint', 'random_init_run', 'write_eval',
-           'check_options', 'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare',
-           'classification_transforms', 'split_loader', 'split_features', 'file_sha256', 'feature_cache_key',
-           'cached_split_features', 'EvalRuntime', 'EvalData']
+__all__ = ['option_schema', 'Device', 'CropScale', 'Sizes', 'Steps', 'TimmOptimizer', 'TimmPolicy', 'FEATURE_CACHE_VERSION',
+           'EvalError', 'resolve_checkpoint', 'random_init_run', 'write_eval', 'OptionError', 'check_options',
+           'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare', 'classification_transforms', 'split_loader',
+           'split_features', 'file_sha256', 'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData']
 
 # %% ../../nbs/15_evaluation_common.ipynb #993e8c50
 def _no_grad(fn: Callable) -> Callable:
@@ -120,55 +121,10 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 # %% ../../nbs/15_evaluation_common.ipynb #9a520658
-def _coerce_field(cls, key: str, value):
-    hints = typing.get_type_hints(cls)
-    if key not in hints:
-        close = difflib.get_close_matches(key, list(hints), n=3)
-        raise EvalError(f"unknown option {key!r} for {cls.__name__}" + (f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(hints)}"))
-    typ = hints[key]; args = typing.get_args(typ)
-    if value is None and type(None) in args: return None
-    base = next((a for a in args if a is not type(None)), typ) if args and typing.get_origin(typ) is not tuple else typ
-    if typing.get_origin(base) is tuple or base is tuple:
-        if not isinstance(value, (list, tuple)): raise EvalError(f"{key} must be a list, e.g. {key}=[20,200], got {value!r}")
-        return tuple(value)
-    if base is float and isinstance(value, int) and not isinstance(value, bool): return float(value)
-    if base in (int, float, str, bool) and (not isinstance(value, base) or (base is int and isinstance(value, bool))):
-        raise EvalError(f"{key} must be {base.__name__}, got {value!r}")
-    return value
+class OptionError(EvalError, ConfigError):
+    "A protocol option that does not fit its schema (a `ConfigError`; `mssl-eval` prints it as one line, exit 2)"
 
-_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)   # a finite number
-_ints = lambda v, low: isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
-OPTION_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {   # option name -> (what it must be, check); shared by every protocol
-    "seed": ("an integer >= 0", lambda v: v >= 0), "feature_batch": ("an integer >= 1", lambda v: v >= 1),
-    "num_workers": ("an integer >= 0", lambda v: v >= 0), "epochs": ("an integer >= 1", lambda v: v >= 1),
-    "batch_size": ("an integer >= 1", lambda v: v >= 1), "lr_batch": ("an integer >= 1", lambda v: v >= 1),
-    "max_steps": ("an integer >= 1, or null (no limit)", lambda v: v is None or v >= 1),
-    "eval_every": ("an integer >= 0 (0: only at the end)", lambda v: v >= 0),
-    "train_fraction": ("in (0, 1], or null (the whole split)", lambda v: v is None or (_num(v) and 0 < v <= 1)),
-    "val_fraction": ("in (0, 1], or null (the whole split)", lambda v: v is None or (_num(v) and 0 < v <= 1)),
-    "percent": ("in (0, 100]", lambda v: _num(v) and 0 < v <= 100),
-    "ks": ("a non-empty list of integers >= 1, e.g. ks=[20,200]", lambda v: len(v) > 0 and _ints(v, 1)),
-    "temperature": ("a finite number > 0, e.g. 0.07", lambda v: _num(v) and v > 0),
-    "crop_scale": ("[low, high] with 0 < low <= high <= 1, e.g. [0.08,1.0]", lambda v: len(v) == 2 and all(map(_num, v)) and 0 < v[0] <= v[1] <= 1),
-    **{k: ("a finite number > 0", lambda v: _num(v) and v > 0) for k in ("lr", "lr_backbone", "lr_head", "trust", "bn_eps", "init_std")},
-    **{k: ("a finite number >= 0", lambda v: _num(v) and v >= 0)
-       for k in ("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix", "lidar_delta", "lidar_eps")},
-    "momentum": ("in [0, 1)", lambda v: _num(v) and 0 <= v < 1), "layer_decay": ("in (0, 1]", lambda v: _num(v) and 0 < v <= 1),
-    "drop_path": ("in [0, 1)", lambda v: _num(v) and 0 <= v < 1), "label_smoothing": ("in [0, 1)", lambda v: _num(v) and 0 <= v < 1),
-    "reprob": ("in [0, 1]", lambda v: _num(v) and 0 <= v <= 1),
-    "rankme_samples": ("an integer >= 2", lambda v: v >= 2), "lidar_images": ("an integer >= 2", lambda v: v >= 2),
-    "lidar_views": ("an integer >= 2", lambda v: v >= 2), "iterations": ("an integer >= 1", lambda v: v >= 1),
-    "steps": ("a list of increasing iterations >= 1, e.g. steps=[60000,80000] (or [])", lambda v: _ints(v, 1) and list(v) == sorted(set(v))),
-    "warmup_iters": ("an integer >= 0", lambda v: v >= 0), "warmup_factor": ("in (0, 1]", lambda v: _num(v) and 0 < v <= 1),
-    "min_size_train": ("a non-empty list of sizes >= 1, e.g. [640,800]", lambda v: len(v) > 0 and _ints(v, 1)),
-    "min_size_test": ("an integer >= 1", lambda v: v >= 1), "max_size": ("an integer >= 1", lambda v: v >= 1),
-    "trainable_layers": ("an integer in 0..5", lambda v: 0 <= v <= 5),
-    "max_eval_images": ("an integer >= 1, or null (all)", lambda v: v is None or v >= 1),
-    "device": ("auto, cpu, cuda, cuda:N or mps", lambda v: v in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", v)),
-    "space": ("embedding (projector output) or backbone", lambda v: v in ("embedding", "backbone")),
-    "opt": ("an optimiser name of timm's registry, e.g. adamw, sgd, lamb", lambda v: _timm_optimizer(v)),
-    "auto_augment": ("null, or a timm policy: rand-m9-mstd0.5-inc1, augmix-m5-w4-d2, original, v0, ...", lambda v: v is None or _timm_policy(v)),
-}
+option_schema = functools.partial(schema, error=OptionError)   # the config family's decorator, for protocol options
 
 def _timm_optimizer(name: str) -> bool:
     "Whether timm's `create_optimizer_v2` knows `name`"
@@ -185,39 +141,43 @@ def _timm_policy(policy: str) -> bool:
     except (AssertionError, ValueError, KeyError, IndexError): return False   # timm asserts on an unknown policy
     return True
 
+_ints = lambda v, low: all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
+# option types that several protocols share, each with its rule
+Device = Annotated[str, check("auto, cpu, cuda, cuda:N or mps", lambda v: v in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", v))]
+CropScale = Annotated[Tuple, check("[low, high] with 0 < low <= high <= 1, e.g. [0.08,1.0]",
+                                   lambda v: len(v) == 2 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v) and 0 < v[0] <= v[1] <= 1)]
+Sizes = Annotated[Tuple, check("a non-empty list of integers >= 1, e.g. [20,200]", lambda v: len(v) > 0 and _ints(v, 1))]
+Steps = Annotated[Tuple, check("a list of increasing iterations >= 1, e.g. steps=[60000,80000] (or [])", lambda v: _ints(v, 1) and list(v) == sorted(set(v)))]
+TimmOptimizer = Annotated[str, check("an optimiser name of timm's registry, e.g. adamw, sgd, lamb", _timm_optimizer)]
+TimmPolicy = Annotated[str, check("null, or a timm policy: rand-m9-mstd0.5-inc1, augmix-m5-w4-d2, original, v0, ...", _timm_policy)]
+
 def check_options(conf) -> None:
-    "Raise `EvalError` naming the first option of the protocol config `conf` outside its range (`OPTION_RANGES`)"
-    for f in dataclasses.fields(conf):
-        rule = OPTION_RANGES.get(f.name)
-        if rule is None: continue
-        value = getattr(conf, f.name)
-        try: ok = bool(rule[1](value))
-        except (TypeError, ValueError): ok = False
-        if not ok:
-            shown = list(value) if isinstance(value, tuple) else value
-            raise EvalError(f"{type(conf).__name__}: {f.name}={shown!r} is not allowed: it must be {rule[0]}")
+    "Check a protocol options object again (after code assigned its fields); `OptionError` names the first bad option"
+    type(conf)(**{f.name: getattr(conf, f.name) for f in dataclasses.fields(conf)})
 
-def build_config(cls, presets: dict, preset: str | None, overrides: Sequence[str] = ()):
-    "The dataclass `cls` from preset `preset` (a key of `presets`) and `key=value` overrides"
-    values: dict = {}
-    if preset is not None:
-        if preset not in presets:
-            close = difflib.get_close_matches(preset, list(presets), n=3, cutoff=0.4)
-            raise EvalError(f"unknown preset {preset!r}" + (f"; did you mean {', '.join(close)}?" if close else "") + f" (valid: {', '.join(presets)})")
-        values.update(presets[preset][0])
-    for item in overrides:
-        if "=" not in item: raise EvalError(f"override {item!r} must look like key=value, e.g. epochs=5")
-        k, raw = item.split("=", 1)
-        try: values[k.strip()] = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError as e:
-            why = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise EvalError(f"override {item!r}: the value is not valid YAML ({why}); quote it, e.g. {k.strip()}='...', or fix the brackets") from None
-    conf = cls(**{k: _coerce_field(cls, k, v) for k, v in values.items()})
-    check_options(conf)   # also in EvalRuntime.__post_init__; Select/Coco configs are checked here
-    return conf
+@functools.cache
+def _schema_of(cls):
+    "`cls` if it is a schema of the family; a plain dataclass of options (a plug-in protocol's) checked as the family checks its own"
+    if hasattr(cls, "__pydantic_fields__"): return cls
+    return option_schema(type(cls.__name__, (cls,), {"__doc__": cls.__doc__, "__module__": cls.__module__}))
 
-def _describe_presets(presets: dict) -> str:
-    return "\n".join(f"  {name:28s} {note}" for name, (_, note) in presets.items())
+def build_config(
+    cls,                           # an option schema (LinearConfig, KnnConfig, ...), or a plain dataclass of options
+    presets: dict,                 # the protocol's presets: {name: (body, note)}
+    preset: str | None,            # a key of `presets` (None: the schema's defaults)
+    overrides: Sequence[str] = (), # key=value, values in YAML
+):
+    "The options `cls` from preset `preset` and `key=value` overrides, checked; every error one `OptionError` line"
+    try:
+        values = {}
+        if preset is not None:
+            if preset not in presets:
+                close = difflib.get_close_matches(preset, list(presets), n=3, cutoff=0.4)
+                raise ConfigError(f"unknown preset {preset!r}" + (f"; did you mean {', '.join(close)}?" if close else "") + f" (valid: {', '.join(presets)})")
+            values = merge_dicts(values, presets[preset][0])
+        values = apply_overrides(values, overrides)
+    except ConfigError as e: raise OptionError(str(e)) from None
+    return _schema_of(cls)(**values)
 
 # %% ../../nbs/15_evaluation_common.ipynb #cacb4180
 @dataclass
@@ -393,25 +353,23 @@ def cached_split_features(
     return feats, "miss"
 
 # %% ../../nbs/15_evaluation_common.ipynb #c498d560
-@dataclass
+@option_schema
 class EvalRuntime:
     "Where and how an evaluation runs"
-    seed: int = 0
-    device: str = "auto"
-    feature_batch: int = 512         # images per forward pass of the frozen backbone
-    num_workers: int = 0             # DataLoader workers (file-backed data)
+    seed: int = Field(0, ge=0)
+    device: Device = "auto"
+    feature_batch: int = Field(512, ge=1)  # images per forward pass of the frozen backbone
+    num_workers: int = Field(0, ge=0)      # DataLoader workers (file-backed data)
 
-    def __post_init__(self): check_options(self)   # range-checked when built, by a preset, overrides or code
-
-@dataclass
+@option_schema
 class EvalData(EvalRuntime):
     "Which labelled data an evaluation uses; unset fields mean the run's own"
     dataset: str | None = None       # None: the run's data set
     root: str | None = None          # None: the run's data.root; "search": full Fashion-MNIST where installed
     train_split: str = "train"
     val_split: str | None = None     # None: the run's data.val_split (test for Fashion-MNIST, val for ImageNet)
-    train_fraction: float | None = None # use a stratified fraction of the training split (quick checks)
-    val_fraction: float | None = None
+    train_fraction: Float | None = Field(None, gt=0, le=1)  # use a stratified fraction of the training split (quick checks)
+    val_fraction: Float | None = Field(None, gt=0, le=1)
 
 def _default_val_split(cfg, given: str | None) -> str:
     return given or getattr(cfg.data, "val_split", None) or ("test" if cfg.data.dataset == "fashion_mnist" else "val")

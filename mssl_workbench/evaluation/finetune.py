@@ -29,28 +29,33 @@ __all__ = ['SEMISUP_PRESETS', 'FINETUNE_PRESETS', 'SemisupConfig', 'semisup_indi
            'run_semisup', 'FinetuneConfig', 'finetune_model', 'FinetuneTask', 'run_finetune']
 
 # %% ../../nbs/18_evaluation_finetune.ipynb #5f6c009c
-@dataclass
+from pydantic import Field
+from ..config.presets import register_presets
+from ..config.schema import Float
+from .common import CropScale, TimmOptimizer, TimmPolicy, option_schema   # the option schemas' family (configuration chapter)
+
+@option_schema
 class SemisupConfig(EvalRuntime):
     "Options of `mssl-eval semisup`"
-    percent: float = 1.0             # labelled percentage (1 or 10 in the papers)
+    percent: Float = Field(1.0, gt=0, le=100)  # labelled percentage (1 or 10 in the papers)
     subset_file: str | None = None   # SimCLR-style list of training image names (or indices for in-memory sets)
     dataset: str | None = None
     root: str | None = None
     train_split: str = "train"
     val_split: str | None = None
-    val_fraction: float | None = None
-    epochs: int = 20
-    batch_size: int = 256
-    lr_backbone: float = 0.005
-    lr_head: float = 0.5
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    crop_scale: tuple = (0.08, 1.0)
-    eval_every: int = 0              # epochs between validation passes (0: only after the last epoch)
+    val_fraction: Float | None = Field(None, gt=0, le=1)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr_backbone: Float = Field(0.005, gt=0)
+    lr_head: Float = Field(0.5, gt=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(0.0, ge=0)
+    crop_scale: CropScale = (0.08, 1.0)
+    eval_every: int = Field(0, ge=0)  # epochs between validation passes (0: only after the last epoch)
 
 _IMNET = dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1)
 _SEMISUP_UNVERIFIED = "unverified: Matrix-SSL/MEC publish no semi-supervised script, so their protocol may differ"
-SEMISUP_PRESETS: dict[str, tuple[dict, str]] = {
+SEMISUP_PRESETS: dict[str, tuple[dict, str]] = register_presets("semisup", {
     "fmnist-1pct": (dict(root="search", percent=1.0, val_split="test", crop_scale=[0.25, 1.0]),
                     "CPU: 1% of full Fashion-MNIST (600 images, stratified, seed 0), Barlow Twins' 1% learning rates" + "; " + _SEMISUP_UNVERIFIED),
     "fmnist-10pct": (dict(root="search", percent=10.0, val_split="test", crop_scale=[0.25, 1.0]),
@@ -63,7 +68,7 @@ SEMISUP_PRESETS: dict[str, tuple[dict, str]] = {
                              "GPU: VICReg README (facebookresearch/vicreg): 20 ep, lr backbone 0.03 / head 0.08, wd 0" + "; " + _SEMISUP_UNVERIFIED),
     "imagenet-vicreg-10pct": (dict(_IMNET, percent=10.0, subset_file="data/imagenet/10percent.txt", lr_backbone=0.01, lr_head=0.1),
                               "GPU: VICReg README: 20 ep, lr backbone 0.01 / head 0.1, wd 0" + "; " + _SEMISUP_UNVERIFIED),
-}
+})
 
 # %% ../../nbs/18_evaluation_finetune.ipynb #8f476c67
 def semisup_indices(labels: Tensor, percent: float, seed: int = 0) -> Tensor:
@@ -188,28 +193,28 @@ def run_semisup(run_or_ckpt, sc: SemisupConfig, *, preset: str | None = None, lo
     return out
 
 # %% ../../nbs/18_evaluation_finetune.ipynb #0ecc1ec8
-@dataclass
+@option_schema
 class FinetuneConfig(EvalData):
     "Options of `mssl-eval finetune`"
-    epochs: int = 100
-    batch_size: int = 1024
-    lr: float = 5e-4                  # base lr at lr_batch images
-    lr_batch: int = 256
-    min_lr: float = 1e-6
-    warmup_epochs: float = 5.0
-    opt: str = "adamw"
-    weight_decay: float = 0.05
-    layer_decay: float | None = 0.65  # timm layer-wise lr decay (None: off)
-    drop_path: float = 0.1
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    label_smoothing: float = 0.1
-    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
-    reprob: float = 0.25
-    max_steps: int | None = None      # stop early (smoke tests)
-    eval_every: int = 0
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    lr: Float = Field(5e-4, gt=0)     # base lr at lr_batch images
+    lr_batch: int = Field(256, ge=1)
+    min_lr: Float = Field(1e-6, ge=0)
+    warmup_epochs: Float = Field(5.0, ge=0)
+    opt: TimmOptimizer = "adamw"
+    weight_decay: Float = Field(0.05, ge=0)
+    layer_decay: Float | None = Field(0.65, gt=0, le=1)  # timm layer-wise lr decay (None: off)
+    drop_path: Float = Field(0.1, ge=0, lt=1)
+    mixup: Float = Field(0.8, ge=0)
+    cutmix: Float = Field(1.0, ge=0)
+    label_smoothing: Float = Field(0.1, ge=0, lt=1)
+    auto_augment: TimmPolicy | None = "rand-m9-mstd0.5-inc1"
+    reprob: Float = Field(0.25, ge=0, le=1)
+    max_steps: int | None = Field(None, ge=1)  # stop early (smoke tests)
+    eval_every: int = Field(0, ge=0)
 
-FINETUNE_PRESETS: dict[str, tuple[dict, str]] = {
+FINETUNE_PRESETS: dict[str, tuple[dict, str]] = register_presets("finetune", {
     "imagenet-mae-vitb": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1),
                           "GPU: facebookresearch/mae FINETUNE.md ViT-B/16 (100 ep, batch 1024, blr 5e-4, layer decay 0.65, drop path 0.1, mixup 0.8, cutmix 1, smoothing 0.1, RandAug m9, reprob 0.25)"),
     "imagenet-mae-vitl": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda", eval_every=1,
@@ -223,7 +228,7 @@ FINETUNE_PRESETS: dict[str, tuple[dict, str]] = {
     "fmnist": (dict(root="search", val_split="test", epochs=5, batch_size=256, lr=1e-3, warmup_epochs=1.0, layer_decay=0.75,
                     drop_path=0.0, mixup=0.2, cutmix=0.0, auto_augment="rand-m5-mstd0.5", reprob=0.0),
                "CPU: a 5-epoch version of the recipe on full Fashion-MNIST (lighter Mixup/RandAugment for 28 px)"),
-}
+})
 
 # %% ../../nbs/18_evaluation_finetune.ipynb #d0ce9454
 class _TimmTransformSet:                          # map-style, as _FileSet

@@ -25,26 +25,31 @@ __all__ = ['LINEAR_PRESETS', 'KNN_PRESETS', 'LinearConfig', 'linear_head', 'line
            'train_linear_head', 'run_linear', 'KnnConfig', 'run_knn']
 
 # %% ../../nbs/16_evaluation_linear.ipynb #6ba7b135
-@dataclass
+from pydantic import Field
+from ..config.presets import register_presets
+from ..config.schema import Float
+from .common import CropScale, Sizes, option_schema   # the option schemas' family (configuration chapter)
+
+@option_schema
 class LinearConfig(EvalData):
     "Options of `mssl-eval linear` (defaults: the official Matrix-SSL/MEC protocol)"
     augment: bool = True             # True: RandomResizedCrop+flip every epoch (official); False: cached features (fast)
-    crop_scale: tuple = (0.08, 1.0)  # RandomResizedCrop area range (torchvision's default)
-    epochs: int = 100
-    batch_size: int = 4096
-    lr: float = 0.48                 # learning rate at batch lr_batch
-    lr_batch: int = 4096             # lr scales linearly: lr * batch_size / lr_batch
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    crop_scale: CropScale = (0.08, 1.0)  # RandomResizedCrop area range (torchvision's default)
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(4096, ge=1)
+    lr: Float = Field(0.48, gt=0)    # learning rate at batch lr_batch
+    lr_batch: int = Field(4096, ge=1)  # lr scales linearly: lr * batch_size / lr_batch
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(0.0, ge=0)
     lars: bool = True                # LARS wrapper (trust coefficient `trust`, no clipping, biases/BN excluded)
-    trust: float = 0.001
-    bn_eps: float = 1e-6             # the head's BatchNorm1d(affine=False) epsilon
-    init_std: float = 0.01           # Linear weight ~ N(0, init_std^2), bias 0
+    trust: Float = Field(0.001, gt=0)
+    bn_eps: Float = Field(1e-6, gt=0)  # the head's BatchNorm1d(affine=False) epsilon
+    init_std: Float = Field(0.01, gt=0)  # Linear weight ~ N(0, init_std^2), bias 0
 
     @property
     def peak_lr(self) -> float: return self.lr * self.batch_size / self.lr_batch
 
-LINEAR_PRESETS: dict[str, tuple[dict, str]] = {
+LINEAR_PRESETS: dict[str, tuple[dict, str]] = register_presets("linear", {
     "fmnist-fast": (dict(root="search", augment=False, val_split="test"),
                     "CPU: official head/optimiser/schedule on cached features of full Fashion-MNIST (no augmentation), seconds"),
     "fmnist-sample": (dict(augment=False, batch_size=256, lars=False, lr=0.1, lr_batch=256, epochs=50),
@@ -56,7 +61,7 @@ LINEAR_PRESETS: dict[str, tuple[dict, str]] = {
     "imagenet-official": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", augment=True, epochs=100,
                                batch_size=4096, lr=0.48, num_workers=10, device="cuda"),
                           "GPU: Matrix-SSL/MEC main_lincls (frozen online ResNet-50, BN+Linear head, LARS SGD lr 0.48@4096, 100 ep cosine); reports best"),
-}
+})
 
 def linear_head(
     num_features: int, # backbone feature width F
@@ -219,17 +224,17 @@ def run_linear(
     return out
 
 # %% ../../nbs/16_evaluation_linear.ipynb #719b8835
-@dataclass
+@option_schema
 class KnnConfig(EvalData):
     "Options of `mssl-eval knn`"
-    ks: tuple = (20, 200)
-    temperature: float = 0.07
+    ks: Sizes = (20, 200)
+    temperature: Float = Field(0.07, gt=0)
 
-KNN_PRESETS: dict[str, tuple[dict, str]] = {
+KNN_PRESETS: dict[str, tuple[dict, str]] = register_presets("knn", {
     "fmnist": (dict(root="search", val_split="test"), "CPU: full Fashion-MNIST train (60k) as memory bank, test (10k) as queries"),
     "imagenet": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda"),
                  "GPU: ImageNet train as memory bank, val as queries (k=20, 200; tau=0.07)"),
-}
+})
 
 def run_knn(run_or_ckpt, kc: KnnConfig, *, preset: str | None = None, cache_dir=None, use_cache: bool = True,
             write: bool = True) -> dict:

@@ -69,28 +69,34 @@ def selection_regret(
     return float(max(accuracy) - accuracy[int(np.argmax(np.asarray(criterion, float)))])
 
 # %% ../../nbs/17_evaluation_selection.ipynb #1f0461d6
-@dataclass
+from pydantic import Field
+from ..config.presets import register_presets
+from ..config.schema import Float
+from .common import Device, option_schema   # the option schemas' family (configuration chapter)
+from typing import Literal
+
+@option_schema
 class SelectConfig:
     "Options of `mssl-eval select`"
     dataset: str | None = None
     root: str | None = None
     split: str = "train"             # images the criteria are computed on (no labels needed)
-    space: str = "embedding"         # embedding (projector output) | backbone
-    rankme_samples: int = 25600      # RankMe's sample count (all images when the split is smaller)
-    lidar_images: int = 1000         # n surrogate classes
-    lidar_views: int = 8             # q augmented views per image
-    lidar_delta: float = 1e-4
-    lidar_eps: float = 1e-8
-    seed: int = 0
-    device: str = "auto"
-    feature_batch: int = 512
+    space: Literal["embedding", "backbone"] = "embedding"   # embedding (projector output) | backbone
+    rankme_samples: int = Field(25600, ge=2)   # RankMe's sample count (all images when the split is smaller)
+    lidar_images: int = Field(1000, ge=2)      # n surrogate classes
+    lidar_views: int = Field(8, ge=2)          # q augmented views per image
+    lidar_delta: Float = Field(1e-4, ge=0)
+    lidar_eps: Float = Field(1e-8, ge=0)
+    seed: int = Field(0, ge=0)
+    device: Device = "auto"
+    feature_batch: int = Field(512, ge=1)
 
 _LIDAR_UNVERIFIED = "LiDAR delta=1e-4, eps=1e-8 are stable-pretraining's values (reptrix uses others): unverified against the paper"
-SELECT_PRESETS: dict[str, tuple[dict, str]] = {
+SELECT_PRESETS: dict[str, tuple[dict, str]] = register_presets("select", {
     "fmnist": (dict(root="search", lidar_images=1000, lidar_views=8), "CPU: RankMe on 25,600 training images, LiDAR on 1,000 images x 8 views; " + _LIDAR_UNVERIFIED),
     "imagenet": (dict(dataset="imagefolder", root="data/imagenet", lidar_images=1000, lidar_views=50, device="cuda"),
                  "GPU: RankMe on 25,600 images, LiDAR on 1,000 images x 50 views (the paper's q); " + _LIDAR_UNVERIFIED),
-}
+})
 
 @_no_grad
 def selection_criteria(model: nn.Module, cfg, sc: SelectConfig) -> dict:
