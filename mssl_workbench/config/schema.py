@@ -20,9 +20,8 @@ import yaml
 if typing.TYPE_CHECKING: from mssl_workbench.methods.registry import MethodSpec
 
 # %% auto #0
-__all__ = ['DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'Config', 'lr_at', 'ConfigError',
-           'resolve_config', 'validate_config', 'config_from_dict', 'config_to_dict', 'merge_dicts', 'parse_value',
-           'apply_overrides']
+__all__ = ['DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'Config', 'ConfigError', 'resolve_config',
+           'validate_config', 'config_from_dict', 'config_to_dict', 'merge_dicts', 'parse_value', 'apply_overrides']
 
 # %% ../../nbs/08_config_schema.ipynb #c0db430a
 @dataclass
@@ -123,13 +122,6 @@ class Config:
             raise ConfigError(f"optim.lr_scaling must be one of {list(scale)}, got {self.optim.lr_scaling!r}")
         if self.optim.base_lr is None: raise ConfigError("optim.base_lr is unset: build the config with config_from_dict (it resolves the method's value)")
         return self.optim.base_lr * scale[self.optim.lr_scaling]
-
-# %% ../../nbs/08_config_schema.ipynb #98af312b
-def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak: float, min_lr: float = 0.0) -> float:
-    "Linear warm-up then half-cosine decay, per iteration"
-    if step < warmup_steps: return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_lr + 0.5 * (peak - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 # %% ../../nbs/08_config_schema.ipynb #52c44a4c
 class ConfigError(ValueError):
