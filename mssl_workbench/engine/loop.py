@@ -387,6 +387,7 @@ def _grad_norm(run: Trainer) -> Tensor:
     else: norm = nn.utils.get_total_norm([p.grad for p in run.model.parameters() if p.grad is not None])
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
+# %% ../../nbs/13_engine_loop.ipynb #a7c3e915
 def engine_step(run: Trainer, batch) -> tuple[Tensor, dict]:
     "One iteration: schedule, inputs, loss under autocast, guard, backward (of each of `MicroBatches`); optimiser step every `accumulate` iterations"
     s, opt, task = run.spec, run.optimizer, run.task
