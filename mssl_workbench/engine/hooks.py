@@ -285,10 +285,11 @@ class Checkpointer(Hook):
     def save(self, run: RunState):
         if self.saved_step == run.step: return
         check_weights(run)
-        if run.writer is not None:
+        if run.writer is not None or run.info.distributed:   # every process builds the state: FSDP gathers the weights collectively
             for h in run.hooks:
                 if hasattr(h, "state_dict"): run.extra_state[type(h).__name__] = h.state_dict()
-            run.last_checkpoint = run.writer.save_checkpoint(run.step, run.state_dict(), keep=run.spec.keep_checkpoints)
+            state = run.state_dict()
+            if run.writer is not None: run.last_checkpoint = run.writer.save_checkpoint(run.step, state, keep=run.spec.keep_checkpoints)
         self.saved_step = run.step
 
 RAW_PIXEL_MAX_DIM = 4096   # raw-pixel k-NN baseline only for small images (28×28 gray: 784; 224×224 RGB is far above)
