@@ -104,7 +104,7 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_intact_one(run):
     with open(newest, "r+b") as f: f.truncate(1000)
     r = mssl("mssl-train", *LM, "--output", run, "--resume", "auto")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert "resumed from" in r.stdout and "step_00000002.pt (step 2)" in r.stdout, r.stdout
+    assert "resumed from" in r.stdout and "step_00000002.pt (epoch 0, step 2)" in r.stdout, r.stdout
     assert load_checkpoint(newest)["step"] == 4                      # steps 3-4 trained again and saved whole
     rec = read_run(run)
     assert rec.summary["steps"] == 4 and [m["step"] for m in rec.metrics] == [1, 2, 3, 4]

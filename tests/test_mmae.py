@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from procs import spawn_workers
-from mssl_workbench.methods.mae import MAE_METHODS, MAE_SPECS, MaskedAutoencoder, create_mae_model, fixed_batch_losses, mae_regularizer
+from mssl_workbench.methods.mae import MAE_METHODS, MAE_SPECS, MaskedAutoencoder, create_mae_model, mae_regularizer
 
 WORLD, LOCAL, D_IN, D = 2, 6, 5, 8   # m = 12 global rows; D = 8 lies between the local (6) and global (12) row counts
 REG_CASES = [("tcr", False, "allreduce"), ("tcr", True, "allreduce"), ("square", False, "allreduce"),
@@ -30,6 +30,18 @@ LAMDA = 0.5
 TIMEOUT_S = 300
 
 
+def fixed_batch_losses(model: MaskedAutoencoder, x: torch.Tensor, *, steps: int = 8, lr: float = 1e-3, seed: int = 0) -> list[float]:
+    "Train `model` on one batch with fixed masking noise and the MAE AdamW recipe; the objective before each step (the chapter's helper)"
+    from timm.optim import create_optimizer_v2
+    noise = torch.rand(x.shape[0], model.num_patches, generator=torch.Generator().manual_seed(seed)).to(x.device)
+    opt = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(x, noise=noise).loss
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        losses.append(loss.item())
+    return losses
 
 
 def linear_problem():

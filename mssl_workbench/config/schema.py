@@ -27,7 +27,7 @@ if typing.TYPE_CHECKING: from mssl_workbench.methods.registry import MethodSpec
 # %% auto #0
 __all__ = ['Float', 'Tuple', 'SCHEMA', 'SECTIONS', 'RENAMED', 'ConfigError', 'check', 'field_rule', 'not_allowed', 'unknown_key',
            'describe_error', 'schema', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig',
-           'Config', 'lr_at', 'rename_keys', 'resolve_config', 'validate_config', 'config_from_dict', 'config_to_dict',
+           'Config', 'rename_keys', 'resolve_config', 'validate_config', 'config_from_dict', 'config_to_dict',
            'merge_dicts', 'parse_value', 'apply_overrides']
 
 # %% ../../nbs/08_config_schema.ipynb #669a81b7
@@ -235,13 +235,6 @@ class Config:
         return self.optim.base_lr * scale[self.optim.lr_scaling]
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}  # Config's sections
-
-# %% ../../nbs/08_config_schema.ipynb #3c23acaa
-def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak: float, min_lr: float = 0.0) -> float:
-    "Linear warm-up then half-cosine decay, per iteration"
-    if step < warmup_steps: return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_lr + 0.5 * (peak - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 # %% ../../nbs/08_config_schema.ipynb #0e79da7a
 RENAMED: dict[str, str] = {}   # old dotted key -> new dotted key, for configs written before a rename

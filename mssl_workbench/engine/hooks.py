@@ -70,7 +70,7 @@ class MetricsLogger(Hook):
         terms = {k: jsonable(v) for k, v in run.last["terms"].items()}
         rec = {"step": run.step, "epoch": run.epoch, "loss": last["loss"], "terms": terms, "lr": last["lr"],
                "momentum": last.get("momentum"), "img_per_s": last["img_per_s"], "data_wait": last["data_wait"],
-               **{k: last[k] for k in ("probe_loss", "probe_train_acc") if k in last}}
+               **{k: last[k] for k in ("probe_loss", "probe_train_acc", *run.spec.log_keys) if k in last}}
         run.writer.append("metrics", rec)
         keys = ("loss", "lr", "momentum", "img_per_s", "data_wait", "probe_loss", "probe_train_acc")
         _add_scalars(self.tb, "train", {k: rec[k] for k in keys if k in rec}, run.step)
@@ -257,6 +257,7 @@ def _weight_limits(model: torch.nn.Module) -> tuple[list[str], list[Tensor], lis
 
 def check_weights(run: RunState):
     "Raise `NonFiniteError` when a parameter or buffer is non-finite or has blown up (see `MAX_WEIGHT`)"
+    if not run.spec.check_weights: return   # a task that opts out (the LM: its guard is the loss and the gradient norm)
     names, tensors, limits = _weight_limits(run.model)
     if not tensors: return
     top = torch.stack([t.abs().max().float() for t in tensors])
@@ -285,10 +286,11 @@ class Checkpointer(Hook):
     def save(self, run: RunState):
         if self.saved_step == run.step: return
         check_weights(run)
-        if run.writer is not None:
+        if run.writer is not None or run.info.distributed:   # every process builds the state: FSDP gathers the weights collectively
             for h in run.hooks:
                 if hasattr(h, "state_dict"): run.extra_state[type(h).__name__] = h.state_dict()
-            run.last_checkpoint = run.writer.save_checkpoint(run.step, run.state_dict(), keep=run.spec.keep_checkpoints)
+            state = run.state_dict()
+            if run.writer is not None: run.last_checkpoint = run.writer.save_checkpoint(run.step, state, keep=run.spec.keep_checkpoints)
         self.saved_step = run.step
 
 RAW_PIXEL_MAX_DIM = 4096   # raw-pixel k-NN baseline only for small images (28×28 gray: 784; 224×224 RGB is far above)

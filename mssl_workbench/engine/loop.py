@@ -12,6 +12,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
@@ -27,7 +28,7 @@ from .rundir import CheckpointError, RunWriter, resume_checkpoint
 # %% auto #0
 __all__ = ['RESUME_MAY_CHANGE', 'MAX_FEATURE', 'lr_at', 'param_groups', 'create_optimizer', 'rng_state', 'set_rng_state',
            'seed_everything', 'resume_conflicts', 'check_resume', 'EngineSpec', 'Task', 'TaskBase', 'resolve_precision',
-           'wrap_model', 'Trainer', 'engine_step', 'fit_task']
+           'wrap_model', 'Trainer', 'MicroBatches', 'engine_step', 'fit_task']
 
 # %% ../../nbs/13_engine_loop.ipynb #cac6290b
 def lr_at(
@@ -183,6 +184,10 @@ class EngineSpec:
     device: str = "auto"           # auto | cpu | cuda (torchrun: one GPU a process); one process: also cuda:N, mps
     compile: bool = False
     max_steps: int | None = None   # stop after this many iterations
+    total_steps: int | None = None # the schedule's length in iterations (None: epochs × steps_per_epoch)
+    guard_grad_norm: bool = False  # check the gradient norm before the step also without clipping
+    check_weights: bool = True     # refuse to save weights that blew up (`hooks.check_weights`)
+    log_keys: tuple = ()           # the task's own numbers in `run.last` that metrics.jsonl records
     checkpoint_every: int = 0      # epochs between checkpoints (0: only at the end)
     checkpoint_every_steps: int | None = None
     keep_checkpoints: int = 2
@@ -200,7 +205,9 @@ class Task(Protocol):
     spec: EngineSpec
     may_change: set                # config keys a resume may change
     def config(self) -> dict: ...                    # what config.yaml and the checkpoints record (a resume compares it)
+    def before_build(self, checkpoint: dict | None): ...  # the checkpoint a resumed run continues (None: fresh), before build
     def build(self, info: DistInfo) -> nn.Module: ...  # data and model on info.device (called after seeding)
+    def wrap(self, model: nn.Module, info: DistInfo, *, compile: bool) -> nn.Module: ...  # DDP (`wrap_model`), FSDP, ...
     @property
     def steps_per_epoch(self) -> int: ...             # iterations per epoch (known after build)
     def param_groups(self, model: nn.Module) -> list[dict]: ...
@@ -212,6 +219,8 @@ class Task(Protocol):
     def batch_size(self, batch) -> int: ...
     def state_dict(self) -> dict | None: ...          # the task's own resumable state (None: none)
     def load_state_dict(self, state: dict | None): ...
+    def model_state(self, run) -> tuple[dict, dict]: ...          # (model, optimiser) state dicts of a checkpoint
+    def load_model_state(self, run, model: dict, optimizer: dict): ...
 
 class TaskBase:
     "Defaults of the optional `Task` methods"
@@ -223,6 +232,11 @@ class TaskBase:
     def batch_size(self, batch) -> int: return len(batch[0])
     def state_dict(self): return None
     def load_state_dict(self, state): pass
+    def before_build(self, checkpoint): pass
+    def wrap(self, model, info, *, compile=False): return wrap_model(model, info, compile=compile)
+    def model_state(self, run): return run.model.state_dict(), run.optimizer.state_dict()
+    def load_model_state(self, run, model, optimizer):
+        run.model.load_state_dict(model); run.optimizer.load_state_dict(optimizer)
 
 # %% ../../nbs/13_engine_loop.ipynb #59ba4cc2
 def resolve_precision(
@@ -266,15 +280,17 @@ class Trainer:
         if found is not None:       # another kind of run or changed settings: refused with the diff before data and model are built
             check_resume(*found, task.config(), kind=task.kind, method=task.method, may_change=task.may_change)
         seed_everything(s.seed, deterministic=s.deterministic)   # same initial weights on every rank
+        if hasattr(task, "before_build"): task.before_build(found[1] if found is not None else None)
         self.model = task.build(self.info)
         self.data = getattr(task, "data", None)
         if self.info.rank: seed_everything(s.seed + 7919 * self.info.rank, deterministic=s.deterministic)  # own augmentations
+        wrap = getattr(task, "wrap", wrap_model)   # before the optimiser: FSDP replaces the parameters
+        self.train_model = wrap(self.model, self.info, compile=s.compile)
         self.optimizer = create_optimizer(task.param_groups(self.model), name=s.optimizer, lr=s.lr, momentum=s.momentum,
                                           betas=s.betas, weight_decay=s.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=s.precision == "fp16")
-        self.train_model = wrap_model(self.model, self.info, compile=s.compile)
         self.steps_per_epoch = task.steps_per_epoch
-        self.total_steps = s.epochs * self.steps_per_epoch
+        self.total_steps = s.total_steps or s.epochs * self.steps_per_epoch
         self.warmup_steps = s.warmup_steps if s.warmup_steps is not None else round(s.warmup_epochs * self.steps_per_epoch)
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.train_time_s = 0.0                            # seconds inside the epochs (the monitor's passes excluded), over resumes
@@ -311,7 +327,8 @@ class Trainer:
                      warmup_from=s.warmup_from, milestones=s.milestones, gamma=s.gamma)
 
     def state_dict(self) -> dict:
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        model, optimizer = getattr(self.task, "model_state", partial(TaskBase.model_state, self.task))(self)
+        state = {"model": model, "optimizer": optimizer,
                  "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                  "step_in_epoch": self.step_in_epoch, "train_time_s": self.train_time_s, "rng": rng_state(), "extra": self.extra_state,
                  "config": self.task.config(), "world_size": self.info.world_size}
@@ -319,9 +336,9 @@ class Trainer:
         return state
 
     def _resume(self, path: Path, state: dict):
-        try: self.model.load_state_dict(state["model"])
+        load = getattr(self.task, "load_model_state", partial(TaskBase.load_model_state, self.task))
+        try: load(self, state["model"], state["optimizer"])
         except RuntimeError as e: raise CheckpointError(f"{path}: weights do not fit this model ({str(e).splitlines()[0][:160]})") from None
-        self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
         self.train_time_s = float(state.get("train_time_s", 0.0))
@@ -345,26 +362,54 @@ def _diverged(loss: Tensor, features: Tensor | None) -> str | None:
         if not torch.isfinite(top) or top > MAX_FEATURE: return f"backbone features reached magnitude {float(top):.3g}"
     return None
 
+class MicroBatches(list):
+    "The micro-batches of one optimiser step (this process's share): one iteration that runs each forward and backward, then steps once"
+
+def _grad_sync(model: nn.Module, last: bool):
+    "Gradients reduced over processes only at the last micro-batch: DDP's `no_sync`, FSDP2's `set_requires_gradient_sync`"
+    if hasattr(model, "set_requires_gradient_sync"): model.set_requires_gradient_sync(last)
+    elif hasattr(model, "no_sync") and not last: return model.no_sync()
+    return nullcontext()
+
+def _backward(run: Trainer, batch, parts: int) -> tuple[Tensor, dict]:
+    "Inputs, the loss under autocast, the guard, backward of loss / parts"
+    inputs = run.task.inputs(batch, run)
+    with run.autocast(): loss, terms, run.features = run.task.loss(run.train_model, inputs, run)
+    why = _diverged(loss.detach(), run.features)
+    if why: raise diverged(run, why, run.spec.fix)
+    run.scaler.scale(loss / parts).backward()
+    return loss.detach(), terms
+
+def _grad_norm(run: Trainer) -> Tensor:
+    "The global gradient norm, clipped to grad_clip when set (FSDP: gathered)"
+    s = run.spec
+    if s.grad_clip: norm = nn.utils.clip_grad_norm_(run.model.parameters(), s.grad_clip)
+    else: norm = nn.utils.get_total_norm([p.grad for p in run.model.parameters() if p.grad is not None])
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+# %% ../../nbs/13_engine_loop.ipynb #a7c3e915
 def engine_step(run: Trainer, batch) -> tuple[Tensor, dict]:
-    "One iteration: schedule, inputs, loss under autocast, guard, backward; optimiser step every `accumulate` iterations"
+    "One iteration: schedule, inputs, loss under autocast, guard, backward (of each of `MicroBatches`); optimiser step every `accumulate` iterations"
     s, opt, task = run.spec, run.optimizer, run.task
     lr = run.lr()
     for g in opt.param_groups: g["lr"] = lr * g.get("lr_scale", 1.0)
-    inputs = task.inputs(batch, run)
-    with run.autocast(): loss, terms, run.features = task.loss(run.train_model, inputs, run)
-    why = _diverged(loss.detach(), run.features)
-    if why: raise diverged(run, why, s.fix)
-    run.scaler.scale(loss / s.accumulate).backward()
-    extra = {}
+    if isinstance(batch, MicroBatches):
+        losses = []
+        for j, micro in enumerate(batch):
+            with _grad_sync(run.train_model, j == len(batch) - 1):
+                loss, terms = _backward(run, micro, s.accumulate * len(batch)); losses.append(loss)
+        loss = torch.stack(losses).mean()
+    else: loss, terms = _backward(run, batch, s.accumulate)
+    extra, norm = {}, None
     if (run.step + 1) % s.accumulate == 0:
-        if s.grad_clip:
+        if s.grad_clip or s.guard_grad_norm:
             run.scaler.unscale_(opt)
-            norm = nn.utils.clip_grad_norm_(run.model.parameters(), s.grad_clip)
+            norm = _grad_norm(run)
             if not torch.isfinite(norm) and s.precision != "fp16": raise diverged(run, f"gradient norm is {float(norm)}", s.fix)
         run.scaler.step(opt); run.scaler.update()
         opt.zero_grad(set_to_none=True)
         extra = task.after_update(run)
-    return loss.detach(), {"lr": lr, "momentum": None, "terms": terms, **extra}
+    return loss, {"lr": lr, "momentum": None, "terms": terms, "grad_norm": float(norm) if s.grad_clip and norm is not None else None, **extra}
 
 def fit_task(task: Task, *, resume: str | None = None, hooks: list[Hook] | None = None) -> Trainer:
     "Train `task` (hooks: None gives logging, checkpoints and preemption)"
@@ -374,8 +419,10 @@ def fit_task(task: Task, *, resume: str | None = None, hooks: list[Hook] | None 
         try:
             for h in run.hooks: h.before_fit(run)
             run.restore_rng()                                   # a resumed run draws exactly what the uninterrupted one would
-            task.begin(run)                                     # state the task needs at the first iteration
+            if hasattr(task, "begin"): task.begin(run)          # state the task needs at the first iteration (optional)
             while run.epoch < run.spec.epochs and run.stop_reason is None:
+                if run.spec.max_steps is not None and run.step >= run.spec.max_steps:     # a resumed run that had reached it
+                    run.stop_reason = f"{run.spec.key('max_steps')}={run.spec.max_steps} reached"; break
                 t_epoch, t0 = time.perf_counter(), time.perf_counter()
                 for batch in task.batches(run.epoch, run.step_in_epoch):
                     t_data = time.perf_counter() - t0

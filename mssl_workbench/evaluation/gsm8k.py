@@ -64,7 +64,7 @@ def load_lm(
         raise LMInputError(f"{ckpt}: not a language-model checkpoint (kind={state.get('kind')!r}): mssl-eval gsm8k scores LM runs; "
                            "evaluate an image run with mssl-eval knn or linear")
     cfg = lm_config_from_dict(state["config"])
-    model, tok = build_lm(cfg, tokenizer_state=state.get("tokenizer"))
+    model, tok = build_lm(cfg, tokenizer_state=(state.get("task") or state).get("tokenizer"))   # the engine keeps it in the task's state
     try: model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise _runs.CheckpointError(f"{ckpt}: weights do not fit the model its config describes ({str(e).splitlines()[0][:160]}); "

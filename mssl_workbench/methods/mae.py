@@ -24,7 +24,7 @@ __all__ = ['REGULARIZERS', 'GRAD_SEMANTICS', 'OFFICIAL_LAMDA', 'OFFICIAL_WORLD_S
            'MAE_OPTIONS', 'MAE_METHODS', 'MAE_OPTIM', 'MAE_SPECS', 'patchify', 'unpatchify', 'num_visible',
            'random_masking', 'normalized_patch_target', 'masked_mse', 'gather_features', 'mae_regularizer',
            'effective_lamda', 'sincos_pos_embed', 'check_mae_options', 'MaskedAutoencoder', 'create_mae_encoder',
-           'create_mae_model', 'fixed_batch_losses']
+           'create_mae_model']
 
 # %% ../../nbs/07_methods_mae.ipynb #c1ffe701
 from .registry import MethodModel, MethodSpec, StepOutput, optim_recipe, register_method
@@ -498,23 +498,3 @@ MAE_SPECS = {m: register_method(MethodSpec(
     name=m, loss=None, loss_kwargs={}, heads={}, teacher=None, augment="mae", optim=dict(MAE_OPTIM), views=1,
     options={**MAE_OPTIONS, "reg": reg}, model=MaskedAutoencoder, builder=create_mae_model,
     source=_MAE_SOURCES[m], presets=_presets(m), check_options=check_mae_options)) for m, reg in MAE_METHODS.items()}
-
-# %% ../../nbs/07_methods_mae.ipynb #1f7cfcf8
-def fixed_batch_losses(
-    model: MaskedAutoencoder, # the model to train (in place)
-    x: Tensor,                # (B, C, H, W) a fixed batch
-    *,
-    steps: int = 8,           # optimiser steps
-    lr: float = 1e-3,         # AdamW learning rate
-    seed: int = 0,            # seed of the fixed masking noise
-) -> list[float]:             # the objective before each step
-    "Train `model` on one batch with fixed masking noise and the MAE AdamW recipe; the objective at each step"
-    noise = torch.rand(x.shape[0], model.num_patches, generator=torch.Generator().manual_seed(seed)).to(x.device)
-    opt = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
-    model.train()
-    losses = []
-    for _ in range(steps):
-        loss = model(x, noise=noise).loss
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        losses.append(loss.item())
-    return losses
