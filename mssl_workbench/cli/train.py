@@ -119,6 +119,7 @@ def load_plugins(
             raise ConfigError(f"--plugin {name}: no module named {e.name!r}; run from the folder that holds it or add that "
                               f"folder to PYTHONPATH, and pass its import name (my_methods for my_methods.py)") from None
 
+# %% ../../nbs/23_cli_train.ipynb #2007d70a
 def _read_config_file(path: Path) -> dict:
     "A --config YAML file as a dictionary; every way it can be wrong is one line"
     if path.is_dir(): raise ConfigError(f"--config {path}: is a folder; pass a YAML file")

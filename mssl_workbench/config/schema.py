@@ -183,6 +183,7 @@ class OptimConfig:
     grad_clip: Float | None = Field(None, gt=0)   # clip the global gradient norm
     accumulate: int = Field(1, ge=1)  # gradient accumulation steps per optimiser step
 
+# %% ../../nbs/08_config_schema.ipynb #ab36731c
 @schema(section="train")
 class TrainConfig:
     epochs: int = Field(100, ge=1)

@@ -267,6 +267,7 @@ def check_weights(run: RunState):
     raise NonFiniteError(f"weights diverged at step {run.step}: {names[i]} has magnitude {float(top[i]):.3g}; not saving; "
                          f"last good checkpoint: {last_good(run)}; {run.spec.fix}")
 
+# %% ../../nbs/12_engine_hooks.ipynb #a1c2e2c9
 class Checkpointer(Hook):
     "Atomic checkpoints every N epochs / steps and at the end; checks the weights every log_every steps and refuses to save diverged ones"
     order = 30

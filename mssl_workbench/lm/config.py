@@ -66,6 +66,7 @@ class LMOptimConfig:
     min_lr: float = 0.0       # the cosine's floor
     grad_clip: float | None = 1.0  # max global gradient norm (None: no clipping)
 
+# %% ../../nbs/14a_lm_config.ipynb #29f3172a
 @dataclass
 class LMTrainConfig:
     epochs: int = 1
