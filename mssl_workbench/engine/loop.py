@@ -419,7 +419,7 @@ def fit_task(task: Task, *, resume: str | None = None, hooks: list[Hook] | None 
         try:
             for h in run.hooks: h.before_fit(run)
             run.restore_rng()                                   # a resumed run draws exactly what the uninterrupted one would
-            if hasattr(task, "begin"): task.begin(run)          # state the task needs at the first iteration (optional)
+            task.begin(run)                                     # state the task needs at the first iteration
             while run.epoch < run.spec.epochs and run.stop_reason is None:
                 if run.spec.max_steps is not None and run.step >= run.spec.max_steps:     # a resumed run that had reached it
                     run.stop_reason = f"{run.spec.key('max_steps')}={run.spec.max_steps} reached"; break
