@@ -4,24 +4,28 @@
     python benchmarks/study.py --max-minutes 90           # run cells not yet done; stop cleanly after the cell running at 90 min
     python benchmarks/study.py --family ssl --only simclr byol
     python benchmarks/study.py --table                    # the tables of the committed results, run nothing
+    python benchmarks/study.py --family ssl --only simclr --verify 1   # re-run a done cell, compare every value
 
 A study is a list of cells (family, method, learning rate, seed, budget). Each cell is real console-script runs:
 `mssl-train` with the method's own preset and the study's shared recipe, then `mssl-eval` (the linear fast path on the
 validation and on the test split, offline k-NN, the label-free `select` criteria). Its result is one JSON file under
 results/study/<budget>/<family>/<cell>.json (committed; run directories stay in a temporary folder), written
 atomically when the cell ends, holding the command, git commit, torch version, load average at start and end, wall
-time, the final metrics and the final eigenspectrum (downsampled). A cell whose JSON exists for the same recipe key
+time, the hash of the package's source, the final metrics and the final eigenspectrum (downsampled). A cell whose JSON exists for the same recipe key
 (the hash of its fully resolved training config and evaluation commands) is skipped; a killed runner loses at most
 the cell in progress (its children get SIGTERM when it dies). Run it alone on the machine; the load columns show
-whether it was.
+whether it was. `--dry-run` shows a cell computed by other package code (same recipe) as "done, older code"; `--verify N`
+re-runs N of them from scratch and lists every value that differs (results/study/verify/).
 
 Families
 - ssl: every registered two-view method (and Matrix-SSL's paper form) on the embedded Fashion-MNIST sample with the
   quickstart's backbone (resnet10t_mini without the stem max-pool, half width), the quickstart's augmentation
   (`small`), bf16 where native, the same images seen (the budget's epochs × 8,000 images of train_fit); each method
   keeps its own loss, heads, teacher and optimiser. Seed 0 sweeps 3 learning rates (0.5×, 1×, 2× the method's
-  Fashion-MNIST preset); the one with the best validation (train_holdout) linear accuracy is then run on seeds 1, 2.
-  Test-split numbers are reported, never used to choose.
+  Fashion-MNIST preset); while the best validation (train_holdout) linear accuracy sits at an edge of the swept rates
+  the grid grows by 2× past that edge (at most 3 times; a diverged rate bounds it as well). The chosen rate is then
+  run on seeds 1, 2; Matrix-SSL and every row whose mean is within 3 points of it get seeds 3, 4 as well. Test-split
+  numbers are reported (the linear head's last epoch), never used to choose.
 - baseline: raw pixels and the random-init backbone, through the same k-NN and linear head.
 - mae: MAE, U-MAE, M-MAE (their Fashion-MNIST presets: a 4-block 96-d ViT, 4x4 patches) on the same images and
   epochs as ssl, seeds 0 and 1, no sweep (the presets' learning rate); linear fast path and k-NN.
@@ -43,7 +47,7 @@ and removes their file.
 """
 from __future__ import annotations
 
-import argparse, hashlib, json, math, os, signal, subprocess, sys, tempfile, time
+import argparse, functools, hashlib, json, math, os, signal, subprocess, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +108,7 @@ class Cell:
     def path(self, out: Path) -> Path: return out / self.budget / self.family / f"{self.name}.json"
 
 
+@functools.lru_cache(maxsize=None)
 def preset_lr(preset: str) -> float:
     "The base learning rate a method's Fashion-MNIST preset resolves to"
     from mssl_workbench.cli.train import get_preset
@@ -121,11 +126,33 @@ def ssl_cell(row: str, budget: str, lr: float, seed: int) -> Cell:
                 TOY_EVAL if budget == "toy" else {})
 
 
-def sweep_lrs(row: str, budget: str) -> list[float]:
-    "The seed-0 sweep: the budget's factors (1× first) × the method's Fashion-MNIST preset learning rate"
+def sweep_lrs(row: str, budget: str, out: Path | None = None) -> list[float]:
+    "The seed-0 sweep: the budget's factors (1× first) × the method's Fashion-MNIST preset rate, then (given `out`) the edge extensions"
     method = next(m for r, m, _ in SSL_METHODS if r == row)
     base = preset_lr(f"fmnist-{method.replace('_', '')}")
-    return [float(f"{base * f:.6g}") for f in BUDGETS[budget][1]]
+    lrs = [float(f"{base * f:.6g}") for f in BUDGETS[budget][1]]
+    if out is None or len(lrs) < 3: return lrs
+    for _ in range(MAX_EXTENSIONS):
+        results = {lr: read_cell(ssl_cell(row, budget, lr, 0).path(out)) for lr in lrs}
+        if any(r is None for r in results.values()): break
+        nxt = extend_sweep(results)
+        if nxt is None: break
+        lrs.append(nxt)
+    return lrs
+
+
+MAX_EXTENSIONS = 3     # the grid rule: at most three 2× steps past an edge
+
+
+def extend_sweep(results: dict[float, dict]) -> float | None:
+    "The next rate of a complete sweep whose best validation point is at an edge (2× past it), else None"
+    from mssl_workbench.reports.results import choose_lr
+    best = choose_lr([{**r, "lr": lr} for lr, r in results.items()])
+    if best is None: return None                 # every rate failed: nothing to extend from
+    swept = sorted(results)                      # a failed rate bounds the grid too: a diverged rate is worse than any
+    if best == swept[0]: return float(f"{best / 2:.6g}")
+    if best == swept[-1]: return float(f"{best * 2:.6g}")
+    return None
 
 
 def read_cell(path: Path) -> dict | None:
@@ -134,25 +161,50 @@ def read_cell(path: Path) -> dict | None:
 
 
 def chosen_lr(row: str, budget: str, out: Path) -> float | None:
-    "The swept learning rate with the best validation linear accuracy on seed 0; None until the whole sweep is done"
-    results = [read_cell(ssl_cell(row, budget, lr, 0).path(out)) for lr in sweep_lrs(row, budget)]
+    "The swept rate with the best validation linear accuracy on seed 0; None until the sweep (with its edge extensions) is done"
+    lrs = sweep_lrs(row, budget, out)
+    results = [read_cell(ssl_cell(row, budget, lr, 0).path(out)) for lr in lrs]
     if any(r is None for r in results): return None
+    if len(lrs) >= 3 and len(lrs) < 3 + MAX_EXTENSIONS and extend_sweep(dict(zip(lrs, results))) is not None: return None
     from mssl_workbench.reports.results import choose_lr        # the chapter's rule, one implementation
     return choose_lr(results)
 
 
 def ssl_cells(budget: str, out: Path, rows: list[str] | None = None) -> list[Cell]:
-    "Seed-0 sweep (1× of every method first, then 0.5× and 2×), then seeds 1, 2 at each method's chosen lr"
+    "Seed-0 sweep (1× of every method first, then 0.5× and 2×, then the edge extensions), then the seeds at each method's chosen lr"
     rows = [r for r, *_ in SSL_METHODS if rows is None or r in rows]
     cells = [ssl_cell(r, budget, sweep_lrs(r, budget)[i], 0) for i in range(len(BUDGETS[budget][1])) for r in rows]
     for r in rows:
+        cells += [ssl_cell(r, budget, lr, 0) for lr in sweep_lrs(r, budget, out)[len(BUDGETS[budget][1]):]]
         lr = chosen_lr(r, budget, out)
-        if lr is not None: cells += [ssl_cell(r, budget, lr, s) for s in BUDGETS[budget][2][1:]]
+        if lr is not None: cells += [ssl_cell(r, budget, lr, s) for s in seeds_of(r, budget, out) if s > 0]
     return cells
 
 
+EXTRA_SEEDS = (3, 4)      # for Matrix-SSL and every row whose mean is within CLOSE of it
+CLOSE = 0.03              # 3 points of test linear accuracy (last epoch)
+
+
+def seeds_of(row: str, budget: str, out: Path) -> tuple[int, ...]:
+    "The budget's seeds; Matrix-SSL and the rows within 3 points of it get two more once both have their first three"
+    seeds = BUDGETS[budget][2]
+    if len(seeds) < 3: return seeds
+    if row == "matrix_ssl": return seeds + EXTRA_SEEDS
+    mine, theirs = seed_mean(row, budget, out, seeds), seed_mean("matrix_ssl", budget, out, seeds)
+    return seeds + EXTRA_SEEDS if mine is not None and theirs is not None and abs(mine - theirs) <= CLOSE else seeds
+
+
+def seed_mean(row: str, budget: str, out: Path, seeds) -> float | None:
+    "Mean test linear accuracy (last epoch) of a row's `seeds` at its chosen rate; None until all are done and none failed"
+    lr = chosen_lr(row, budget, out)
+    if lr is None: return None
+    rs = [read_cell(ssl_cell(row, budget, lr, s).path(out)) for s in seeds]
+    if any(r is None or r.get("failed") for r in rs): return None
+    return sum(r["linear_last"] for r in rs) / len(rs)
+
+
 def pending_seed_cells(budget: str, out: Path, rows: list[str] | None = None) -> list[str]:
-    "Rows whose seeds 1, 2 wait for the sweep (listed by --dry-run)"
+    "Rows whose seeds wait for the sweep (listed by --dry-run)"
     return [r for r, *_ in SSL_METHODS if (rows is None or r in rows) and chosen_lr(r, budget, out) is None]
 
 
@@ -174,7 +226,7 @@ def run_round(cell: Cell, budget: str) -> int:
     if cell.family == "baseline": return 0
     if cell.family == "ssl":
         if cell.seed > 0: return 5
-        return 1 if cell.lr == sweep_lrs(cell.method, budget)[0] else 3
+        return 1 if cell.lr == sweep_lrs(cell.method, budget)[0] else 3     # the 1× rate, then the rest of the sweep
     if cell.family in ("mae", "lm"): return 2 if cell.seed == 0 else 6
     if cell.family == "lever": return 4 if cell.seed == 0 else 6
     return {"lm-overhead": 2, "protocol": 2, "selection": 7}[cell.family]
@@ -260,6 +312,17 @@ def script_hash(path: Path) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    "Hash of the package's source (every .py under mssl_workbench/ but the generated doc index): which code computed a cell"
+    pkg = ROOT / "mssl_workbench"
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")):
+        if f.name == "_modidx.py" or "__pycache__" in f.parts: continue
+        h.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def recipe_key(cell: Cell) -> str:
     "Hash of everything a cell's numbers depend on: the resolved training config, the evaluation commands, the runner"
     what: dict = {"runner": RUNNER_VERSION, "family": cell.family, "method": cell.method, "budget": cell.budget}
@@ -280,6 +343,13 @@ def recipe_key(cell: Cell) -> str:
         what["budget"] = None            # baselines do not train: one per study, whatever the budget
     text = json.dumps(what, sort_keys=True, default=str).replace(str(SAMPLE), "SAMPLE")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cell_state(cell: Cell, out: Path) -> str:
+    "done (this code) | done, older code (same recipe, other package source) | stale (another recipe) | to do"
+    if cell.family == "selection" or not cell.path(out).is_file(): return "to do"
+    if not is_done(cell, out): return "stale"
+    return "done" if (read_cell(cell.path(out)) or {}).get("source") == source_hash() else "done, older code"
 
 
 def is_done(cell: Cell, out: Path) -> bool:
@@ -356,8 +426,8 @@ def run_image(cell: Cell, workdir: Path) -> dict:
               "final_loss": last.get("loss"), "final_terms": last.get("terms"), "trajectory": traj, "spectra": spectra,
               "command": " && ".join(commands)}
     if cell.family == "protocol": return {**common, "protocols": evals, "monitor_knn": s.get("knn_acc")}
-    return {**common, "val_knn": s.get("knn_acc"), "val_linear": evals["val_linear"]["top1_best"],
-            "linear": evals["linear"]["top1_best"], "linear_last": evals["linear"]["top1_last"],
+    return {**common, "val_knn": s.get("knn_acc"), "val_linear": evals["val_linear"]["top1_best"], "val_linear_last": evals["val_linear"]["top1_last"],
+            "linear": evals["linear"]["top1_last"], "linear_last": evals["linear"]["top1_last"], "linear_best": evals["linear"]["top1_best"],
             "knn": evals["knn"].get("k20"), "knn_k200": evals["knn"].get("k200"),
             **({"rankme": evals["select"]["rankme"], "lidar": evals["select"]["lidar"], "select_space": evals["select"]["space"]}
                if "select" in evals else {})}
@@ -388,8 +458,8 @@ def run_baseline(cell: Cell, workdir: Path) -> dict:
     "raw-pixels / random-init: k-NN and the fast-path linear head, trained on train_fit, read on train_holdout and test"
     val = baseline_rows(["data.train_split=train_fit", "data.val_split=train_holdout"], workdir)[cell.method]
     test = baseline_rows(["data.train_split=train_fit", "data.val_split=test"], workdir)[cell.method]
-    return {"val_knn": val["knn"], "val_linear": val["linear"], "knn": test["knn"], "linear": test["linear"],
-            "linear_last": test["linear_last"], "erank": test.get("erank"), "note": test["note"],
+    return {"val_knn": val["knn"], "val_linear": val["linear"], "knn": test["knn"], "linear": test["linear_last"],
+            "linear_last": test["linear_last"], "linear_best": test["linear"], "erank": test.get("erank"), "note": test["note"],
             "command": "python benchmarks/study.py --family baseline (quickstart_levers.baseline_rows on train_fit → train_holdout, test)"}
 
 
@@ -398,16 +468,16 @@ def run_selection(cell: Cell, out: Path) -> dict | None:
     from mssl_workbench.cli.evaluate import selection_report
     entries, sources = [], []
     for row, *_ in SSL_METHODS:
-        for lr in sweep_lrs(row, cell.budget):
+        for lr in sweep_lrs(row, cell.budget, out):
             p = ssl_cell(row, cell.budget, lr, 0).path(out)
             r = read_cell(p)
             if r is None or r.get("failed"): continue
             sources.append(str(p.relative_to(out)))
             entries.append({"run": r["cell"], "method": row, "rankme": r["rankme"], "lidar": r["lidar"],
-                            "accuracy": {"linear": r["linear"], "val_linear": r["val_linear"]}})
+                            "accuracy": {"linear": r.get("linear_last", r["linear"]), "val_linear": r["val_linear"]}})   # the head's last epoch
     if not entries: return None
     report = selection_report(entries)
-    return {"report": report, "sources": sources, "complete": len(entries) == len(SSL_METHODS) * len(BUDGETS[cell.budget][1]),
+    return {"report": report, "sources": sources, "complete": all(chosen_lr(r, cell.budget, out) is not None for r, *_ in SSL_METHODS),
             "command": "python benchmarks/study.py --family selection (mssl_workbench.cli.evaluate.selection_report over the sweep cells)"}
 
 
@@ -465,8 +535,14 @@ def run_cell(cell: Cell, out: Path, workdir: Path) -> dict | None:
     return {"cell": cell.name, "family": cell.family, "method": cell.method, "budget": cell.budget, "seed": cell.seed, "lr": cell.lr,
             "preset": cell.preset or None, "overrides": list(cell.overrides), "recipe_key": recipe_key(cell), **row,
             "wall_s": round(time.perf_counter() - t0, 1), "load_start": load0, "load_end": load_average(),
-            "commit": git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "commit": git_commit(), "source": source_hash(), "torch": torch.__version__, "threads": child_threads(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def child_threads() -> int:
+    "The thread count of the cells' console scripts: OMP_NUM_THREADS as the runner was started with, else torch's default"
+    import torch
+    return int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())
 
 
 def main(argv=None) -> int:
@@ -483,6 +559,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT), help="results folder (default results/study)")
     ap.add_argument("--ignore-pause", action="store_true", help="do not wait for pause files (a toy or test study beside the real one)")
     ap.add_argument("--workdir", default=None, help="where run directories go (default: a temporary folder)")
+    ap.add_argument("--verify", type=int, default=0, metavar="N",
+                    help="re-run N done cells (of --family/--only) from scratch and compare every measured value with the committed one")
     args = ap.parse_args(argv)
     out = Path(args.out)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -493,19 +571,20 @@ def main(argv=None) -> int:
     if args.dry_run:
         todo = 0.0
         for c in cells:
-            done = is_done(c, out)
-            state = "done" if done else ("stale" if c.path(out).is_file() and c.family != "selection" else "to do")
+            state = cell_state(c, out)
+            done = state.startswith("done")
             est = 0.0 if done else estimate_minutes(c, out)
             todo += est
-            print(f"{state:6s} {c.family:9s} {c.name:34s} {est:5.1f} min  {c.path(out).relative_to(out)}")
+            print(f"{state:16s} {c.family:9s} {c.name:34s} {est:5.1f} min  {c.path(out).relative_to(out)}")
         for r in pending_seed_cells(args.budget, out, args.only) if "ssl" in args.family else []:
-            print(f"{'later':6s} {'ssl':9s} {r + ' seeds 1, 2':34s} {2 * estimate_minutes(ssl_cell(r, args.budget, sweep_lrs(r, args.budget)[0], 0), out):5.1f} min  (after its sweep)")
+            print(f"{'later':16s} {'ssl':9s} {r + ' seeds':34s} {2 * estimate_minutes(ssl_cell(r, args.budget, sweep_lrs(r, args.budget)[0], 0), out):5.1f} min  (after its sweep)")
         print(f"{todo:.0f} min to run")
         return 0
     import torch
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mssl-study-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.verify: return verify(cells, out, workdir, args.verify, args.commit)
     start, ran = time.perf_counter(), 0
     while True:
         todo = [c for c in all_cells(args.budget, out, args.family, args.only)
@@ -537,7 +616,43 @@ def main(argv=None) -> int:
 
 
 _ran: set = set()
-VOLATILE = ("wall_s", "load_start", "load_end", "commit", "torch", "threads", "finished")
+VOLATILE = ("wall_s", "load_start", "load_end", "commit", "source", "torch", "threads", "finished")
+TIMING = ("train_s", "train_wall_s", "command")     # seconds, and commands naming temporary folders: not what a re-run must reproduce
+
+
+def measured(row):
+    "A cell's numbers without its provenance, timings and commands (nested records too): what a re-run must reproduce"
+    if isinstance(row, dict): return {k: measured(v) for k, v in row.items() if k not in VOLATILE + TIMING}
+    if isinstance(row, list): return [measured(v) for v in row]
+    return row
+
+
+def differences(old, new, key: str = "") -> list[str]:
+    "Every path where two measured records differ, as `key: old -> new`"
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in differences(old.get(k), new.get(k), f"{key}.{k}" if key else k)]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in differences(a, b, f"{key}[{i}]")]
+    return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
+
+
+def verify(cells: list[Cell], out: Path, workdir: Path, n: int, commit_it: bool) -> int:
+    "Re-run `n` done cells from scratch at this commit and compare every measured value with the committed one; 1 if any differs"
+    done = [c for c in cells if c.family not in ("selection", "lm-overhead") and is_done(c, out)][:n]
+    bad = 0
+    for cell in done:
+        print(f"verify {cell.family}/{cell.name} ...", flush=True)
+        old, new = read_cell(cell.path(out)), run_cell(cell, out, workdir)
+        diff = differences(measured(old), measured(new))
+        bad += bool(diff)
+        print(f"  {'identical: every measured value' if not diff else f'{len(diff)} value(s) differ'}"
+              f" (committed at {old.get('commit')}, source {old.get('source', 'unrecorded')}; now {new['commit']}, source {new['source']})", flush=True)
+        for d in diff[:20]: print("   ", d, flush=True)
+        path = out / "verify" / f"{cell.budget}-{cell.family}-{cell.name}-{new['source']}.json"
+        write_cell(path, {"cell": cell.name, "family": cell.family, "budget": cell.budget, "identical": not diff, "differences": diff,
+                          "committed": {k: old.get(k) for k in VOLATILE}, "rerun": {k: new.get(k) for k in VOLATILE}})
+        if commit_it: commit(path, f"study verify: {cell.family}/{cell.name} {'identical' if not diff else 'differs'}")
+    return 1 if bad else 0
 
 
 def summary_line(r: dict) -> str:

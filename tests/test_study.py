@@ -53,10 +53,68 @@ def test_sweep_then_seeds_at_the_chosen_lr(tmp_path):
         cell = study.ssl_cell(row, "e20", lr, 0)
         body = {"cell": cell.name, "lr": lr, "val_linear": acc} if lr != lrs[2] else {"cell": cell.name, "lr": lr, "failed": True}
         study.write_cell(cell.path(out), body)
+    assert study.chosen_lr(row, "e20", out) is None               # the best is the lowest rate: the grid grows first
+    assert study.sweep_lrs(row, "e20", out)[3] == pytest.approx(lrs[1] / 2)
+    cell = study.ssl_cell(row, "e20", study.sweep_lrs(row, "e20", out)[3], 0)
+    study.write_cell(cell.path(out), {"cell": cell.name, "lr": cell.lr, "val_linear": 0.72})
     assert study.chosen_lr(row, "e20", out) == lrs[1]
     seeds = [c for c in study.ssl_cells("e20", out, [row]) if c.seed > 0]
     assert [(c.seed, c.lr) for c in seeds] == [(1, lrs[1]), (2, lrs[1])]
     assert study.ssl_cell(row, "e20", lrs[1], 1).path(out).name == f"simclr-lr{lrs[1]:g}-s1.json"
+
+
+def test_grid_grows_past_an_edge_until_the_best_rate_is_interior(tmp_path):
+    "A best validation point at the top edge adds 2× that rate (at most three times); seeds wait until the best is interior"
+    out, row = tmp_path / "study", "vicreg"
+    base = study.sweep_lrs(row, "e20")
+    def land(lr, acc=None):
+        cell = study.ssl_cell(row, "e20", lr, 0)
+        study.write_cell(cell.path(out), {"cell": cell.name, "lr": lr, **({"val_linear": acc} if acc is not None else {"failed": True})})
+    for lr in base: land(lr, 0.5 + lr)                            # monotone: the top rate wins
+    top = max(base)
+    assert study.sweep_lrs(row, "e20", out) == base + [2 * top]
+    assert study.chosen_lr(row, "e20", out) is None and not [c for c in study.ssl_cells("e20", out, [row]) if c.seed > 0]
+    land(2 * top, 0.4)                                            # worse: the best (top) is now interior
+    assert study.sweep_lrs(row, "e20", out) == base + [2 * top]
+    assert study.chosen_lr(row, "e20", out) == top
+    assert {c.seed for c in study.ssl_cells("e20", out, [row]) if c.seed > 0} == {1, 2}
+    # a low edge grows downwards; a diverged neighbour bounds the grid like a worse one; three extensions at most
+    out2 = tmp_path / "study2"
+    assert study.extend_sweep({0.1: {"val_linear": 0.9}, 0.2: {"val_linear": 0.8}, 0.4: {"failed": True}}) == 0.05
+    assert study.extend_sweep({0.1: {"val_linear": 0.7}, 0.2: {"val_linear": 0.8}, 0.4: {"failed": True}}) is None
+    out = out2
+    for lr in base: land(lr, 1.0 - lr)                            # the lowest rate wins, and keeps winning
+    for _ in range(5):
+        lrs = study.sweep_lrs(row, "e20", out)
+        for lr in lrs:
+            if not study.ssl_cell(row, "e20", lr, 0).path(out).is_file(): land(lr, 1.0 - lr)
+    lrs = study.sweep_lrs(row, "e20", out)
+    assert len(lrs) == 3 + study.MAX_EXTENSIONS and min(lrs) == pytest.approx(min(base) / 8)
+    assert study.chosen_lr(row, "e20", out) == min(lrs)          # at the edge after three extensions: the study goes on with it
+
+
+def test_extra_seeds_for_rows_close_to_matrix_ssl(tmp_path):
+    "Matrix-SSL always gets seeds 3, 4; another row only once both have three seeds whose means are within 3 points"
+    out = tmp_path / "study"
+    def done_row(row, accs):
+        lrs = study.sweep_lrs(row, "e20")
+        for lr, v in zip(lrs, (0.9, 0.5, 0.6)):                   # 1× (the middle rate) is best: the grid is complete
+            c = study.ssl_cell(row, "e20", lr, 0); study.write_cell(c.path(out), {"lr": lr, "val_linear": v, "linear_last": accs[0]})
+        for s, a in enumerate(accs[1:], 1):
+            c = study.ssl_cell(row, "e20", lrs[0], s); study.write_cell(c.path(out), {"lr": lrs[0], "linear_last": a})
+    assert study.seeds_of("matrix_ssl", "e20", out) == (0, 1, 2, 3, 4)
+    assert study.seeds_of("simclr", "e20", out) == (0, 1, 2)
+    done_row("matrix_ssl", (0.80, 0.81, 0.79)); done_row("simclr", (0.82, 0.83, 0.81)); done_row("vicreg", (0.70, 0.71, 0.69))
+    assert study.seeds_of("simclr", "e20", out) == (0, 1, 2, 3, 4)
+    assert study.seeds_of("vicreg", "e20", out) == (0, 1, 2)
+
+
+def test_verify_compares_every_measured_value_but_timings():
+    old = {"linear": 0.8, "trajectory": [{"epoch": 5, "train_s": 1.0, "knn": 0.7}], "wall_s": 10, "source": "a", "command": "x"}
+    same = {"linear": 0.8, "trajectory": [{"epoch": 5, "train_s": 2.5, "knn": 0.7}], "wall_s": 99, "source": "b", "command": "y"}
+    assert study.differences(study.measured(old), study.measured(same)) == []
+    other = {**same, "trajectory": [{"epoch": 5, "train_s": 2.5, "knn": 0.71}]}
+    assert study.differences(study.measured(old), study.measured(other)) == ["trajectory[0].knn: 0.7 -> 0.71"]
 
 
 def test_recipe_key_follows_the_resolved_config_not_the_checkout():

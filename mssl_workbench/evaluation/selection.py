@@ -142,7 +142,7 @@ def selection_criteria(model: nn.Module, cfg, sc: SelectConfig) -> dict:
 # %% ../../nbs/17_evaluation_selection.ipynb #97e8a248
 def _accuracies(run_dir: Path) -> dict:
     out = {}
-    if (lin := _read_eval(run_dir, "linear")) and lin.get("top1_best") is not None: out["linear"] = lin["top1_best"]
+    if (lin := _read_eval(run_dir, "linear")) and lin.get("top1_last") is not None: out["linear"] = lin["top1_last"]   # the head's last epoch, never a maximum over test epochs
     if (knn := _read_eval(run_dir, "knn")) and knn.get("k20") is not None: out["knn"] = knn["k20"]
     return out
 
