@@ -16,6 +16,7 @@ from typing import Callable, Mapping, Sequence
 import yaml
 
 from ..config.presets import describe_presets, preset_table, register_presets
+from ..engine.contract import stop_report
 from ..engine.rundir import OutputError, atomic_write, check_output, written_as
 from ..evaluation.common import (
     FEATURE_CACHE_VERSION, EvalError, resolve_checkpoint, random_init_run, write_eval, check_options, build_config,
@@ -194,8 +195,8 @@ def _trained_run(sp: argparse.ArgumentParser):
 class StoppedBySignal(Exception):
     "A protocol's training was stopped by a signal: `main` prints one line naming the checkpoint and exits 128 + the signal"
     def __init__(self, out: dict):
-        super().__init__(f"stopped by {out['stopped']} at step {out['step']}; checkpoint {out['checkpoint']}; continue with --resume auto")
-        self.code = 128 + out["signal"]
+        line, self.code = stop_report(out)   # the line and status of mssl-train's stop
+        super().__init__(line)
 
 def _trained(out: dict) -> dict:
     "The result of a protocol that trains, or `StoppedBySignal` when a stop signal ended its training"

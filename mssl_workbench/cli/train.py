@@ -389,9 +389,11 @@ def submit_slurm(
     return 0
 
 # %% ../../nbs/23_cli_train.ipynb #3be5b57e
+from ..engine.contract import stop_report, stopped   # torch-free
+
 def _stop_line(run) -> str:
-    return (f"mssl-train: {run.stop_reason}; checkpoint {run.last_checkpoint or 'none written'}; "
-            f"continue with --resume auto --output {run.out_dir}")
+    "The line of a run a signal stopped (the contract's `stop_report`, as mssl-eval prints it), naming its run directory"
+    return "mssl-train: " + stop_report(stopped(run), output=run.out_dir)[0]
 
 def data_summary(root=None) -> str:
     "What the training data would be: one line per split"
@@ -405,12 +407,12 @@ def _describe_data(data: dict) -> str:
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 def _stop_exit(run) -> int:
-    "After a stop on a signal: one line from rank 0; 128 + signal, or 0 under our launcher (which reports it)"
+    "After a stop on a signal: one line from rank 0; 128 + signal (`stop_report`), or 0 under our launcher (which reports it)"
     stop_file = os.environ.get("MSSL_STOP_FILE")
     if run.info.is_main:
         print(_stop_line(run), file=sys.stderr, flush=True)
         if stop_file: Path(stop_file).write_text(str(run.stop_signal))
-    return 0 if stop_file else 128 + run.stop_signal
+    return 0 if stop_file else stop_report(stopped(run))[1]
 
 # %% ../../nbs/23_cli_train.ipynb #08646b92
 def main(argv: list[str] | None = None) -> int:

@@ -21,13 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from ..config.schema import ConfigError
+from .contract import TaskBase   # the defaults of the optional Task methods (torch-free), importable from here
 from .distributed import DistInfo, init_distributed, process_group
 from .hooks import Checkpointer, Hook, MetricsLogger, Preemption, diverged
 from .rundir import CheckpointError, RunWriter, resume_checkpoint
 
 # %% auto #0
 __all__ = ['RESUME_MAY_CHANGE', 'MAX_FEATURE', 'lr_at', 'param_groups', 'create_optimizer', 'rng_state', 'set_rng_state',
-           'seed_everything', 'resume_conflicts', 'check_resume', 'EngineSpec', 'Task', 'TaskBase', 'resolve_precision',
+           'seed_everything', 'resume_conflicts', 'check_resume', 'EngineSpec', 'Task', 'resolve_precision',
            'wrap_model', 'Trainer', 'MicroBatches', 'engine_step', 'fit_task']
 
 # %% ../../nbs/13_engine_loop.ipynb #cac6290b
@@ -222,22 +223,6 @@ class Task(Protocol):
     def model_state(self, run) -> tuple[dict, dict]: ...          # (model, optimiser) state dicts of a checkpoint
     def load_model_state(self, run, model: dict, optimizer: dict): ...
 
-class TaskBase:
-    "Defaults of the optional `Task` methods"
-    may_change: set = set()
-    def param_groups(self, model: nn.Module) -> list[dict]: return [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    def inputs(self, batch, run): return batch
-    def begin(self, run) -> None: pass
-    def after_update(self, run) -> dict: return {}
-    def batch_size(self, batch) -> int: return len(batch[0])
-    def state_dict(self): return None
-    def load_state_dict(self, state): pass
-    def before_build(self, checkpoint): pass
-    def wrap(self, model, info, *, compile=False): return wrap_model(model, info, compile=compile)
-    def model_state(self, run): return run.model.state_dict(), run.optimizer.state_dict()
-    def load_model_state(self, run, model, optimizer):
-        run.model.load_state_dict(model); run.optimizer.load_state_dict(optimizer)
-
 # %% ../../nbs/13_engine_loop.ipynb #59ba4cc2
 def resolve_precision(
     precision: str,       # fp32 | bf16 | fp16 | auto
@@ -307,7 +292,7 @@ class Trainer:
         self.summary: dict | None = None
         self.resumed_from: Path | None = None
         self.resume_rng: dict | None = None                # the checkpoint's RNG states, restored by `restore_rng` when the loop starts
-        if found is not None: self._resume(*found)
+        if found is not None: _resume(self, *found)
         if self.writer is not None: self.writer.start(task.config(), method=task.method, kind=task.kind, resume=found is not None)
 
     @property
@@ -335,22 +320,24 @@ class Trainer:
         if self.task.kind != "image": state.update(kind=self.task.kind, method=self.task.method, task=self.task.state_dict())
         return state
 
-    def _resume(self, path: Path, state: dict):
-        load = getattr(self.task, "load_model_state", partial(TaskBase.load_model_state, self.task))
-        try: load(self, state["model"], state["optimizer"])
-        except RuntimeError as e: raise CheckpointError(f"{path}: weights do not fit this model ({str(e).splitlines()[0][:160]})") from None
-        self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
-        self.train_time_s = float(state.get("train_time_s", 0.0))
-        self.extra_state = state.get("extra", {})
-        self.task.load_state_dict(state.get("task"))
-        if state.get("world_size", 1) == self.info.world_size: self.resume_rng = state["rng"]
-        self.resumed_from = path
-        if self.is_main: print(f"resumed from {path} (epoch {self.epoch}, step {self.step})")
-
     def restore_rng(self):
         "Continue the checkpoint's random streams; called after the hooks' `before_fit`, whose set-up (the probe's initial weights) draws numbers"
         if self.resume_rng is not None: set_rng_state(self.resume_rng)
+
+# %% ../../nbs/13_engine_loop.ipynb #21ce31cd
+def _resume(run: Trainer, path: Path, state: dict):
+    "Put a checkpoint back into the run: weights, optimiser, scaler, counters, hook and task state, and the RNG states when the world size matches"
+    load = getattr(run.task, "load_model_state", partial(TaskBase.load_model_state, run.task))
+    try: load(run, state["model"], state["optimizer"])
+    except RuntimeError as e: raise CheckpointError(f"{path}: weights do not fit this model ({str(e).splitlines()[0][:160]})") from None
+    run.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.step, run.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
+    run.train_time_s = float(state.get("train_time_s", 0.0))
+    run.extra_state = state.get("extra", {})
+    run.task.load_state_dict(state.get("task"))
+    if state.get("world_size", 1) == run.info.world_size: run.resume_rng = state["rng"]
+    run.resumed_from = path
+    if run.is_main: print(f"resumed from {path} (epoch {run.epoch}, step {run.step})")
 
 # %% ../../nbs/13_engine_loop.ipynb #20e82c66
 MAX_FEATURE = 1e8   # features of a healthy network stay far below this magnitude

@@ -22,7 +22,8 @@ import numpy as np
 from ..config.schema import config_to_dict
 from ..engine.rundir import RunDirError, atomic_write, read_config
 from .common import EvalError, _load_trained, _no_grad, _step_of, resolve_checkpoint, write_eval
-from .tasks import EvalTask, stopped, train_task, work_dir
+from ..engine.contract import stopped
+from .tasks import EvalTask, train_task, work_dir
 # torch, and data, eval, matrix and methods (which import it), are imported inside the functions that compute, so that
 # `mssl-eval --help` and every subcommand's --help and --list-presets start without torch (tests/test_light_imports.py)
 if typing.TYPE_CHECKING: from torch import Tensor, nn

@@ -19,7 +19,8 @@ from .common import (
     EvalError, EvalRuntime, LabelledSplit, _default_val_split, _device, _header, _load_trained, _mean_std, _no_grad,
     classification_transforms, file_sha256, load_split, resolve_checkpoint, split_features, split_loader, write_eval)
 from .linear import topk_accuracy
-from .tasks import EpochRecords, EvalTask, stopped, train_task, work_dir
+from ..engine.contract import stopped
+from .tasks import EpochRecords, EvalTask, train_task, work_dir
 # torch, and data, eval, matrix and methods (which import it), are imported inside the functions that compute, so that
 # `mssl-eval --help` and every subcommand's --help and --list-presets start without torch (tests/test_light_imports.py)
 if typing.TYPE_CHECKING: from torch import Tensor, nn

@@ -63,6 +63,7 @@ LINEAR_PRESETS: dict[str, tuple[dict, str]] = register_presets("linear", {
                           "GPU: Matrix-SSL/MEC main_lincls (frozen online ResNet-50, BN+Linear head, LARS SGD lr 0.48@4096, 100 ep cosine); reports best"),
 })
 
+# %% ../../nbs/16_evaluation_linear.ipynb #6e274bad
 def linear_head(
     num_features: int, # backbone feature width F
     num_classes: int,

@@ -8,27 +8,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..engine.contract import Hook
+from ..engine.contract import Hook, TaskBase
 from ..engine.rundir import RunWriter, checkpoint_paths
 from .common import EvalError
 # torch and the engine are imported inside the functions that train, so that `mssl-eval --help` starts without torch
 
 # %% auto #0
-__all__ = ['EVAL_MAY_CHANGE', 'EvalTask', 'work_dir', 'train_task', 'stopped', 'EpochRecords']
+__all__ = ['EVAL_MAY_CHANGE', 'EvalTask', 'work_dir', 'train_task', 'EpochRecords']
 
 # %% ../../nbs/15b_evaluation_tasks.ipynb #d94521e9
 EVAL_MAY_CHANGE = {"preset", "options.device", "options.num_workers", "options.feature_batch", "options.eval_every"}
 
-class EvalTask:
-    "Defaults of an evaluation's training task (the engine's `TaskBase`, without importing torch)"
+class EvalTask(TaskBase):
+    "Defaults of an evaluation's training task: the engine's `TaskBase` (torch-free), the batch's tensors moved to the run's device"
     may_change = EVAL_MAY_CHANGE
-    def param_groups(self, model) -> list[dict]: return [{"params": [p for p in model.parameters() if p.requires_grad]}]
     def inputs(self, batch, run): return tuple(t.to(run.info.device, non_blocking=True) for t in batch)
-    def begin(self, run) -> None: pass
-    def after_update(self, run) -> dict: return {}
-    def batch_size(self, batch) -> int: return len(batch[0])
-    def state_dict(self): return None
-    def load_state_dict(self, state): pass
 
 def work_dir(run_dir: str | Path | None, kind: str) -> Path | None:
     "Where an evaluation of `kind` trains: RUN/eval/<kind>.partial (None: no run directory, no checkpoints)"
@@ -46,12 +40,6 @@ def train_task(task, *, resume: str | None = None, hooks: list = ()):
     run = fit_task(task, resume=resume, hooks=[MetricsLogger(), Checkpointer(), Preemption(), *hooks])
     if run.stop_signal is None and out and run.is_main: shutil.rmtree(out, ignore_errors=True)
     return run
-
-def stopped(run) -> dict:
-    "What a protocol returns when a signal stopped its training: the signal, the step, the checkpoint to continue from"
-    import signal
-    return {"stopped": signal.Signals(run.stop_signal).name, "signal": int(run.stop_signal), "step": run.step,
-            "checkpoint": str(run.last_checkpoint or "")}
 
 # %% ../../nbs/15b_evaluation_tasks.ipynb #b45b1af8
 class EpochRecords(Hook):

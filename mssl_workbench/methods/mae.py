@@ -23,8 +23,8 @@ from ..objectives.matrix_ssl import tcr, umae_uniformity
 __all__ = ['REGULARIZERS', 'GRAD_SEMANTICS', 'OFFICIAL_LAMDA', 'OFFICIAL_WORLD_SIZE', 'OFFICIAL_EFFECTIVE_LAMDA', 'FEATURES',
            'MAE_OPTIONS', 'MAE_METHODS', 'MAE_OPTIM', 'MAE_SPECS', 'patchify', 'unpatchify', 'num_visible',
            'random_masking', 'normalized_patch_target', 'masked_mse', 'gather_features', 'mae_regularizer',
-           'effective_lamda', 'sincos_pos_embed', 'check_mae_options', 'MaskedAutoencoder', 'create_mae_encoder',
-           'create_mae_model']
+           'effective_lamda', 'sincos_pos_embed', 'check_mae_options', 'init_mae_weights', 'MaskedAutoencoder',
+           'create_mae_encoder', 'create_mae_model']
 
 # %% ../../nbs/07_methods_mae.ipynb #c1ffe701
 from .registry import MethodModel, MethodSpec, StepOutput, optim_recipe, register_method
@@ -212,26 +212,30 @@ def _check_encoder(
     if ps[0] != ps[1]: raise ValueError(f"square patches are required, got patch_size={ps}")
     return ps[0]
 
+# %% ../../nbs/07_methods_mae.ipynb #1f92483c
+def init_mae_weights(
+    model: nn.Module, # a MaskedAutoencoder: its encoder, mask token, patch grid and position embeddings
+) -> None:
+    "MAE's initialisation (its code's `initialize_weights`): Xavier-uniform linear layers and patch embedding, zero biases, unit LayerNorms, N(0, 0.02) tokens, frozen sin-cos positions"
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            if m.weight is not None: nn.init.ones_(m.weight)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+    w = model.encoder.patch_embed.proj.weight
+    nn.init.xavier_uniform_(w.data.view(w.shape[0], -1))
+    for t in (model.encoder.cls_token, model.encoder.reg_token, model.mask_token):
+        if t is not None: nn.init.normal_(t, std=0.02)
+    pos = model.encoder.pos_embed
+    with torch.no_grad():
+        pos.copy_(sincos_pos_embed(model.grid, pos.shape[-1], prefix=pos.shape[1] - model.num_patches))
+    pos.requires_grad_(False)
+
 # %% ../../nbs/07_methods_mae.ipynb #51846269
 class _MaskedTokens(MethodModel):
-    "The token passes of a masked autoencoder: weights, visible-token encoder, pooling, decoder, target, figures (`MaskedAutoencoder` holds the modules)"
-    def _init_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None: nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                if m.weight is not None: nn.init.ones_(m.weight)
-                if m.bias is not None: nn.init.zeros_(m.bias)
-        w = self.encoder.patch_embed.proj.weight
-        nn.init.xavier_uniform_(w.data.view(w.shape[0], -1))
-        for t in (self.encoder.cls_token, self.encoder.reg_token, self.mask_token):
-            if t is not None: nn.init.normal_(t, std=0.02)
-        pos = self.encoder.pos_embed
-        with torch.no_grad():
-            pos.copy_(sincos_pos_embed(self.grid, pos.shape[-1], prefix=pos.shape[1] - self.num_patches))
-        pos.requires_grad_(False)
-
+    "The token passes of a masked autoencoder: visible-token encoder, pooling, features, decoder, target, figures (`MaskedAutoencoder` holds the modules)"
     def no_weight_decay(self) -> set[str]:
         "Parameter names kept out of weight decay besides biases and norms (timm's convention): tokens, position embeddings"
         wanted = {"encoder.cls_token", "encoder.reg_token", "encoder.dist_token", "encoder.pos_embed", "mask_token"}
@@ -261,6 +265,14 @@ class _MaskedTokens(MethodModel):
             return norm(pre[:, self.num_prefix:].mean(1))
         cls = post[:, 0]
         return self.encoder.norm(cls) if self.feature_kind == "cls_doublenorm" else cls
+
+    def features(self, x: Tensor) -> Tensor:
+        "(B, D) features of the whole, unmasked image (the kind chosen by `features`)"
+        return self._pool(*self._encode(x, None))
+
+    def embed(self, x: Tensor) -> Tensor:
+        "Same as `features`: a MAE has no projector"
+        return self.features(x)
 
     def _decode(self, post: Tensor, ids_restore: Tensor) -> Tensor:
         "Predicted pixels of every patch, (B, L, p·p·C), from the encoded visible tokens"
@@ -343,7 +355,7 @@ class MaskedAutoencoder(_MaskedTokens):
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, self.patch_size ** 2 * self.in_chans)
         self.register_buffer("decoder_pos_embed", sincos_pos_embed(self.grid, decoder_dim, prefix=self.num_prefix), persistent=False)
-        self._init_weights()
+        init_mae_weights(self)
 
     has_teacher = False
 
@@ -367,14 +379,6 @@ class MaskedAutoencoder(_MaskedTokens):
             loss = rec + self.lamda * reg
             terms["reg"] = reg.detach()
         return StepOutput(loss, terms, z.detach())
-
-    def features(self, x: Tensor) -> Tensor:
-        "(B, D) features of the whole, unmasked image (the kind chosen by `features`)"
-        return self._pool(*self._encode(x, None))
-
-    def embed(self, x: Tensor) -> Tensor:
-        "Same as `features`: a MAE has no projector"
-        return self.features(x)
 
     def extra_repr(self) -> str:
         return (f"method={self.method!r}, mask_ratio={self.mask_ratio}, reg={self.reg!r}, lamda={self.lamda}, "
