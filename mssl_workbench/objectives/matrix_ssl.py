@@ -15,8 +15,9 @@ from ..core.lowrank import lowrank_trace_logm_taylor, lowrank_trace_product_logm
 from .common import LossOutput, _check, _fp32, _gather, _positive, _use_low_rank, _weights, loss_output
 
 # %% auto #0
-__all__ = ['MATRIX_SSL_FORMS', 'PAPER_MU_SCALE', 'matrix_uniformity', 'matrix_alignment', 'matrix_ssl_terms', 'matrix_ssl_loss',
-           'MatrixSSLLoss', 'mec', 'mec_lamda_inv_schedule', 'MECLoss', 'tcr', 'umae_uniformity']
+__all__ = ['MATRIX_SSL_FORMS', 'PAPER_MU_SCALE', 'matrix_ssl_weights', 'matrix_uniformity', 'matrix_alignment',
+           'matrix_ssl_terms', 'matrix_ssl_loss', 'MatrixSSLLoss', 'collapse_spectrum', 'paper_terms_of_spectrum',
+           'mec', 'mec_lamda_inv_schedule', 'MECLoss', 'tcr', 'umae_uniformity']
 
 # %% ../../nbs/04a_objectives_matrix_ssl.ipynb #a9a91f57
 MATRIX_SSL_FORMS = ("official", "paper")
@@ -27,12 +28,32 @@ def _resolve_mu(mu: float | None, form: str, d: int) -> float:
     if mu is not None: return mu
     return 1.0 if form == "official" else PAPER_MU_SCALE / d
 
-def _check_matrix_ssl_options(where: str, form: str, lamda: float, mu: float, order: int, low_rank):
+def _resolve_gamma(gamma: float | None, form: str, lamda: float, mu: float, d: int) -> float:
+    "γ as given, else the form's default: 1 (official code) or λ/(d(1 + μ)) (paper form, μ resolved: no collapse lowers the total)"
+    if gamma is not None: return gamma
+    return 1.0 if form == "official" else lamda / (d * (1 + mu))
+
+def matrix_ssl_weights(
+    form: str,                   # "official" or "paper"
+    d: int,                      # embedding size (the projector's output)
+    *,
+    lamda: float = 1.0,          # λ as configured
+    mu: float | None = None,     # μ as configured (None: the form's default)
+    gamma: float | None = None,  # γ as configured (None: the form's default)
+) -> dict[str, float]:           # {"lamda", "mu", "gamma"}: the numbers the loss uses on d-dimensional embeddings
+    "λ, μ, γ with None resolved to the form's defaults: μ = γ = 1 (official code); μ = 0.1/d, γ = λ/(d(1 + μ)) (paper form)"
+    mu = _resolve_mu(mu, form, d)
+    return {"lamda": lamda, "mu": mu, "gamma": _resolve_gamma(gamma, form, lamda, mu, d)}
+
+def _check_matrix_ssl_options(where: str, form: str, lamda: float, mu: float, order: int, low_rank, gamma: float | None = None):
     if form not in MATRIX_SSL_FORMS:
         raise ValueError(f"{where}: form must be one of {MATRIX_SSL_FORMS}, got {form!r}")
     if not isinstance(order, int) or order < 1: raise ValueError(f"{where}: order must be a positive integer, got {order!r}")
     if mu is not None: _positive(where, mu=mu)
     _weights(where, lamda=lamda)     # the uniformity's weight: a negative one would reward collapse
+    if gamma is not None: _weights(where, gamma=gamma)
+    elif form == "paper" and lamda == 0:
+        raise ValueError(f"{where}: form='paper' with lamda=0 and gamma=None is no loss (the default γ = λ/(d(1+μ)) is 0); set gamma")
     _use_low_rank(low_rank, 1, 1)
 
 def _uniformity(a_z: Tensor, a_t: Tensor, lamda: float, mu: float, order: int, form: str, low: bool) -> Tensor:
@@ -105,16 +126,17 @@ def matrix_ssl_terms(
     *,
     lamda: float = 1.0,       # λ, uniformity weight (inside U)
     mu: float | None = None,  # μ, ridge of every covariance; None: 1 (official), 0.1/d (paper)
-    gamma: float = 1.0,       # γ, alignment weight
+    gamma: float | None = None, # γ, alignment weight; None: 1 (official), λ/(d(1 + μ)) (paper)
     order: int = 4,           # K, Taylor order (form="official")
     form: str = "official",   # "official" (the authors' code) or "paper" (exact matrix cross-entropies)
     low_rank: bool | str = "auto", # batch-space evaluation: True, False, or "auto" (when m < d)
     gather_distributed: bool = False, # use the global batch across ranks
 ) -> dict[str, Tensor]:       # "loss" = "uniformity" + γ·"alignment", each ½ the sum over the two view pairs
     "Matrix-SSL's loss and its two terms, ½[U(z1,t2) + U(z2,t1)] and ½[A(z1,t2) + A(z2,t1)], computed once"
-    _check("matrix_ssl", z1=z1, z2=z2, t1=t1, t2=t2); _check_matrix_ssl_options("matrix_ssl", form, lamda, mu, order, low_rank)
+    _check("matrix_ssl", z1=z1, z2=z2, t1=t1, t2=t2); _check_matrix_ssl_options("matrix_ssl", form, lamda, mu, order, low_rank, gamma)
     z1, z2, t1, t2 = _gather(gather_distributed, z1, z2, t1.detach(), t2.detach())
     low, mu = _use_low_rank(low_rank, *z1.shape), _resolve_mu(mu, form, z1.shape[1])
+    gamma = _resolve_gamma(gamma, form, lamda, mu, z1.shape[1])
     a_z1, a_z2, a_t1, a_t2 = (center_rows_normalize(x) for x in (z1, z2, t1, t2))
     uniformity = (_uniformity(a_z1, a_t2, lamda, mu, order, form, low) + _uniformity(a_z2, a_t1, lamda, mu, order, form, low)) / 2
     alignment = (_alignment(a_z1, a_t2, mu, order, form, low) + _alignment(a_z2, a_t1, mu, order, form, low)) / 2
@@ -133,12 +155,13 @@ class MatrixSSLLoss(nn.Module):
     t = target projector outputs (detached). L = ½[U(z1,t2) + U(z2,t1) + γA(z1,t2) + γA(z2,t1)];
     form="official": U = −λ tr logT(C(t,z)+μI), A = −tr((C(t,t)+μI) logT(C(z,z)+μI)), order-K Taylor log, no +tr Q
     (the authors' code); form="paper": exact matrix cross-entropies λ·MCE(I/d, C(t,z)+μI) and MCE(C(t,t)+μI, C(z,z)+μI).
-    μ=None: 1 for the official form, 0.1/d for the paper form. Returns LossOutput(loss, {uniformity, alignment})."""
+    μ=None: 1 for the official form, 0.1/d for the paper form; γ=None: 1 for the official form, λ/(d(1 + μ)) for the
+    paper form (`matrix_ssl_weights`). Returns LossOutput(loss, {uniformity, alignment})."""
     inputs = ("z1", "z2", "t1", "t2")
-    def __init__(self, lamda: float = 1.0, mu: float | None = None, gamma: float = 1.0, order: int = 4, form: str = "official",
+    def __init__(self, lamda: float = 1.0, mu: float | None = None, gamma: float | None = None, order: int = 4, form: str = "official",
                  low_rank: bool | str = "auto", gather_distributed: bool = False):
         super().__init__()
-        _check_matrix_ssl_options("MatrixSSLLoss", form, lamda, mu, order, low_rank); _weights("MatrixSSLLoss", gamma=gamma)
+        _check_matrix_ssl_options("MatrixSSLLoss", form, lamda, mu, order, low_rank, gamma)
         self.lamda, self.mu, self.gamma, self.order, self.form = lamda, mu, gamma, order, form
         self.low_rank, self.gather_distributed = low_rank, gather_distributed
 
@@ -147,8 +170,43 @@ class MatrixSSLLoss(nn.Module):
         return loss_output(matrix_ssl_terms(z1, z2, t1, t2, lamda=self.lamda, mu=self.mu, gamma=self.gamma, order=self.order,
                                             form=self.form, low_rank=self.low_rank, gather_distributed=self.gather_distributed))
 
+    def weights(self, d: int) -> dict[str, float]:
+        "λ, μ, γ this loss uses on d-dimensional embeddings (None resolved to the form's default)"
+        return matrix_ssl_weights(self.form, d, lamda=self.lamda, mu=self.mu, gamma=self.gamma)
+
     def extra_repr(self) -> str:
         return f"form={self.form!r}, lamda={self.lamda}, mu={self.mu}, gamma={self.gamma}, order={self.order}, low_rank={self.low_rank!r}"
+
+# %% ../../nbs/04a_objectives_matrix_ssl.ipynb #5e1c0a72
+def collapse_spectrum(
+    d: int,                  # embedding size
+    t: Tensor,               # (n,) positions on the path in [0, 1]: 0 uniform, 1 rank one
+    *,
+    rank: int | None = None, # k, the non-zero eigenvalues at t = 0 (None: d; a batch of m centred rows spans k ≤ m − 1)
+) -> Tensor:                 # (n, d) float64 eigenvalues, each row summing to 1
+    "Eigenvalues s(t) = (1 − t)·(1/k)·1_k + t·e₁ of a covariance collapsing from uniform on k directions to rank one"
+    k = d if rank is None else rank
+    if not 1 <= k <= d: raise ValueError(f"collapse_spectrum: rank must be between 1 and d={d}, got {rank!r}")
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1, 1)
+    s = torch.zeros(t.shape[0], d, dtype=torch.float64)
+    s[:, :k] = (1 - t) / k
+    s[:, :1] += t
+    return s
+
+def paper_terms_of_spectrum(
+    s: Tensor,                  # (..., d) eigenvalues of the covariance C both branches share (the teacher has followed)
+    *,
+    lamda: float = 1.0,         # λ
+    mu: float | None = None,    # μ (None: 0.1/d)
+    gamma: float | None = None, # γ (None: λ/(d(1 + μ)))
+) -> dict[str, Tensor]:         # "loss", "uniformity", "alignment", each (...)
+    "The paper form's terms in closed form when C(t,z) = C(t,t) = C(z,z) = C: λ·MCE(I/d, C + μI) and MCE(C + μI, C + μI) = ME(C + μI)"
+    d = s.shape[-1]
+    w = matrix_ssl_weights("paper", d, lamda=lamda, mu=mu, gamma=gamma)
+    q = s + w["mu"]
+    uniformity = w["lamda"] * (-q.log().sum(-1) / d + q.sum(-1))
+    alignment = -(q * q.log()).sum(-1) + q.sum(-1)
+    return {"loss": uniformity + w["gamma"] * alignment, "uniformity": uniformity, "alignment": alignment}
 
 # %% ../../nbs/04a_objectives_matrix_ssl.ipynb #bb3250e7
 @_fp32
