@@ -25,10 +25,10 @@ from pydantic.dataclasses import dataclass as _pydantic_dataclass
 if typing.TYPE_CHECKING: from mssl_workbench.methods.registry import MethodSpec
 
 # %% auto #0
-__all__ = ['Float', 'Tuple', 'SCHEMA', 'SECTIONS', 'RENAMED', 'ConfigError', 'check', 'field_rule', 'not_allowed', 'unknown_key',
-           'describe_error', 'schema', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig',
-           'Config', 'rename_keys', 'resolve_config', 'validate_config', 'config_from_dict', 'config_to_dict',
-           'merge_dicts', 'parse_value', 'apply_overrides']
+__all__ = ['Float', 'Tuple', 'SCHEMA', 'PROBE_LR', 'SECTIONS', 'RENAMED', 'ConfigError', 'check', 'field_rule', 'not_allowed',
+           'unknown_key', 'describe_error', 'schema', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig',
+           'EvalConfig', 'Config', 'rename_keys', 'resolve_config', 'validate_config', 'config_from_dict',
+           'config_to_dict', 'merge_dicts', 'parse_value', 'apply_overrides']
 
 # %% ../../nbs/08_config_schema.ipynb #669a81b7
 class ConfigError(ValueError):
@@ -207,10 +207,12 @@ class EvalConfig:
     knn_temperature: Float = Field(0.07, gt=0)
     knn_train_samples: int | None = Field(10000, ge=1)  # training images used as the k-NN memory bank
     probe: bool = True                # online linear probe on detached backbone features
-    probe_lr: Float = Field(1e-3, gt=0)
+    probe_lr: Float | None = Field(None, gt=0)  # the online probe's peak rate (None: the optimiser's usual classifier rate, PROBE_LR)
     batch_size: int = Field(512, ge=1)
     info_samples: Annotated[int, check("0 (off) or an integer >= 16", lambda v: v == 0 or v >= 16)] = 512  # monitor images whose two views give the matrix entropies and MI
     info_alpha: Float = Field(2.0, gt=0)  # order α of those matrix Rényi entropies (1: von Neumann)
+
+PROBE_LR = {"sgd": 0.1, "lars": 0.1, "adamw": 1e-3}   # eval.probe_lr=None: the online probe's peak rate under optim.name
 
 @schema
 class Config:
@@ -234,6 +236,13 @@ class Config:
         scale = {"linear": self.train.batch_size / 256, "sqrt": math.sqrt(self.train.batch_size / 256), "none": 1.0}
         if self.optim.base_lr is None: raise ConfigError("optim.base_lr is unset: build the config with config_from_dict (it resolves the method's value)")
         return self.optim.base_lr * scale[self.optim.lr_scaling]
+
+    @property
+    def probe_lr(self) -> float:
+        "The online probe's peak learning rate: eval.probe_lr, or the usual rate of a linear classifier under optim.name"
+        if self.eval.probe_lr is not None: return self.eval.probe_lr
+        if self.optim.name is None: raise ConfigError("optim.name is unset: build the config with config_from_dict (it resolves the method's value)")
+        return PROBE_LR[self.optim.name]
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}  # Config's sections
 

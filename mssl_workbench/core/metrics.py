@@ -79,27 +79,21 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, **kwa
 
 # %% ../../nbs/02_core_metrics.ipynb #c0332b02
 class OnlineLinearProbe(nn.Module):
-    "BatchNorm1d(affine=False) + Linear on detached features, trained by its own Adam optimiser"
+    "BatchNorm1d(affine=False) + Linear on detached float32 features; the run's optimiser trains it on `loss`"
     def __init__(self,
                  num_features: int, # backbone feature width
                  num_classes: int,  # label count
-                 lr: float = 1e-3,  # the probe's own learning rate
                 ):
         super().__init__()
         self.head = nn.Sequential(nn.BatchNorm1d(num_features, affine=False), nn.Linear(num_features, num_classes))
-        self.optimizer = torch.optim.Adam(self.head.parameters(), lr=lr)
 
     def forward(self, features: Tensor) -> Tensor: return self.head(features.detach().float())
 
-    def step(self, features: Tensor, labels: Tensor) -> tuple[float, float]:
-        "One optimiser step on a batch; returns (loss, accuracy) of that batch before the step"
+    def loss(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        "Cross-entropy of a training batch (train mode: batch statistics) and the batch's accuracy, as tensors"
         self.train()
         logits = self(features)
-        loss = F.cross_entropy(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.item(), (logits.argmax(1) == labels).float().mean().item()
+        return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).float().mean()
 
     @torch.no_grad()
     def accuracy(self, features: Tensor, labels: Tensor) -> float:

@@ -39,7 +39,7 @@ class RunState(Protocol):
     labels: torch.Tensor | None       # labels of the last step's batch
     hooks: list[Hook]                 # the hooks of the run, in order
     # filled by hooks for each other
-    probe: Any                        # OnlineLinearProbe or None (OnlineProbe)
+    probe: Any                        # OnlineLinearProbe or None (set by the image task, which trains it with the model)
     tb: Any                           # TensorBoard SummaryWriter or None (MetricsLogger)
     extra_state: dict[str, Any]       # resumable hook state, saved in the checkpoint under the hook's class name
     last_eval: dict                   # the monitor's last record (Monitor)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config.schema import Config, ConfigError, config_to_dict
+from ..core.metrics import OnlineLinearProbe
 from ..data.augment import AUGMENTS, create_augment
 from ..data.datasets import create_dataset
 from .distributed import DistInfo, convert_batchnorm
@@ -20,7 +21,7 @@ from .loop import RESUME_MAY_CHANGE, EngineSpec, TaskBase, Trainer, fit_task, pa
 from ..methods.registry import Progress, build_method_model
 
 # %% auto #0
-__all__ = ['EpochBatches', 'RunData', 'build_model', 'ImageTask', 'progress', 'fit']
+__all__ = ['EpochBatches', 'RunData', 'build_model', 'fit_probe_group', 'OnlineProbeTask', 'ImageTask', 'progress', 'fit']
 
 # %% ../../nbs/13a_engine_image.ipynb #2d587782
 class EpochBatches:
@@ -133,11 +134,75 @@ def build_model(cfg: Config, info: DistInfo) -> nn.Module:
     if m.channels_last: model = model.to(memory_format=torch.channels_last)
     return model
 
+# %% ../../nbs/13a_engine_image.ipynb #7d8bfa0a
+def fit_probe_group(
+    saved: dict,    # a checkpoint's optimiser state
+    current: dict,  # `state_dict()` of this run's optimiser: the model's groups, then the probe's when the run has one
+    n_model: int,   # how many of them are the model's
+) -> tuple[dict, bool]: # (the state to load, whether the probe's group starts fresh)
+    "The checkpoint's optimiser state for this run's optimiser: the model's groups as saved; the probe's (last) as saved at this run's rate, fresh when the checkpoint has none, dropped when this run has no probe"
+    mine, theirs = current["param_groups"], saved["param_groups"]
+    if len(theirs) not in (n_model, n_model + 1): return saved, False   # not a probe's difference: the optimiser refuses it
+    both = len(theirs) == len(mine) == n_model + 1
+    keep = theirs[:n_model] + ([{**theirs[n_model], "lr_scale": mine[n_model]["lr_scale"]}] if both else [])  # eval.probe_lr may change
+    ids = {i for g in keep for i in g["params"]}
+    state = {"state": {i: s for i, s in saved["state"].items() if i in ids}, "param_groups": keep + mine[len(keep):]}
+    return state, len(mine) > len(keep)
+
+# %% ../../nbs/13a_engine_image.ipynb #02726530
+class OnlineProbeTask:
+    "The online probe's part of the image task (which has `cfg` and `data`): built with the model, trained by the run's optimiser on the loss it adds, saved as the task's state"
+    probe: OnlineLinearProbe | None = None
+
+    def build_probe(self, model: nn.Module, info: DistInfo) -> OnlineLinearProbe | None:
+        "The probe (eval.probe, labelled data), right after the model: its initial weights are the global stream's next draws"
+        self.seen = []
+        if not (self.cfg.eval.probe and self.data.labelled): return None
+        return OnlineLinearProbe(model.num_features, self.data.train.num_classes).to(info.device)
+
+    def probe_groups(self) -> list[dict]:
+        "The probe's parameter group, to follow the model's: no weight decay (nor LARS adaptation), peak rate `cfg.probe_lr`"
+        if self.probe is None: return []
+        return [{"params": list(self.probe.parameters()), "weight_decay": 0.0, "lr_scale": self.cfg.probe_lr / self.cfg.lr}]
+
+    def aux_loss(self, run: Trainer) -> Tensor | None:
+        "The probe's cross-entropy on the step's detached features (float32: the engine calls it outside autocast)"
+        if self.probe is None or run.features is None: return None
+        labels = run.labels.to(run.info.device)
+        loss, acc = self.probe.loss(run.features[:len(labels)], labels)
+        self.seen.append(torch.stack([loss.detach(), acc]))
+        return loss
+
+    def probe_numbers(self) -> dict:
+        "`probe_loss` and `probe_train_acc` for the log: their means over the iterations of the optimiser step"
+        if not self.seen: return {}
+        loss, acc = torch.stack(self.seen).mean(0).tolist()
+        self.seen = []
+        return {"probe_loss": loss, "probe_train_acc": acc}
+
+    def before_build(self, checkpoint: dict | None):
+        "An earlier release's checkpoint keeps the probe in the OnlineProbe hook's state with its own Adam's: the weights move to the task's state"
+        old = checkpoint and (checkpoint.get("extra") or {}).pop("OnlineProbe", None)
+        if old and checkpoint.get("task") is None: checkpoint["task"] = {"probe": old["probe"]}
+
+    def state_dict(self) -> dict | None: return None if self.probe is None else {"probe": self.probe.state_dict()}
+    def load_state_dict(self, state: dict | None):
+        if self.probe is not None and (state or {}).get("probe") is not None: self.probe.load_state_dict(state["probe"])
+
+    def load_model_state(self, run: Trainer, model: dict, optimizer: dict):
+        "The model's weights, and the optimiser's state with the probe's group mended (`fit_probe_group`)"
+        run.model.load_state_dict(model)
+        state, fresh = fit_probe_group(optimizer, run.optimizer.state_dict(), len(run.optimizer.param_groups) - (self.probe is not None))
+        if fresh and run.is_main:
+            print("notice: the checkpoint holds no optimiser state for the online probe (an earlier release gave the probe an "
+                  "Adam of its own; or eval.probe was off): its parameter group starts fresh")
+        run.optimizer.load_state_dict(state)
+
 # %% ../../nbs/13a_engine_image.ipynb #2ce50009
 _IMAGE_KEYS = {"precision": "train.precision", "max_steps": "train.max_steps"}
 
-class ImageTask(TaskBase):
-    "Self-supervised pre-training of the image method `cfg.model.method`: the method's model gives the loss"
+class ImageTask(OnlineProbeTask, TaskBase):
+    "Self-supervised pre-training of the image method `cfg.model.method`: the method's model gives the loss; the online probe trains alongside"
     kind, may_change = "image", RESUME_MAY_CHANGE
     def __init__(self, cfg: Config):
         t, o = cfg.train, cfg.optim
@@ -155,12 +220,14 @@ class ImageTask(TaskBase):
 
     def build(self, info: DistInfo) -> nn.Module:
         self.data = RunData(self.cfg, info)
-        return build_model(self.cfg, info)
+        model = build_model(self.cfg, info)
+        self.probe = self.build_probe(model, info)
+        return model
 
     @property
     def steps_per_epoch(self) -> int: return self.data.steps_per_epoch
     def param_groups(self, model: nn.Module) -> list[dict]:
-        return param_groups(model, self.cfg.optim.weight_decay, self.cfg.optim.no_decay_bias_norm)
+        return param_groups(model, self.cfg.optim.weight_decay, self.cfg.optim.no_decay_bias_norm) + self.probe_groups()
     def batches(self, epoch: int, start: int) -> Iterator: return self.data.epoch(epoch, start)
 
     def inputs(self, batch, run: Trainer) -> list[Tensor]:
@@ -175,8 +242,8 @@ class ImageTask(TaskBase):
 
     def begin(self, run: Trainer) -> None: run.model.begin_run(progress(run))
     def after_update(self, run: Trainer) -> dict:
-        "The method's per-step work (EMA teacher, MoCo queue, MEC's λ⁻¹); the teacher's momentum for the log"
-        return {"momentum": run.model.after_optimizer_step(progress(run)).get("momentum")}
+        "The method's per-step work (EMA teacher, MoCo queue, MEC's λ⁻¹); the teacher's momentum and the probe's numbers for the log"
+        return {"momentum": run.model.after_optimizer_step(progress(run)).get("momentum"), **self.probe_numbers()}
 
 def progress(run: Trainer) -> Progress:
     "Where the run is, for the method's model: iteration, run length, warm-up, global batch"

@@ -215,6 +215,7 @@ class Task(Protocol):
     def batches(self, epoch: int, start: int) -> Iterator: ...    # the epoch's batches from the start-th on
     def inputs(self, batch, run) -> Any: ...          # outside autocast: device transfer, augmentation
     def loss(self, model: nn.Module, inputs, run) -> tuple[Tensor, dict, Tensor | None]: ...  # (loss, terms, features)
+    def aux_loss(self, run) -> Tensor | None: ...    # optional, outside autocast: added to the backpropagated loss (the image task's online probe)
     def begin(self, run) -> None: ...                # once before the first iteration of a fresh or resumed run
     def after_update(self, run) -> dict: ...          # after each optimiser step: numbers for `run.last`
     def batch_size(self, batch) -> int: ...
@@ -286,7 +287,7 @@ class Trainer:
         self.stop_signal: int | None = None                # the signal that stopped it (Preemption hook), else None
         self.extra_state: dict[str, Any] = {}              # hooks keep resumable state here
         self.hooks: list[Hook] = []
-        self.probe = self.tb = None                        # set by the OnlineProbe and MetricsLogger hooks
+        self.probe, self.tb = getattr(task, "probe", None), None   # the task's online probe (the image task's); MetricsLogger's TensorBoard
         self.last_eval: dict = {}                          # the monitor's last record
         self.last_checkpoint: Path | None = None
         self.summary: dict | None = None
@@ -317,11 +318,12 @@ class Trainer:
                  "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                  "step_in_epoch": self.step_in_epoch, "train_time_s": self.train_time_s, "rng": rng_state(), "extra": self.extra_state,
                  "config": self.task.config(), "world_size": self.info.world_size}
-        if self.task.kind != "image": state.update(kind=self.task.kind, method=self.task.method, task=self.task.state_dict())
+        state["task"] = self.task.state_dict()           # the task's own resumable state (the image task's online probe)
+        if self.task.kind != "image": state.update(kind=self.task.kind, method=self.task.method)
         return state
 
     def restore_rng(self):
-        "Continue the checkpoint's random streams; called after the hooks' `before_fit`, whose set-up (the probe's initial weights) draws numbers"
+        "Continue the checkpoint's random streams; called after the hooks' `before_fit`, whose set-up may draw numbers"
         if self.resume_rng is not None: set_rng_state(self.resume_rng)
 
 # %% ../../nbs/13_engine_loop.ipynb #21ce31cd
@@ -359,12 +361,13 @@ def _grad_sync(model: nn.Module, last: bool):
     return nullcontext()
 
 def _backward(run: Trainer, batch, parts: int) -> tuple[Tensor, dict]:
-    "Inputs, the loss under autocast, the guard, backward of loss / parts"
+    "Inputs, the loss under autocast, the guard, backward of (loss + the task's `aux_loss`) / parts"
     inputs = run.task.inputs(batch, run)
     with run.autocast(): loss, terms, run.features = run.task.loss(run.train_model, inputs, run)
     why = _diverged(loss.detach(), run.features)
     if why: raise diverged(run, why, run.spec.fix)
-    run.scaler.scale(loss / parts).backward()
+    aux = run.task.aux_loss(run) if hasattr(run.task, "aux_loss") else None   # trained with the loss; not guarded, not logged
+    run.scaler.scale((loss if aux is None else loss + aux) / parts).backward()
     return loss.detach(), terms
 
 def _grad_norm(run: Trainer) -> Tensor:
