@@ -273,7 +273,12 @@ def recipe_key(cell: Cell) -> str:
         what["evals"] = eval_commands(cell, "RUN")
     elif cell.family == "lm":
         from mssl_workbench.cli.train import get_preset
-        what["preset"], what["overrides"] = get_preset(cell.preset), list(cell.overrides)
+        from mssl_workbench.config.schema import rename_keys
+        from mssl_workbench.lm.config import LM_RENAMED
+        # the preset hashed in the key names of the release that ran the committed cells (train.out_dir, optim.lr, loss.lamda,
+        # loss.mu; LM_RENAMED inverted): the renames change no number, so they leave those cells done
+        first_names = rename_keys(get_preset(cell.preset), {new: old for old, new in LM_RENAMED.items()}, notice=lambda line: None)
+        what["preset"], what["overrides"] = first_names, list(cell.overrides)
     elif cell.family == "lm-overhead":
         what["script"] = script_hash(ROOT / "benchmarks" / "lm_mce.py")
     elif cell.family == "baseline":
@@ -366,7 +371,7 @@ def run_image(cell: Cell, workdir: Path) -> dict:
 def run_lm(cell: Cell, workdir: Path) -> dict:
     "One language-model run of the preset (CE or CE + MCE); its summary: exact match on the test problems, CE, ranks"
     run_dir = Path(tempfile.mkdtemp(prefix=f"{cell.name}-", dir=workdir)) / "run"
-    tc = train_cmd("--preset", cell.preset, f"train.out_dir={run_dir}", *cell.overrides)
+    tc = train_cmd("--preset", cell.preset, f"output={run_dir}", *cell.overrides)
     try: run(tc)
     except CellFailed as e:
         return {"failed": True, "exit": e.code, "failed_command": e.command, "error": e.message, "command": shown(tc)}
