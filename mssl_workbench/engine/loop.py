@@ -227,7 +227,7 @@ class Task(Protocol):
 class TaskBase:
     "Defaults of the optional `Task` methods"
     may_change: set = set()
-    renamed: dict = {}
+    renamed: dict = {}             # old dotted config key -> new (none)
     def param_groups(self, model: nn.Module) -> list[dict]: return [{"params": [p for p in model.parameters() if p.requires_grad]}]
     def inputs(self, batch, run): return batch
     def begin(self, run) -> None: pass
@@ -281,8 +281,7 @@ class Trainer:
         found = resume_checkpoint(self.out_dir, resume, announce=self.is_main) if self.out_dir else None
         if self.writer is not None: self.writer.check(resume=found is not None)
         if found is not None:       # another kind of run or changed settings: refused with the diff before data and model are built
-            check_resume(*found, task.config(), kind=task.kind, method=task.method, may_change=task.may_change,
-                         renamed=getattr(task, "renamed", {}))
+            check_resume(*found, task.config(), kind=task.kind, method=task.method, may_change=task.may_change, renamed=getattr(task, "renamed", {}))
         seed_everything(s.seed, deterministic=s.deterministic)   # same initial weights on every rank
         if hasattr(task, "before_build"): task.before_build(found[1] if found is not None else None)
         self.model = task.build(self.info)
