@@ -39,12 +39,13 @@ def _one_run(args_json: str) -> None:
     "Child process: one training run; prints its summary as JSON"
     import torch
     torch.set_num_threads(1)
-    from mssl_workbench.lm.config import LM_PRESETS, _merge, lm_config_from_dict
+    from mssl_workbench.config.schema import merge_dicts
+    from mssl_workbench.lm.config import LM_PRESETS, lm_config_from_dict
     from mssl_workbench.lm.train import fit_lm
     a = json.loads(args_json)
     loss = {"mce": a["mce"], "gamma": a["gamma"]} if a["mce"] else {}
-    cfg = _merge(LM_PRESETS["lm-arith-ce"][0], {"preset": None, "loss": loss,
-                 "train": {"max_steps": a["steps"], "seed": a["seed"], "out_dir": a["out_dir"], "quiet": True}})
+    cfg = merge_dicts(LM_PRESETS["lm-arith-ce"][0], {"preset": None, "loss": loss, "output": a["out_dir"],
+                      "train": {"max_steps": a["steps"], "seed": a["seed"], "quiet": True}})
     t = time.time()
     s = fit_lm(lm_config_from_dict(cfg))
     print(json.dumps({"accuracy": s["accuracy"], "ce": s["final_terms"]["ce"], "mce": s["final_terms"].get("mce"),

@@ -55,21 +55,27 @@ def data(tmp_path_factory) -> dict:
 # ---- §6: refused when the config is built -----------------------------------------------------------------------------
 def test_lr_inf_is_refused_at_config_time_and_leaves_no_folder(tmp_path):
     out = tmp_path / "lm"
-    one_line(mssl("mssl-train", *LM, "optim.lr=.inf", "--output", out), 2, "optim.lr must be a finite number", "inf")
+    one_line(mssl("mssl-train", *LM, "optim.base_lr=.inf", "--output", out), 2, "optim.base_lr=inf is not allowed: it must be a finite number > 0")
     assert not out.exists()
-    one_line(mssl("mssl-train", *LM, "optim.lr=.inf", "--dry-run"), 2, "optim.lr must be a finite number")
+    one_line(mssl("mssl-train", *LM, "optim.base_lr=.inf", "--dry-run"), 2, "optim.base_lr=inf is not allowed: it must be a finite number > 0")
+
+
+def test_an_old_key_name_next_to_the_presets_new_one_names_the_fix():
+    "The first release's optim.lr over a preset that sets optim.base_lr: one line saying which name to write"
+    one_line(mssl("mssl-train", *LM, "optim.lr=0.01", "--dry-run"), 2,
+             "config sets both optim.lr (the old name) and optim.base_lr: write optim.base_lr instead of optim.lr")
 
 
 def test_non_finite_loss_exits_1_before_the_update_and_leaves_the_last_checkpoint(tmp_path):
     "A huge learning rate without clipping: the first update is finite, the second step's loss is not; no update follows it"
     out = tmp_path / "lm"
-    huge = [*LM, "optim.lr=1.0e+30", "optim.grad_clip=null", "optim.warmup_ratio=0", "train.checkpoint_every_steps=1"]
+    huge = [*LM, "optim.base_lr=1.0e+30", "optim.grad_clip=null", "optim.warmup_ratio=0", "train.checkpoint_every_steps=1"]
     r = mssl("mssl-train", *huge, "train.stop_after_steps=1", "--output", out)
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = out / "checkpoints" / "step_00000001.pt"
     before = digest(out / "checkpoints")
     one_line(mssl("mssl-train", *huge, "--output", out, "--resume", "auto"), 1, "mssl-train: stopped: loss is ",
-             "at step 1 (epoch 0)", f"last good checkpoint: {ckpt}", "lower optim.lr or loss.gamma")
+             "at step 1 (epoch 0)", f"last good checkpoint: {ckpt}", "lower optim.base_lr or loss.gamma")
     assert digest(out / "checkpoints") == before           # nothing saved after the bad step, the good one untouched
     assert load_checkpoint(ckpt)["step"] == 1 and read_run(out).summary["steps"] == 1
 

@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 
 from procs import free_port
 from mssl_workbench.engine import rundir as _runs
 from mssl_workbench.evaluation.gsm8k import lm_eval_main, load_lm
-from mssl_workbench.lm.config import LM_PRESETS, lm_config_from_dict, lm_config_to_dict
+from mssl_workbench.config.schema import config_to_dict
+from mssl_workbench.lm.config import LM_PRESETS, lm_config_from_dict
 from mssl_workbench.lm.data import (CharTokenizer, HFTokenizer, Example, collate, encode_examples, extract_answer, make_arith_problems,
                                     read_examples, score_generation, tiny_lm_config)
 from mssl_workbench.lm.train import fit_lm
@@ -37,9 +39,9 @@ torch.set_num_threads(1)
 
 def tiny_cfg(out_dir, **sections) -> dict:
     "A config that trains in seconds: a 1-block width-32 GPT-2 on 64 generated problems"
-    d = {"model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 80},
+    d = {"output": str(out_dir), "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 80},
          "data": {"n_train": 64, "n_test": 6},
-         "train": {"max_steps": 4, "batch_size": 8, "micro_batch_size": 4, "out_dir": str(out_dir), "log_every": 1, "quiet": True},
+         "train": {"max_steps": 4, "batch_size": 8, "micro_batch_size": 4, "log_every": 1, "quiet": True},
          "eval": {"max_new_tokens": 8, "monitor_batch": 6}}
     for k, v in sections.items(): d[k] = {**d.get(k, {}), **v}
     return d
@@ -106,6 +108,48 @@ def test_resume_is_bit_identical(tmp_path, mce):
     assert ga == gb
 
 
+def first_release(d: dict) -> dict:
+    "A config dictionary as the first release wrote it: train.out_dir, optim.lr, loss.lamda and loss.mu (LM_RENAMED, spelled out)"
+    d = json.loads(json.dumps(d))
+    d.setdefault("train", {})["out_dir"] = d.pop("output")
+    d["optim"]["lr"] = d["optim"].pop("base_lr")
+    d["loss"]["lamda"], d["loss"]["mu"] = d["loss"].pop("ridge_p"), d["loss"].pop("ridge_q")
+    return d
+
+
+def test_a_first_release_run_evaluates_and_resumes_bit_identically(tmp_path, capsys):
+    "A run stopped under the old key names (its checkpoint's config and config.yaml) evaluates, and resumes to the straight run's weights"
+    loss = {"mce": "batch", "gamma": 0.3, "ridge_p": 0.5, "ridge_q": 2.0}
+    straight = tiny_cfg(tmp_path / "a", loss=loss, optim={"base_lr": 2e-3}, train={"max_steps": 5})
+    fit_lm(lm_config_from_dict(straight))
+    part = tiny_cfg(tmp_path / "b", loss=loss, optim={"base_lr": 2e-3}, train={"max_steps": 5, "stop_after_steps": 2})
+    fit_lm(lm_config_from_dict(part))
+    run = tmp_path / "b"
+    manifest = [json.loads(l) for l in (run / "checkpoints" / "manifest.jsonl").read_text().splitlines()]
+    for entry in manifest:                     # rewrite each checkpoint's config (and its size in the manifest) as the first release did
+        path = run / "checkpoints" / entry["file"]
+        if not path.is_file(): continue
+        state = _runs.load_checkpoint(path)
+        state["config"] = first_release(state["config"])
+        entry["bytes"] = _runs.save_checkpoint(path, state)
+    (run / "checkpoints" / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in manifest))
+    head = _runs.read_config(run)
+    (run / "config.yaml").write_text(yaml.safe_dump(first_release(head), sort_keys=False))
+    assert _runs.load_checkpoint(_runs.read_run(run).checkpoints[0])["config"]["loss"]["mu"] == 2.0
+    capsys.readouterr()
+    _, _, cfg, _ = load_lm(run)                 # mssl-eval gsm8k reads it under the new names
+    assert (cfg.output, cfg.optim.base_lr, cfg.loss.ridge_p, cfg.loss.ridge_q) == (str(run), 2e-3, 0.5, 2.0)
+    assert capsys.readouterr().err.count("config: ") == 4   # one notice per renamed key
+    resumed = first_release(part)               # the same old-spelling config resumes it (the checkpoint compared under the new names)
+    resumed["train"]["stop_after_steps"] = None
+    fit_lm(lm_config_from_dict(resumed), resume="auto")
+    sa, sb = final_state(tmp_path / "a"), final_state(run)
+    assert sa["step"] == sb["step"] == 5
+    for k in sa["model"]: assert torch.equal(sa["model"][k], sb["model"][k]), k
+    assert [m["loss"] for m in _runs.read_run(tmp_path / "a").metrics] == [m["loss"] for m in _runs.read_run(run).metrics]
+    assert "output" in _runs.read_config(run) and "out_dir" not in _runs.read_config(run)["train"]   # rewritten under the new names
+
+
 @pytest.mark.parametrize("split,count", [("test", 1319), ("train", 7473)])
 def test_every_gsm8k_reference_answer_parses(split, count):
     path = GSM8K / f"{split}.jsonl"
@@ -154,7 +198,7 @@ def test_prompt_tokens_get_no_gradient_through_a_model(arch, construction):
 
 def test_tiny_model_loss_falls_and_run_directory(tmp_path):
     cfg = tiny_cfg(tmp_path / "run", model={"d_model": 48, "n_layers": 2, "n_heads": 4, "max_len": 112},
-                   data={"n_train": 512, "n_test": 8}, optim={"lr": 3e-3}, loss={"mce": "batch", "gamma": 0.2, "log": "taylor"},
+                   data={"n_train": 512, "n_test": 8}, optim={"base_lr": 3e-3}, loss={"mce": "batch", "gamma": 0.2, "log": "taylor"},
                    train={"max_steps": 60, "batch_size": 16, "micro_batch_size": 16, "log_every": 5})
     summary = fit_lm(lm_config_from_dict(cfg))
     rec = _runs.read_run(tmp_path / "run")
@@ -224,7 +268,7 @@ def test_mssl_eval_gsm8k_dry_run(tmp_path, console):
     import yaml
     run = tmp_path / "run"; run.mkdir()
     cfg = lm_config_from_dict({**LM_PRESETS["gsm8k-mce"][0], "model": {"path": str(tmp_path / "llemma_7b")}})
-    (run / "config.yaml").write_text(yaml.safe_dump({"format": 2, "kind": "lm", "method": cfg.method, **lm_config_to_dict(cfg)}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"format": 2, "kind": "lm", "method": cfg.method, **config_to_dict(cfg)}))
     for args, protocol in [([str(run)], "metamath"), ([], "metamath"), (["--protocol", "gsm8k"], "gsm8k")]:
         r = subprocess.run([console("mssl-eval"), "gsm8k", *args, "--dry-run"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]

@@ -38,14 +38,11 @@ __all__ = ['PRESETS', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBR
 
 # %% ../../nbs/23_cli_train.ipynb #ed666468
 from ..config import presets as _presets
-from ..config.presets import PRESET_INDEX, QUICKSTART, TRAIN_KINDS, find_preset, preset_notes, preset_table, register_presets
+from ..config.presets import PRESET_INDEX, QUICKSTART, TRAIN_KINDS, find_preset, preset_notes, preset_table
 
 def _training_presets() -> dict[str, tuple[dict, str]]:
-    "The image and LM presets of the one registry (config.presets), as name -> (body, note); registers the LM chapter's on first use"
-    from mssl_workbench.lm.config import LM_PRESETS
-    _presets.presets_of("image")                     # the methods' presets first: the listing's order is image, then LM
-    register_presets("lm", LM_PRESETS)               # the same declaration again is one preset: cheap, and idempotent
-    return preset_table(TRAIN_KINDS)
+    "The image and LM presets of the one registry (config.presets), as name -> (body, note): image first, then LM"
+    return preset_table(TRAIN_KINDS)   # the registry reads the method records and the LM chapter (its presets) on first use
 
 class _Registry(Mapping):
     "The training presets, a read-only view of the one registry read on first use (reading it imports every method's record, and torch)"
@@ -141,20 +138,19 @@ def next_free_output(path: str | Path) -> Path:
 
 def assemble_config(
     args: argparse.Namespace, # the parsed mssl-train arguments
-    output: dict,             # where --output goes in this kind of config: {"output": path} (image), {"train": {"out_dir": path}} (LM)
-) -> dict:                    # the config dictionary, before its schema builds it
+) -> dict:                    # the config dictionary, before its schema (image or LM: both name the run directory `output`) builds it
     "The one assembly of a run's config: preset, then --config YAML, then key=value overrides, then --output and --quiet"
     d = get_preset(args.preset) if args.preset else {}
     if args.config: d = merge_dicts(d, _read_config_file(Path(args.config)))
     if not d and not args.overrides: raise ConfigError("nothing to run: give --preset NAME (see --list-presets) or --config FILE")
     d = apply_overrides(d, args.overrides)
-    if args.output: d = merge_dicts(d, output)
+    if args.output: d = merge_dicts(d, {"output": args.output})
     if args.quiet or os.environ.get("CI"): d = merge_dicts(d, {"train": {"quiet": True}})
     return d
 
 def config_from_args(args: argparse.Namespace) -> Config:
     "An image run's config from the arguments (`assemble_config`); a preset's default output that holds a run becomes a numbered sibling"
-    d = assemble_config(args, {"output": args.output})
+    d = assemble_config(args)
     explicit = args.output or any(o.split("=", 1)[0].strip() == "output" for o in args.overrides) or (args.config and "output" in d)
     cfg = config_from_dict(d)
     if not explicit and not args.resume and not args.dry_run and "LOCAL_RANK" not in os.environ:
@@ -482,16 +478,15 @@ def main(argv: list[str] | None = None) -> int:
 def lm_config_from_args(args: argparse.Namespace):
     "An LM preset, then --config YAML, then overrides, then --output/--quiet, as the LM chapter's config"
     from mssl_workbench.lm.config import lm_config_from_dict
-    return lm_config_from_dict(assemble_config(args, {"train": {"out_dir": args.output}}))
+    return lm_config_from_dict(assemble_config(args))
 
 def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
     "mssl-train for a language-model preset"
     from mssl_workbench.engine.hooks import STOP
-    from mssl_workbench.lm.config import lm_config_to_dict
     from mssl_workbench.lm.train import train_lm
     cfg = lm_config_from_args(args)
     if args.dry_run:
-        print(yaml.safe_dump(lm_config_to_dict(cfg), sort_keys=False), end="")
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
     if args.slurm is not None: raise ConfigError("--slurm is for image runs so far: launch LM runs with torchrun options or sbatch + torchrun")
     if any(getattr(args, o) for o in TORCHRUN_OPTIONS) and not worker: return launch_torchrun(_torchrun_command(args, argv))

@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import mssl_workbench
 from .schema import ConfigError, merge_dicts
 # the method records (which carry the methods' own presets) import torch: they are read when an image preset is first
-# asked for, so that registering or listing the evaluation presets stays free of torch
+# asked for, so that registering or listing the evaluation presets stays free of torch; the LM chapter (`lm.config`,
+# torch-free) registers its presets when imported, which the first look-up of an `lm` preset does
 
 # %% auto #0
 __all__ = ['TRAIN_KINDS', 'QUICKSTART', 'PRESET_INDEX', 'Preset', 'register_preset', 'register_presets', 'presets_of',
@@ -78,11 +80,12 @@ def _read_method_presets():
 # %% ../../nbs/08a_config_presets.ipynb #4e216ea8
 def presets_of(
     kinds: str | Sequence[str], # one kind or several ("image", ("image", "lm"), "linear", ...)
-) -> dict[str, Preset]:         # name -> preset, in registration order
-    "The registered presets of the given kinds"
+) -> dict[str, Preset]:         # name -> preset: kind by kind in the order given, each in registration order
+    "The registered presets of the given kinds (the method records' and the LM chapter's read on first use)"
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     if "image" in kinds: _read_method_presets()
-    return {name: p for (kind, name), p in _PRESETS.items() if kind in kinds}
+    if "lm" in kinds: importlib.import_module("mssl_workbench.lm.config")   # registers LM_PRESETS; imports no torch
+    return {name: p for k in kinds for (kind, name), p in _PRESETS.items() if kind == k}
 
 def preset_table(kinds: str | Sequence[str]) -> dict[str, tuple[dict, str]]:
     "The registered presets of the given kinds as name -> (body, note)"

@@ -27,8 +27,8 @@ if typing.TYPE_CHECKING: from mssl_workbench.methods.registry import MethodSpec
 # %% auto #0
 __all__ = ['Float', 'Tuple', 'SCHEMA', 'PROBE_LR', 'SECTIONS', 'RENAMED', 'ConfigError', 'check', 'field_rule', 'not_allowed',
            'unknown_key', 'describe_error', 'schema', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig',
-           'EvalConfig', 'Config', 'rename_keys', 'resolve_config', 'validate_config', 'config_from_dict',
-           'config_to_dict', 'merge_dicts', 'parse_value', 'apply_overrides']
+           'EvalConfig', 'Config', 'rename_keys', 'build_config', 'resolve_config', 'validate_config',
+           'config_from_dict', 'config_to_dict', 'merge_dicts', 'parse_value', 'apply_overrides']
 
 # %% ../../nbs/08_config_schema.ipynb #669a81b7
 class ConfigError(ValueError):
@@ -253,6 +253,7 @@ def rename_keys(
     d: dict,                   # a config dictionary as written (nested sections)
     renamed: dict[str, str],   # old dotted key -> new dotted key
     *, notice: Callable[[str], None] | None = None, # where the one-line notice goes (default: stderr)
+    error: type[Exception] = ConfigError,           # raised for a config that sets both names
 ) -> dict:                     # a new dictionary with every old key under its new name
     "Map the old names of `renamed` to the new ones, one notice per key; a config that sets both refuses"
     out = json.loads(json.dumps(d))
@@ -265,22 +266,28 @@ def rename_keys(
         *npath, nlast = new.split(".")
         target = out
         for p in npath: target = target.setdefault(p, {})
-        if nlast in target: raise ConfigError(f"config sets both {old} (the old name) and {new}: keep {new}")
+        if nlast in target: raise error(f"config sets both {old} (the old name) and {new}: write {new} instead of {old}")
         target[nlast] = value
         (notice or (lambda s: print(s, file=sys.stderr)))(f"config: {old} is now {new}; read as {new}={value!r}")
     return out
 
-def _build(d: dict) -> Config:
-    if not isinstance(d, dict): raise ConfigError(f"a config is a mapping of sections, got {type(d).__name__}")
-    d, top = rename_keys(d, RENAMED), {}
-    names = [f.name for f in dataclasses.fields(Config)]
+def build_config(
+    cls,                                  # a top-level schema of the family (`Config`, the LM chapter's `LMConfig`)
+    d: dict,                              # nested sections as written; missing keys keep their defaults
+    renamed: dict[str, str] = {},         # old dotted key -> new dotted key (`RENAMED`, the LM chapter's `LM_RENAMED`)
+    *, error: type[Exception] = ConfigError, # what an unknown key or a section that is not a mapping raises
+):
+    "Build schema `cls` from nested dictionaries: old names read as the new ones, each section through its own schema, an unknown key refused"
+    if not isinstance(d, dict): raise error(f"a config is a mapping of sections, got {type(d).__name__}")
+    d, top, fields = rename_keys(d, renamed, error=error), {}, cls.__pydantic_fields__
     for key, value in d.items():
-        if key not in names: raise ConfigError(unknown_key(key, names))
-        if key in SECTIONS:
-            if not isinstance(value, dict): raise ConfigError(f"{key} must be a mapping of its keys, got {value!r}")
-            top[key] = SECTIONS[key](**value)
+        if key not in fields: raise error(unknown_key(key, list(fields)))
+        section = fields[key].annotation
+        if dataclasses.is_dataclass(section):
+            if not isinstance(value, dict): raise error(f"{key} must be a mapping of its keys, got {value!r}")
+            top[key] = section(**value)
         else: top[key] = value
-    return Config(**top)
+    return cls(**top)
 
 # %% ../../nbs/08_config_schema.ipynb #f462784b
 def resolve_config(
@@ -336,7 +343,7 @@ def config_from_dict(
     d: dict, # nested sections; missing keys keep their defaults (method-owned ones: the method's values)
 ) -> Config: # resolved and validated
     "Build, resolve and validate a `Config` from nested dictionaries"
-    cfg = resolve_config(_build(d))
+    cfg = resolve_config(build_config(Config, d, RENAMED))
     validate_config(cfg)
     return cfg
 

@@ -63,6 +63,7 @@ class Hook:
 class TaskBase:
     "Defaults of the optional `Task` methods (the loop chapter); torch is imported by the method that needs it"
     may_change: set = set()
+    renamed: dict = {}             # old dotted config key -> new (none)
     def param_groups(self, model: torch.nn.Module) -> list[dict]: return [{"params": [p for p in model.parameters() if p.requires_grad]}]
     def inputs(self, batch, run): return batch
     def begin(self, run) -> None: pass

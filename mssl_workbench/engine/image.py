@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config.schema import Config, ConfigError, config_to_dict
+from ..config.schema import RENAMED, Config, ConfigError, config_to_dict
 from ..core.metrics import OnlineLinearProbe
 from ..data.augment import AUGMENTS, create_augment
 from ..data.datasets import create_dataset
@@ -203,7 +203,7 @@ _IMAGE_KEYS = {"precision": "train.precision", "max_steps": "train.max_steps"}
 
 class ImageTask(OnlineProbeTask, TaskBase):
     "Self-supervised pre-training of the image method `cfg.model.method`: the method's model gives the loss; the online probe trains alongside"
-    kind, may_change = "image", RESUME_MAY_CHANGE
+    kind, may_change, renamed = "image", RESUME_MAY_CHANGE, RENAMED
     def __init__(self, cfg: Config):
         t, o = cfg.train, cfg.optim
         self.cfg, self.method, self.data = cfg, cfg.model.method, None

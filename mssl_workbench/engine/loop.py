@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config.schema import ConfigError
+from ..config.schema import ConfigError, rename_keys
 from .contract import TaskBase   # the defaults of the optional Task methods (torch-free), importable from here
 from .distributed import DistInfo, init_distributed, process_group
 from .hooks import Checkpointer, Hook, MetricsLogger, Preemption, diverged
@@ -142,6 +142,7 @@ def check_resume(
     kind: str,      # the resuming run's kind: image | lm | an evaluation's kind
     method: str,    # the resuming run's method
     may_change=RESUME_MAY_CHANGE, # dotted keys that may differ
+    renamed: dict[str, str] = {},   # old dotted key -> new: the checkpoint's config is read under the new names
 ):
     "Refuse, with the settings diff, a checkpoint of another kind of run or one trained with settings that may not change"
     stored = state.get("config")
@@ -154,7 +155,7 @@ def check_resume(
         raise ConfigError(f"cannot resume from {path}: it is the checkpoint of {_RUN_KINDS.get(theirs, repr(theirs))}, and this is "
                           f"{_RUN_KINDS.get(kind, repr(kind))} (kind: {theirs!r} -> {kind!r}; method: {old!r} -> {method!r}); "
                           "continue it with the preset it was trained with, or start a fresh --output")
-    conflicts = resume_conflicts(stored, current, may_change=may_change)
+    conflicts = resume_conflicts(rename_keys(stored, renamed, notice=lambda line: None), current, may_change=may_change)
     if conflicts:
         raise ConfigError(f"cannot resume from {path}: the run was trained with other settings ({'; '.join(conflicts[:4])}"
                           f"{'; ...' if len(conflicts) > 4 else ''}); restore them, or start a fresh --output")
@@ -205,6 +206,7 @@ class Task(Protocol):
     method: str                    # the method or protocol, recorded next to it
     spec: EngineSpec
     may_change: set                # config keys a resume may change
+    renamed: dict                  # old dotted config key -> new, for a checkpoint written before a rename (optional)
     def config(self) -> dict: ...                    # what config.yaml and the checkpoints record (a resume compares it)
     def before_build(self, checkpoint: dict | None): ...  # the checkpoint a resumed run continues (None: fresh), before build
     def build(self, info: DistInfo) -> nn.Module: ...  # data and model on info.device (called after seeding)
@@ -264,7 +266,7 @@ class Trainer:
         found = resume_checkpoint(self.out_dir, resume, announce=self.is_main) if self.out_dir else None
         if self.writer is not None: self.writer.check(resume=found is not None)
         if found is not None:       # another kind of run or changed settings: refused with the diff before data and model are built
-            check_resume(*found, task.config(), kind=task.kind, method=task.method, may_change=task.may_change)
+            check_resume(*found, task.config(), kind=task.kind, method=task.method, may_change=task.may_change, renamed=getattr(task, "renamed", {}))
         seed_everything(s.seed, deterministic=s.deterministic)   # same initial weights on every rank
         if hasattr(task, "before_build"): task.before_build(found[1] if found is not None else None)
         self.model = task.build(self.info)

@@ -24,7 +24,8 @@ from ..objectives.mce import MatrixCrossEntropyLMLoss
 from .data import (CharTokenizer, Example, HFTokenizer, LMInputError, _arith_examples, check_model_dir, collate,
                                     encode_examples, eval_prompt, evaluate_answers, load_causal_lm, model_context, read_examples,
                                     tiny_lm_config)
-from .config import LMConfig, lm_config_to_dict, validate_lm_config
+from ..config.schema import config_to_dict
+from .config import LM_RENAMED, LMConfig, validate_lm_config
 
 # %% auto #0
 __all__ = ['LM_RESUME_MAY_CHANGE', 'hidden_state_ranks', 'representation_erank', 'diff_erank', 'generate_greedy', 'build_lm',
@@ -135,7 +136,7 @@ def _examples(cfg: LMConfig, split: str) -> list[Example]:
         return _arith_examples(d.n_train if split == "train" else d.n_test, steps=d.steps, digits=d.digits, seed=d.seed + (split != "train"))
     return read_examples(source, format=d.format, limit=d.limit_train if split == "train" else d.limit_test)
 
-LM_RESUME_MAY_CHANGE = {"preset", "train.out_dir", "train.epochs", "train.max_steps", "train.stop_after_steps", "train.log_every",
+LM_RESUME_MAY_CHANGE = {"preset", "output", "train.epochs", "train.max_steps", "train.stop_after_steps", "train.log_every",
                         "train.quiet", "train.checkpoint_every_steps", "train.keep_checkpoints", "train.device", "train.micro_batch_size",
                         "model.gradient_checkpointing", "data.test", "data.n_test", "data.limit_test"}
 
@@ -146,11 +147,11 @@ def lm_spec(cfg: LMConfig) -> EngineSpec:
     cuda = t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available())
     bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda)
     return EngineSpec(
-        output=t.out_dir, epochs=t.epochs, lr=o.lr, optimizer="adamw", betas=tuple(o.betas), weight_decay=o.weight_decay,
+        output=cfg.output, epochs=t.epochs, lr=o.base_lr, optimizer="adamw", betas=tuple(o.betas), weight_decay=o.weight_decay,
         min_lr=o.min_lr, precision="bf16" if bf16 and not t.fsdp else "fp32",   # FSDP: its mixed-precision policy instead
         grad_clip=o.grad_clip, guard_grad_norm=True, check_weights=False, seed=t.seed, device=t.device,
         checkpoint_every_steps=t.checkpoint_every_steps, keep_checkpoints=t.keep_checkpoints, log_every=t.log_every, quiet=t.quiet,
-        fix="lower optim.lr or loss.gamma", log_keys=("answer_tokens", "grad_norm", "tokens_per_s"),
+        fix="lower optim.base_lr or loss.gamma", log_keys=("answer_tokens", "grad_norm", "tokens_per_s"),
         keys={"max_steps": "train.max_steps", "precision": "train.precision"})
 
 class _LMData:
@@ -218,14 +219,15 @@ class _LMModel:
 # %% ../../nbs/14b_lm_train.ipynb #cab1899c
 class LMTask(_LMData, _LMModel, TaskBase):
     "Fine-tuning a causal LM with CE (+ γ·MCE), a task of the engine: one `MicroBatches` iteration per optimiser step"
-    kind, may_change = "lm", LM_RESUME_MAY_CHANGE
+    kind, may_change, renamed = "lm", LM_RESUME_MAY_CHANGE, LM_RENAMED
     def __init__(self, cfg: LMConfig):
         self.cfg, self.method, self.spec = validate_lm_config(cfg), cfg.method, lm_spec(cfg)
         l = cfg.loss
-        self.loss_fn = MatrixCrossEntropyLMLoss(l.mce, l.gamma, log=l.log, order=l.order, eps=l.eps, lamda=l.lamda, mu=l.mu, per_position=l.per_position)
+        self.loss_fn = MatrixCrossEntropyLMLoss(l.mce, l.gamma, log=l.log, order=l.order, eps=l.eps, lamda=l.ridge_p, mu=l.ridge_q,
+                                                 per_position=l.per_position)
         self.tokenizer_state, self.init_eranks, self.stop = None, None, None
 
-    def config(self) -> dict: return lm_config_to_dict(self.cfg)
+    def config(self) -> dict: return config_to_dict(self.cfg)
 
     def before_build(self, checkpoint: dict | None):
         "A resumed run keeps its checkpoint's tokenizer (the model's vocabulary depends on it)"
@@ -391,7 +393,7 @@ def lm_hooks() -> list[Hook]:
 def fit_lm(
     cfg: LMConfig,              # the run's configuration (see lm_config_from_dict)
     *,
-    resume: str | None=None,    # None (fresh run), "auto" (newest checkpoint of train.out_dir, if any) or a checkpoint path
+    resume: str | None=None,    # None (fresh run), "auto" (newest checkpoint of `output`, if any) or a checkpoint path
 ) -> dict:                      # the summary written to summary.json (rank 0; other ranks get the same keys, partly None)
     "Fine-tune a causal LM with CE (+ γ·MCE) and write the standard run directory"
     return train_lm(cfg, resume=resume).summary

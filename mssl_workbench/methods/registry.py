@@ -410,7 +410,7 @@ register_method(MethodSpec(
     "matrix_ssl", "matrix_ssl", dict(lamda=0.5, mu=0.5, gamma=None, order=4, form="official"), _MSSL_PROJ, teacher(0.996),
     "byol", optim_recipe("sgd", 0.5, 1e-5),    # gamma None: the form's own, 1 (official) or λ/(d(1 + μ)) (paper; 04a)
     presets={**fmnist_preset("matrix_ssl", heads=_CPU_MSSL, model={"loss": {"lamda": 1.0, "mu": 1.0}},
-                             note="loss λ = μ = γ = 1 as in the official 100-epoch run (γ: the official form's default; form=paper takes its own)"),
+                             note="loss λ = μ = γ = 1 as in the official 100-epoch run"),   # γ None: the official form's 1 (form=paper takes its own)
              **imagenet_presets("matrix_ssl", batch_size=1024, model={"loss": {"lamda": 1.0, "mu": 1.0}},
                                 source="official Matrix-SSL recipe (yifanzhang-pro/Matrix-SSL README, 100-epoch setting λ = μ = γ = 1)")},
     source="Zhang et al., Matrix Information Theory for Self-Supervised Learning (ICML 2024); official code defaults"))
