@@ -179,7 +179,7 @@ def _cached_run(sp: argparse.ArgumentParser):
 def _linear(args, targets, conf, preset, log):
     from mssl_workbench.evaluation.linear import run_linear
     out = run_linear(targets[0], conf, preset=preset, cache_dir=args.cache_dir, use_cache=not args.no_cache, log=log)
-    return out, [f"linear top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} (epoch {out['best_epoch']}; the paper's code reports best) "
+    return out, [f"linear top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} (epoch {out['best_epoch']}, chosen on the test split as the paper's code does; report the last) "
                  f"top5 last {out['top5_last']:.4f} best {out['top5_best']:.4f}", f"written to {out['written_to']}"]
 
 def _knn(args, targets, conf, preset, log):
