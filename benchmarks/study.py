@@ -296,7 +296,7 @@ LEVERS += [
 AT_CHOSEN_RATE = {n for n, b, *_ in LEVERS if b == "matrix_ssl"}    # levers on the base row's chosen rate, not its preset's
 LEVER_MOVES = 0.01        # a lever that moves seed-0 validation linear accuracy this much gets a second seed
 # Levers whose seed-0 cell moved a row past its baseline get a second seed (the base row's seed-1 cell + the overrides)
-LEVER_SEEDS = {"matrix_ssl_paper-clip": (0, 1), "mmae-lamda1.25e-3": (0, 1)}
+LEVER_SEEDS = {"matrix_ssl_paper-clip": (0, 1), "mmae-lamda1.25e-3": (0, 1), "barlow_twins-lastbn": (0, 1)}
 
 
 def lever_seeds(name: str, budget: str, out: Path) -> tuple[int, ...]:
