@@ -746,6 +746,14 @@ def measured(row):
     return row
 
 
+def comparable(old: dict, new: dict) -> tuple[dict, dict]:
+    "The measured values of a committed cell and its re-run, in one vocabulary: a first-edition cell's `linear` was the"
+    " head's best test epoch (`linear_best` now; results.last_epoch), and values an older runner did not record are not compared"
+    from mssl_workbench.reports.results import last_epoch
+    old, new = measured(last_epoch(old)), measured(new)
+    return old, {k: v for k, v in new.items() if k in old}
+
+
 def differences(old, new, key: str = "") -> list[str]:
     "Every path where two measured records differ, as `key: old -> new`"
     if isinstance(old, dict) and isinstance(new, dict):
@@ -765,7 +773,7 @@ def verify(cells: list[Cell], out: Path, workdir: Path, n: int, commit_it: bool)
     for cell in done:
         print(f"verify {cell.family}/{cell.name} ...", flush=True)
         old, new = read_cell(cell.path(out)), run_cell(cell, out, workdir)
-        diff = differences(measured(old), measured(new))
+        diff = differences(*comparable(old, new))
         bad += bool(diff)
         print(f"  {'identical: every measured value' if not diff else f'{len(diff)} value(s) differ'}"
               f" (committed at {old.get('commit')}, source {old.get('source', 'unrecorded')}; now {new['commit']}, source {new['source']})", flush=True)

@@ -107,9 +107,9 @@ def ssl_table(summary: list[dict], baselines: list[dict]=()) -> str:
         lines.append(f"| *{b['method']}* | | | {fmt(b['linear'])} | {fmt(b['knn'])} | {fmt(b['val_linear'])} | {fmt(b['erank'], 1, 0)} | | | baseline |")
     return head + "\n".join(lines)
 
-# %% ../../nbs/22_reports_results.ipynb #f01d883c
+# %% ../../nbs/22_reports_results.ipynb #ed65fae9
 HEADLINE = {"simclr": "SimCLR", "vicreg": "VICReg", "ivne": "I-VNE⁺", "mmcr": "MMCR", "matrix_ssl": "Matrix-SSL (official form)",
-            "mec": "MEC", "moco_v2": "MoCo v2", "byol": "BYOL", "raw-pixels": "*raw pixels*", "random-init": "*untrained backbone*"}
+            "mec": "MEC", "moco_v2": "MoCo v2", "byol": "BYOL", "barlow_twins": "Barlow Twins", "raw-pixels": "*raw pixels*", "random-init": "*untrained backbone*"}
 
 def headline_table(cells: list[dict], names: dict=HEADLINE) -> str:
     "Markdown for the README: the rows of `names` (methods and baselines), by mean linear test accuracy (last epoch)"
