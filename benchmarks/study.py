@@ -339,9 +339,9 @@ def long_cells(budget: str, out: Path, rows: list[str] | None = None) -> list[Ce
     for row, n in LONG_ROWS:
         lr = chosen_lr(row, budget, out) if rows is None or row in rows else None
         if lr is None: continue
+        extra = next(e for r, _, e in SSL_METHODS if r == row)
         for seed in range(n):
-            c = ssl_cell(row, budget, lr, seed)
-            method, extra = next((m, e) for r, m, e in SSL_METHODS if r == row)
+            c = ssl_cell(row, budget, lr, seed)          # its preset and evaluations; the overrides add LONG after the budget's
             cells.append(Cell("long", row, budget, seed, lr, ssl_overrides(budget, extra + LONG, lr, seed), c.preset, c.evals))
     return cells
 
