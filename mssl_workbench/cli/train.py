@@ -128,11 +128,11 @@ def _read_config_file(path: Path) -> dict:
     return loaded
 
 def next_free_output(path: str | Path) -> Path:
-    "`path` if it holds no run, else the first of path-2, path-3, ... that holds none"
-    from mssl_workbench.engine.rundir import RunWriter
+    "`path` if it holds no run (nor a user's files where a run writes), else the first of path-2, path-3, ... that holds none"
+    from mssl_workbench.engine.rundir import RunWriter, stray_files
     path, n = Path(path), 2
     candidate = path
-    while RunWriter(candidate).holds_run():
+    while RunWriter(candidate).holds_run() or stray_files(candidate):
         candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
     return candidate
 
@@ -333,6 +333,9 @@ class SlurmJob:
         preempt = env._usr_sig()                            # submitit's preemption signal: USR2 unless $SUBMITIT_PREEMPT_SIGNAL
         requeue = signal.getsignal(preempt)                 # submitit's checkpoint-and-requeue handler
         run = fit(cfg, resume=self.resume, hooks=default_hooks(cfg))
+        if run.finished is not None:
+            if env.global_rank == 0: print(_finished_line(run), flush=True)
+            return {"steps": run.step, "finished": run.finished}
         if run.stop_signal is None: return run.summary or {}
         if env.global_rank == 0: print(_stop_line(run), file=sys.stderr, flush=True)
         if run.stop_signal in (preempt, signal.SIGUSR1) and callable(requeue):
@@ -353,8 +356,8 @@ def submit_slurm(
     "Submit the run through submitit.AutoExecutor; with wait (default for cluster=local) wait for it and report"
     try: import submitit
     except ImportError: raise ConfigError("--slurm needs submitit: pip install submitit") from None
-    from mssl_workbench.engine.rundir import RunWriter
-    RunWriter(cfg.output).check(resume=bool(resume))       # refuse a folder that holds another run before submitting
+    from mssl_workbench.engine.rundir import check_run_dir
+    check_run_dir(cfg.output, resume, announce=False)      # refuse a folder that holds another run (or not the resumed one) before submitting
     o = dict(options)
     cluster = o.pop("cluster", "slurm")
     wait = o.pop("wait", cluster != "slurm")
@@ -391,6 +394,11 @@ def _stop_line(run) -> str:
     "The line of a run a signal stopped (the contract's `stop_report`, as mssl-eval prints it), naming its run directory"
     return "mssl-train: " + stop_report(stopped(run), output=run.out_dir)[0]
 
+def _finished_line(run) -> str:
+    "The line of a resumed run that had already finished (`finished_run`, the loop chapter): it trained nothing and wrote nothing"
+    return (f"mssl-train: run already finished ({run.finished}); nothing written to {run.out_dir}: evaluate it with mssl-eval, "
+            "or raise train.epochs / train.max_steps to train further")
+
 def data_summary(root=None) -> str:
     "What the training data would be: one line per split"
     from mssl_workbench.data.fashion_mnist import load_fashion_mnist
@@ -419,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, note in preset_notes().items(): print(f"{name:36s} {note}")
         return 0
     from mssl_workbench.engine.hooks import STOP, NonFiniteError
-    from mssl_workbench.engine.rundir import RunWriter
+    from mssl_workbench.engine.rundir import check_run_dir
     from mssl_workbench.engine.image import fit
     worker = "LOCAL_RANK" in os.environ
     if worker and set_parent_death_signal(signal.SIGTERM) and os.getppid() == 1: return 143   # torchrun already gone
@@ -442,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if slurm is not None: return submit_slurm(cfg, slurm, resume=args.resume)
         if launch:
-            RunWriter(cfg.output).check(resume=bool(args.resume))   # one refusal here, not one per process
+            check_run_dir(cfg.output, args.resume, announce=False)   # one refusal here, not one per process
             return launch_torchrun(_torchrun_command(args, [*argv, "--output", cfg.output]))
         owner = STOP.install()          # a signal while data and model are built is kept for the first step
         run = fit(cfg, resume=args.resume)
@@ -462,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if owner: STOP.restore()
     if run.stop_signal is not None: return _stop_exit(run)
+    if run.finished is not None:
+        if run.is_main: print(_finished_line(run))
+        return 0
     s = run.summary
     if s is not None:
         knn = "n/a" if s["knn_acc"] is None else f"{100 * s['knn_acc']:.1f}%"
@@ -495,6 +506,9 @@ def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
     finally:
         if owner: STOP.restore()
     if run.stop_signal is not None: return _stop_exit(run)   # one line, 128 + signal: the image runs' exit
+    if run.finished is not None:                             # and a run that had finished: one line, exit 0
+        if run.is_main: print(_finished_line(run))
+        return 0
     s = run.summary
     if s and s.get("run_dir"):
         acc = "n/a" if s.get("accuracy") is None else f"{100 * s['accuracy']:.1f}%"

@@ -347,7 +347,7 @@ def _trim_records(run: Trainer):
     for name in ("metrics", "epochs"):
         path = run.out_dir / f"{name}.jsonl"
         kept = [r for r in _runs.read_jsonl(path)[0] if r.get("step", 0) <= run.step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        _runs.atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))   # a crash here keeps the old file whole
 
 class LMEval(Hook):
     "The initial monitor, GSM8K-style accuracy and the hidden-state monitors every eval.every_steps steps and at the end"
@@ -363,12 +363,18 @@ class LMEval(Hook):
     def after_fit(self, run):
         if run.stop_signal is None and run.step == run.total_steps: _evaluate(run)
 
+def _logged_step(run: Trainer) -> dict:
+    "The metrics record of the run's last step: the loss and terms of a resumed run that trains no step (killed before its summary)"
+    if run.writer is None: return {}
+    rows = [r for r in _runs.read_jsonl(run.out_dir / "metrics.jsonl")[0] if r.get("step") == run.step]
+    return rows[-1] if rows else {}
+
 class LMSummary(Hook):
     "summary.json: the last step's loss, the last evaluation, the data, the stop reason (rank 0); `run.summary`"
     order = 70   # after the final checkpoint and evaluation
     def before_fit(self, run): self.t0 = time.time()
     def after_fit(self, run):
-        task, last = run.task, run.last
+        task, last = run.task, run.last or _logged_step(run)
         run.stop_reason = run.stop_reason if run.stop_signal is not None else "completed" if run.step == run.total_steps else "stop_after_steps"
         if not run.is_main:
             run.summary = {"run_dir": str(run.out_dir), "steps": run.step}
