@@ -36,7 +36,9 @@ Families
   hyper-parameters scaled to this data set (PUBLISHED, each rule stated beside it) at its shared-arm chosen rate, seeds 0-2.
 - lm: CE against CE + MCE in both constructions (embedding-space and batch-relation, γ = 0.1) on the `lm-arith-ce`
   preset's generated arithmetic task, seeds 0–2; exact-match accuracy on its 200 test problems, answer CE, hidden
-  erank. lm-overhead: `benchmarks/lm_mce.py overhead` (every shape it defines; the 7B shapes by FLOPs).
+  erank. Every one of those test problems also occurs in training, so the second edition adds the same three
+  configurations (`gen-*`, seeds 0–4) on `lm-arith2-ce`: three-step problems whose test problems are held out of
+  training by construction, so exact match measures generalisation; each cell records the overlap (0). lm-overhead: `benchmarks/lm_mce.py overhead` (every shape it defines; the 7B shapes by FLOPs).
 - protocol: one quickstart run (train/test, seed 0) through every protocol the README lists: linear fast path and
   the official protocol (augmented, LARS, 100 epochs), semi-supervised 1% and 10%, k-NN at k = 20 and 200.
 - lever: cells that test an explanation the results chapter gives for a row below its baseline (the paper form's
@@ -223,7 +225,7 @@ def all_cells(budget: str, out: Path, families: list[str], rows: list[str] | Non
     if "baseline" in families: cells += [Cell("baseline", b, budget) for b in ("raw-pixels", "random-init") if rows is None or b in rows]
     if "ssl" in families: cells += ssl_cells(budget, out, rows)
     if "mae" in families: cells += [mae_cell(m, budget, s) for s in BUDGETS[budget][2] for m, *_ in MAE_ROWS if rows is None or m in rows]
-    if "lm" in families: cells += [lm_cell(n, budget, s) for s in BUDGETS[budget][2] for n, *_ in LM_CONFIGS if rows is None or n in rows]
+    if "lm" in families: cells += [lm_cell(n, budget, s) for n, s in lm_runs(budget) if rows is None or n in rows]
     if "lm-overhead" in families and rows is None: cells.append(Cell("lm-overhead", "loss-overhead", budget))
     if "protocol" in families and rows is None: cells.append(protocol_cell(budget))
     if "selection" in families and rows is None: cells.append(Cell("selection", "rankme-lidar", budget))
@@ -252,6 +254,10 @@ MAE_ROWS = [("mae", "mae", []), ("umae", "umae", []), ("mmae", "mmae", []),
             ("umae-lamda3e-3", "umae", ["model.options.lamda=0.003"]), ("umae-lamda3e-2", "umae", ["model.options.lamda=0.03"])]
 LM_CONFIGS = [("ce", "lm-arith-ce", []), ("mce-embedding", "lm-arith-mce", []),
               ("mce-batch", "lm-arith-mce", ["loss.mce=batch"])]
+# the second edition: the same configurations on held-out problems (the test problems kept out of training), 5 seeds
+LM_GEN_CONFIGS = [("gen-ce", "lm-arith2-ce", []), ("gen-mce-embedding", "lm-arith2-mce", []),
+                  ("gen-mce-batch", "lm-arith2-mce", ["loss.mce=batch"])]
+LM_GEN_SEEDS = (0, 1, 2, 3, 4)
 FAMILIES = ["baseline", "ssl", "mae", "lm", "lm-overhead", "protocol", "selection", "lever", "long", "published"]
 
 # Levers: cells that test an explanation the chapter gives for a row below its baseline (seed 0; a second seed where
@@ -372,8 +378,14 @@ def published_cells(budget: str, out: Path, rows: list[str] | None = None) -> li
     return cells
 
 
+def lm_runs(budget: str) -> list[tuple[str, int]]:
+    "(configuration, seed) of every lm cell: the first edition's at the budget's seeds, the held-out task's at LM_GEN_SEEDS"
+    gen_seeds = BUDGETS[budget][2] if budget == "toy" else LM_GEN_SEEDS
+    return [(n, s) for s in BUDGETS[budget][2] for n, *_ in LM_CONFIGS] + [(n, s) for s in gen_seeds for n, *_ in LM_GEN_CONFIGS]
+
+
 def lm_cell(name: str, budget: str, seed: int) -> Cell:
-    preset, extra = next((p, e) for n, p, e in LM_CONFIGS if n == name)
+    preset, extra = next((p, e) for n, p, e in LM_CONFIGS + LM_GEN_CONFIGS if n == name)
     toy = ["train.max_steps=2", "data.n_train=64", "data.n_test=8", "eval.monitor_batch=4"] if budget == "toy" else []
     return Cell("lm", name, budget, seed, None, tuple(extra + toy + [f"train.seed={seed}", "train.quiet=true"]), preset)
 
@@ -561,7 +573,8 @@ def run_lm(cell: Cell, workdir: Path) -> dict:
     s = json.loads((run_dir / "summary.json").read_text())
     keep = ("accuracy", "steps", "final_terms", "erank", "rankme", "diff_erank", "wall_s", "train_s")
     return {**{k: s.get(k) for k in keep}, "no_prediction": (s.get("eval") or {}).get("no_prediction"),
-            "protocol": (s.get("eval") or {}).get("protocol"), "test_answers_seen_in_train": (s.get("data") or {}).get("test_answers_seen_in_train"),
+            "protocol": (s.get("eval") or {}).get("protocol"),
+            **{k: (s.get("data") or {}).get(k) for k in ("test_answers_seen_in_train", "test_problems_seen_in_train")},
             "command": shown(tc)}
 
 
