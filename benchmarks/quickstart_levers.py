@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from mssl_workbench.study.run import git_commit, load_average, spectrum_points   # the study runner's provenance and spectrum helpers
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "fashion-mnist-sample"
 OUT = ROOT / "results" / "quickstart_levers"
@@ -78,15 +80,6 @@ LEVERS = [
 ]
 
 BASELINES = ("raw-pixels", "random-init")
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def git_commit() -> str:
-    try: return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError): return "unknown"
 
 
 def result_path(name: str) -> Path: return OUT / f"{name}.json"
@@ -143,13 +136,6 @@ def run_quietly(cmd: list[str]):
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mssl_workbench.cli.train", *args]
-
-
-def spectrum_points(values, n: int = 64) -> tuple[list[int], list[float]]:
-    "At most n points of a descending spectrum at log-spaced 1-based indices (keeps the head and the tail)"
-    values = list(values)
-    idx = sorted({min(len(values), round(i)) for i in torch.logspace(0, torch.log10(torch.tensor(float(len(values)))), n).tolist()})
-    return idx, [float(values[i - 1]) for i in idx]
 
 
 def run_lever(name: str, group: str, overrides: list[str], note: str, *, split: list[str], seed: int, workdir: Path) -> dict:

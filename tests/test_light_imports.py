@@ -19,7 +19,8 @@ import mssl_workbench
 HEAVY = ("torch", "torchvision", "timm", "transformers")
 
 # the console scripts' entry points (settings.ini: console_scripts)
-ENTRY = {"mssl-train": "mssl_workbench.cli.train", "mssl-spectrum": "mssl_workbench.reports.spectrum", "mssl-eval": "mssl_workbench.cli.evaluate"}
+ENTRY = {"mssl-train": "mssl_workbench.cli.train", "mssl-spectrum": "mssl_workbench.reports.spectrum", "mssl-eval": "mssl_workbench.cli.evaluate",
+         "mssl-study": "mssl_workbench.cli.study"}
 
 
 def run_main(prog: str, *argv: str, block: bool = True) -> subprocess.CompletedProcess:
@@ -106,3 +107,14 @@ EVAL_HELP = [("--help",), ("linear", "--help"), ("knn", "--help"), ("select", "-
 def test_mssl_eval_help(argv):
     out = same_as_with_torch("mssl-eval", *argv)
     assert out.strip()
+
+
+def test_mssl_study_help_and_init(tmp_path):
+    "mssl-study --help, run --help and init (a commented study file) answer without torch"
+    out = same_as_with_torch("mssl-study", "--help")
+    assert out.startswith("usage: mssl-study") and "init" in out and "report" in out and "status" in out
+    assert "--executor" in same_as_with_torch("mssl-study", "run", "--help")
+    r = run_main("mssl-study", "init", str(tmp_path / "study.yaml"))
+    assert r.returncode == 0 and not r.stderr, r.stderr[-2000:]
+    assert (tmp_path / "study.yaml").read_text().startswith("# A comparative study for mssl-study")
+

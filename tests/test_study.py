@@ -1,5 +1,7 @@
-"""The study runner (benchmarks/study.py) on a 2-cell toy study through the real console scripts: cells are skipped when
-done, a killed runner loses only the cell in progress (and leaves no training behind), a changed recipe redoes the cell."""
+"""The project's study (benchmarks/study.py: mssl-study's machinery, mssl_workbench.study, with the project's study file and
+families): its rate grid and seeds rules on results/study-like folders, and a 2-cell toy study through the real console
+scripts: cells are skipped when done, a killed runner loses only the cell in progress (and leaves no training behind), a
+changed recipe redoes the cell."""
 import importlib.util, json, os, signal, subprocess, sys, time
 from pathlib import Path
 
@@ -19,6 +21,18 @@ def load_study():
 
 study = load_study()
 TOY = ["--budget", "toy", "--family", "ssl", "--only", "matrix_ssl", "simclr"]
+from mssl_workbench.study.cells import extend_sweep, preset_lr, recipe_key, write_cell   # noqa: E402
+from mssl_workbench.study.run import comparable, differences, measured                  # noqa: E402
+
+
+def e20(out: Path):
+    "The project's e20 study on the folder `out`, with ssl_cell / sweep_lrs / chosen_lr / seeds_of as the runner had them"
+    st = study.project_study("e20", out)
+    st.ssl_cell = lambda row, lr, seed: st.families["ssl"].cell(st, row, lr, seed)
+    st.sweep_lrs = lambda row, grow=True: st.sweep("ssl", row, grow=grow)
+    st.chosen = lambda row: st.chosen_lr("ssl", row)
+    st.seeds = lambda row: st.seeds_of("ssl", row)
+    return st
 
 
 def runner(out: Path, *extra: str, **kw):
@@ -44,86 +58,95 @@ def our_processes(marker: str) -> list[int]:
 
 def test_sweep_then_seeds_at_the_chosen_lr(tmp_path):
     "Seeds 1, 2 appear only when the seed-0 sweep is complete, at the lr with the best validation linear accuracy; a failed lr never wins"
-    out, row = tmp_path / "study", "simclr"
-    lrs = study.sweep_lrs(row, "e20")
-    assert len(lrs) == 3 and lrs[0] == pytest.approx(study.preset_lr("fmnist-simclr"))
-    assert not [c for c in study.ssl_cells("e20", out, [row]) if c.seed > 0]
+    st, row = e20(tmp_path / "study"), "simclr"
+    lrs = st.sweep_lrs(row, grow=False)
+    assert len(lrs) == 3 and lrs[0] == pytest.approx(preset_lr("fmnist-simclr"))
+    assert not [c for c in st.cells(["ssl"], [row]) if c.seed > 0]
     accs = {lrs[0]: 0.70, lrs[1]: 0.75, lrs[2]: 0.99}
     for lr, acc in accs.items():
-        cell = study.ssl_cell(row, "e20", lr, 0)
+        cell = st.ssl_cell(row, lr, 0)
         body = {"cell": cell.name, "lr": lr, "val_linear": acc} if lr != lrs[2] else {"cell": cell.name, "lr": lr, "failed": True}
-        study.write_cell(cell.path(out), body)
-    assert study.chosen_lr(row, "e20", out) is None               # the best is the lowest rate: the grid grows first
-    assert study.sweep_lrs(row, "e20", out)[3] == pytest.approx(lrs[1] / 2)
-    cell = study.ssl_cell(row, "e20", study.sweep_lrs(row, "e20", out)[3], 0)
-    study.write_cell(cell.path(out), {"cell": cell.name, "lr": cell.lr, "val_linear": 0.72})
-    assert study.chosen_lr(row, "e20", out) == lrs[1]
-    seeds = [c for c in study.ssl_cells("e20", out, [row]) if c.seed > 0]
+        write_cell(cell.path(st.out), body)
+    assert st.chosen(row) is None               # the best is the lowest rate: the grid grows first
+    assert st.sweep_lrs(row)[3] == pytest.approx(lrs[1] / 2)
+    cell = st.ssl_cell(row, st.sweep_lrs(row)[3], 0)
+    write_cell(cell.path(st.out), {"cell": cell.name, "lr": cell.lr, "val_linear": 0.72})
+    assert st.chosen(row) == lrs[1]
+    seeds = [c for c in st.cells(["ssl"], [row]) if c.seed > 0]
     assert [(c.seed, c.lr) for c in seeds] == [(1, lrs[1]), (2, lrs[1])]
-    assert study.ssl_cell(row, "e20", lrs[1], 1).path(out).name == f"simclr-lr{lrs[1]:g}-s1.json"
+    assert st.ssl_cell(row, lrs[1], 1).path(st.out).name == f"simclr-lr{lrs[1]:g}-s1.json"
+    # the rows that follow a chosen rate: the long budget and the published arm at that rate
+    assert {(c.family, c.lr) for c in st.cells(["long", "published"], [row])} == {("long", lrs[1]), ("published", lrs[1])}
 
 
 def test_grid_grows_past_an_edge_until_the_best_rate_is_interior(tmp_path):
     "A best validation point at the top edge adds 2× that rate (at most three times); seeds wait until the best is interior"
-    out, row = tmp_path / "study", "vicreg"
-    base = study.sweep_lrs(row, "e20")
+    st, row = e20(tmp_path / "study"), "vicreg"
+    base = st.sweep_lrs(row, grow=False)
     def land(lr, acc=None):
-        cell = study.ssl_cell(row, "e20", lr, 0)
-        study.write_cell(cell.path(out), {"cell": cell.name, "lr": lr, **({"val_linear": acc} if acc is not None else {"failed": True})})
+        cell = st.ssl_cell(row, lr, 0)
+        write_cell(cell.path(st.out), {"cell": cell.name, "lr": lr, **({"val_linear": acc} if acc is not None else {"failed": True})})
     for lr in base: land(lr, 0.5 + lr)                            # monotone: the top rate wins
     top = max(base)
-    assert study.sweep_lrs(row, "e20", out) == base + [2 * top]
-    assert study.chosen_lr(row, "e20", out) is None and not [c for c in study.ssl_cells("e20", out, [row]) if c.seed > 0]
+    assert st.sweep_lrs(row) == base + [2 * top]
+    assert st.chosen(row) is None and not [c for c in st.cells(["ssl"], [row]) if c.seed > 0]
     land(2 * top, 0.4)                                            # worse: the best (top) is now interior
-    assert study.sweep_lrs(row, "e20", out) == base + [2 * top]
-    assert study.chosen_lr(row, "e20", out) == top
-    assert {c.seed for c in study.ssl_cells("e20", out, [row]) if c.seed > 0} == {1, 2}
+    assert st.sweep_lrs(row) == base + [2 * top]
+    assert st.chosen(row) == top
+    assert {c.seed for c in st.cells(["ssl"], [row]) if c.seed > 0} == {1, 2}
     # a low edge grows downwards; a diverged neighbour bounds the grid like a worse one; three extensions at most
-    out2 = tmp_path / "study2"
-    assert study.extend_sweep({0.1: {"val_linear": 0.9}, 0.2: {"val_linear": 0.8}, 0.4: {"failed": True}}) == 0.05
-    assert study.extend_sweep({0.1: {"val_linear": 0.7}, 0.2: {"val_linear": 0.8}, 0.4: {"failed": True}}) is None
-    out = out2
+    assert extend_sweep({0.1: {"val_linear": 0.9}, 0.2: {"val_linear": 0.8}, 0.4: {"failed": True}}) == 0.05
+    assert extend_sweep({0.1: {"val_linear": 0.7}, 0.2: {"val_linear": 0.8}, 0.4: {"failed": True}}) is None
+    st = e20(tmp_path / "study2")
     for lr in base: land(lr, 1.0 - lr)                            # the lowest rate wins, and keeps winning
     for _ in range(5):
-        lrs = study.sweep_lrs(row, "e20", out)
-        for lr in lrs:
-            if not study.ssl_cell(row, "e20", lr, 0).path(out).is_file(): land(lr, 1.0 - lr)
-    lrs = study.sweep_lrs(row, "e20", out)
-    assert len(lrs) == 3 + study.MAX_EXTENSIONS and min(lrs) == pytest.approx(min(base) / 8)
-    assert study.chosen_lr(row, "e20", out) == min(lrs)          # at the edge after three extensions: the study goes on with it
+        for lr in st.sweep_lrs(row):
+            if not st.ssl_cell(row, lr, 0).path(st.out).is_file(): land(lr, 1.0 - lr)
+    lrs = st.sweep_lrs(row)
+    assert len(lrs) == 3 + st.sf.rates.max_extensions == 6 and min(lrs) == pytest.approx(min(base) / 8)
+    assert st.chosen(row) == min(lrs)          # at the edge after three extensions: the study goes on with it
 
 
 def test_extra_seeds_for_rows_close_to_matrix_ssl(tmp_path):
     "Matrix-SSL always gets seeds 3, 4; another row only once both have three seeds whose means are within 3 points"
-    out = tmp_path / "study"
+    st = e20(tmp_path / "study")
     def done_row(row, accs):
-        lrs = study.sweep_lrs(row, "e20")
+        lrs = st.sweep_lrs(row, grow=False)
         for lr, v in zip(lrs, (0.9, 0.5, 0.6)):                   # 1× (the middle rate) is best: the grid is complete
-            c = study.ssl_cell(row, "e20", lr, 0); study.write_cell(c.path(out), {"lr": lr, "val_linear": v, "linear_last": accs[0]})
+            c = st.ssl_cell(row, lr, 0); write_cell(c.path(st.out), {"lr": lr, "val_linear": v, "linear_last": accs[0]})
         for s, a in enumerate(accs[1:], 1):
-            c = study.ssl_cell(row, "e20", lrs[0], s); study.write_cell(c.path(out), {"lr": lrs[0], "linear_last": a})
-    assert study.seeds_of("matrix_ssl", "e20", out) == (0, 1, 2, 3, 4)
-    assert study.seeds_of("simclr", "e20", out) == (0, 1, 2)
+            c = st.ssl_cell(row, lrs[0], s); write_cell(c.path(st.out), {"lr": lrs[0], "linear_last": a})
+    assert st.seeds("matrix_ssl") == (0, 1, 2, 3, 4)
+    assert st.seeds("simclr") == (0, 1, 2)
     done_row("matrix_ssl", (0.80, 0.81, 0.79)); done_row("simclr", (0.82, 0.83, 0.81)); done_row("vicreg", (0.70, 0.71, 0.69))
-    assert study.seeds_of("simclr", "e20", out) == (0, 1, 2, 3, 4)
-    assert study.seeds_of("vicreg", "e20", out) == (0, 1, 2)
+    assert st.seeds("simclr") == (0, 1, 2, 3, 4)
+    assert st.seeds("vicreg") == (0, 1, 2)
 
 
 def test_verify_compares_every_measured_value_but_timings():
     old = {"linear": 0.8, "trajectory": [{"epoch": 5, "train_s": 1.0, "knn": 0.7}], "wall_s": 10, "source": "a", "command": "x"}
     same = {"linear": 0.8, "trajectory": [{"epoch": 5, "train_s": 2.5, "knn": 0.7}], "wall_s": 99, "source": "b", "command": "y"}
-    assert study.differences(study.measured(old), study.measured(same)) == []
+    assert differences(measured(old), measured(same)) == []
     other = {**same, "trajectory": [{"epoch": 5, "train_s": 2.5, "knn": 0.71}]}
-    assert study.differences(study.measured(old), study.measured(other)) == ["trajectory[0].knn: 0.7 -> 0.71"]
+    assert differences(measured(old), measured(other)) == ["trajectory[0].knn: 0.7 -> 0.71"]
 
 
-def test_recipe_key_follows_the_resolved_config_not_the_checkout():
-    a = study.ssl_cell("matrix_ssl", "e20", 0.5, 0)
-    assert study.recipe_key(a) == study.recipe_key(study.ssl_cell("matrix_ssl", "e20", 0.5, 0))
-    assert study.recipe_key(a) != study.recipe_key(study.ssl_cell("matrix_ssl", "e20", 0.5, 1))
-    assert study.recipe_key(a) != study.recipe_key(study.ssl_cell("matrix_ssl_paper", "e20", 0.5, 0))
+def test_recipe_key_follows_the_resolved_config_not_the_checkout(tmp_path):
+    st = e20(tmp_path)
+    a = st.ssl_cell("matrix_ssl", 0.5, 0)
+    assert recipe_key(st, a) == recipe_key(st, st.ssl_cell("matrix_ssl", 0.5, 0))
+    assert recipe_key(st, a) != recipe_key(st, st.ssl_cell("matrix_ssl", 0.5, 1))
+    assert recipe_key(st, a) != recipe_key(st, st.ssl_cell("matrix_ssl_paper", 0.5, 0))
     assert str(study.SAMPLE) in " ".join(a.overrides)        # the data path is in the command, not in the key
-    assert "SAMPLE" not in study.recipe_key(a)
+    assert "SAMPLE" not in recipe_key(st, a)
+
+
+def test_every_committed_cell_keeps_its_key():
+    "The committed cells of results/study are done for today's recipe (the runner's move into the package kept their keys)"
+    st = study.project_study("e20")
+    done = [c for c in st.cells() if c.path(st.out).is_file() and not st.families[c.family].derived]
+    assert len(done) > 100
+    assert [c.name for c in done if not st.is_done(c)] == []
 
 
 @pytest.mark.slow
@@ -131,7 +154,7 @@ def test_toy_study_resume_kill_and_changed_recipe(tmp_path, monkeypatch):
     out = tmp_path / "study"
     # a killed runner: the first cell's JSON is kept, the cell in progress is lost, no training process outlives it
     p = runner(out)
-    first = out / "toy" / "ssl" / f"matrix_ssl-lr{study.sweep_lrs('matrix_ssl', 'toy')[0]:g}-s0.json"
+    first = out / "toy" / "ssl" / f"matrix_ssl-lr{preset_lr('fmnist-matrixssl'):g}-s0.json"
     deadline = time.time() + 300
     while not first.is_file():
         assert p.poll() is None, p.stdout.read()
@@ -179,5 +202,5 @@ def test_verify_compares_first_edition_cells_in_todays_vocabulary():
     best, last = random.uniform(0.5, 0.9), random.uniform(0.5, 0.9)
     old = {"linear": best, "linear_last": last, "knn": 0.7, "wall_s": 1.0}
     new = {"linear": last, "linear_last": last, "linear_best": best, "knn": 0.7, "val_linear_last": 0.6, "wall_s": 2.0}
-    assert study.differences(*study.comparable(old, new)) == []
-    assert study.differences(*study.comparable(old, {**new, "knn": 0.71})) == ["knn: 0.7 -> 0.71"]
+    assert differences(*comparable(old, new)) == []
+    assert differences(*comparable(old, {**new, "knn": 0.71})) == ["knn: 0.7 -> 0.71"]

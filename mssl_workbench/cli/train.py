@@ -33,8 +33,8 @@ from ..config.schema import (Config, ConfigError, Float, apply_overrides, config
 __all__ = ['PRESETS', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FORWARDED', 'SLURM_KEYS', 'DISK_ERRNOS',
            'get_preset', 'is_lm_preset', 'write_preset_index', 'build_parser', 'load_plugins', 'next_free_output',
            'assemble_config', 'config_from_args', 'check_torchrun_options', 'set_parent_death_signal', 'proc_table',
-           'descendants', 'launch_torchrun', 'SlurmOptions', 'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary',
-           'main', 'lm_config_from_args']
+           'descendants', 'launch_torchrun', 'SlurmOptions', 'parse_slurm', 'SlurmJob', 'slurm_executor',
+           'submit_slurm', 'data_summary', 'main', 'lm_config_from_args']
 
 # %% ../../nbs/23_cli_train.ipynb #ed666468
 from ..config import presets as _presets
@@ -117,14 +117,14 @@ def load_plugins(
                               f"folder to PYTHONPATH, and pass its import name (my_methods for my_methods.py)") from None
 
 # %% ../../nbs/23_cli_train.ipynb #2007d70a
-def _read_config_file(path: Path) -> dict:
-    "A --config YAML file as a dictionary; every way it can be wrong is one line"
-    if path.is_dir(): raise ConfigError(f"--config {path}: is a folder; pass a YAML file")
-    if not path.is_file(): raise ConfigError(f"--config {path}: no such file")
+def _read_config_file(path: Path, flag: str="--config") -> dict:
+    "A YAML file of settings (`flag`: how the message names it) as a dictionary; every way it can be wrong is one line"
+    if path.is_dir(): raise ConfigError(f"{flag} {path}: is a folder; pass a YAML file")
+    if not path.is_file(): raise ConfigError(f"{flag} {path}: no such file")
     try: loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError: raise ConfigError(f"--config {path}: not a text file; pass a YAML file") from None
-    except yaml.YAMLError as e: raise ConfigError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(loaded, dict): raise ConfigError(f"--config {path}: expected a mapping of sections at the top level")
+    except UnicodeDecodeError: raise ConfigError(f"{flag} {path}: not a text file; pass a YAML file") from None
+    except yaml.YAMLError as e: raise ConfigError(f"{flag} {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(loaded, dict): raise ConfigError(f"{flag} {path}: expected a mapping of sections at the top level")
     return loaded
 
 def next_free_output(path: str | Path) -> Path:
@@ -347,6 +347,34 @@ class SlurmJob:
         import submitit
         return submitit.helpers.DelayedSubmission(SlurmJob(self.config, resume="auto"))
 
+def slurm_executor(
+    options: dict,         # `parse_slurm` output (only the keys given)
+    *,
+    folder: str,           # submitit's log folder, unless the options name one
+    name: str,             # the job name, unless the options name one
+    tasks: int | None=None, # tasks per node (None: the options', else one per GPU); a study cell is 1
+    flag: str="--slurm",   # how messages name the options
+):                         # (submitit executor, its parameters, whether to wait for the job)
+    "A submitit.AutoExecutor from --slurm options: submitit's parameters, the cluster (slurm, local, debug), whether to wait"
+    import submitit
+    o = dict(options)
+    cluster = o.pop("cluster", "slurm")
+    wait = o.pop("wait", cluster != "slurm")
+    gpus = o.pop("gpus_per_node", 0)
+    params = {"nodes": o.pop("nodes", 1), "tasks_per_node": tasks or o.pop("tasks_per_node", max(1, gpus)),
+              "timeout_min": o.pop("time", 60), "name": o.pop("name", name)}
+    if gpus: params["gpus_per_node"] = gpus
+    for key in ("cpus_per_task", "mem_gb"):
+        if key in o: params[key] = o.pop(key)
+    for key in ("partition", "account", "qos", "constraint", "signal_delay_s"):
+        if key in o: params[f"slurm_{key}"] = o.pop(key)
+    folder = o.pop("folder", folder)
+    if cluster != "slurm" and params["nodes"] > 1: raise ConfigError(f"{flag} cluster={cluster}: runs on this machine, use nodes=1")
+    try: executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)
+    except RuntimeError as e: raise ConfigError(f"{flag}: {str(e).splitlines()[0]} (no sbatch here? cluster=local runs the job on this machine)") from None
+    executor.update_parameters(**params)
+    return executor, params, wait
+
 def submit_slurm(
     cfg: Config,          # the resolved config of the run
     options: dict,        # `parse_slurm` output
@@ -358,22 +386,7 @@ def submit_slurm(
     except ImportError: raise ConfigError("--slurm needs submitit: pip install submitit") from None
     from mssl_workbench.engine.rundir import check_run_dir
     check_run_dir(cfg.output, resume, announce=False)      # refuse a folder that holds another run (or not the resumed one) before submitting
-    o = dict(options)
-    cluster = o.pop("cluster", "slurm")
-    wait = o.pop("wait", cluster != "slurm")
-    gpus = o.pop("gpus_per_node", 0)
-    params = {"nodes": o.pop("nodes", 1), "tasks_per_node": o.pop("tasks_per_node", max(1, gpus)),
-              "timeout_min": o.pop("time", 60), "name": o.pop("name", f"mssl-{cfg.model.method}")}
-    if gpus: params["gpus_per_node"] = gpus
-    for key in ("cpus_per_task", "mem_gb"):
-        if key in o: params[key] = o.pop(key)
-    for key in ("partition", "account", "qos", "constraint", "signal_delay_s"):
-        if key in o: params[f"slurm_{key}"] = o.pop(key)
-    folder = o.pop("folder", str(Path(cfg.output) / "slurm" / "%j"))
-    if cluster != "slurm" and params["nodes"] > 1: raise ConfigError(f"--slurm cluster={cluster}: runs on this machine, use nodes=1")
-    try: executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)
-    except RuntimeError as e: raise ConfigError(f"--slurm: {str(e).splitlines()[0]} (no sbatch here? cluster=local runs the job on this machine)") from None
-    executor.update_parameters(**params)
+    executor, params, wait = slurm_executor(options, folder=str(Path(cfg.output) / "slurm" / "%j"), name=f"mssl-{cfg.model.method}")
     job = executor.submit(SlurmJob(config_to_dict(cfg), resume=resume or "auto"))
     print(f"submitted job {job.job_id} ({params['nodes']} node(s) x {params['tasks_per_node']} task(s), {params['timeout_min']} min); "
           f"logs: {job.paths.folder}; run directory: {cfg.output}; on preemption it checkpoints, requeues and continues with --resume auto",
