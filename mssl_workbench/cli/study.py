@@ -207,3 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OutputError, FileNotFoundError) as e:
         print(f"mssl-study: error: {e}", file=sys.stderr)
         return 2
+
+# %% ../../nbs/26_cli_study.ipynb #e97cd484
+#| eval: false
+if __name__ == "__main__": sys.exit(main())

@@ -235,7 +235,7 @@ def data_tokens(sf: StudyFile) -> dict[str, str]:
     root = str(SAMPLE) if sf.data.dataset == "sample" else sf.data.root
     return {root: "SAMPLE" if sf.data.dataset == "sample" else "DATA"} if root else {}
 
-# %% ../../nbs/25a_study_cells.ipynb #ebc69bb9
+# %% ../../nbs/25a_study_cells.ipynb #36b40360
 class Study:
     "A study file, the folder of its cells and its families: the plan, recomputed from the files"
     def __init__(self, sf: StudyFile, out: str | Path | None=None, *, families: list[Family] | None=None,
@@ -245,6 +245,7 @@ class Study:
         self.families = {f.name: f for f in (families if families is not None else default_families(sf))}
         self.tokens = data_tokens(sf) if tokens is None else tokens
         self.minutes, self.marker, self.cwd = minutes, marker, cwd  # minutes: every cell's estimate before any finished
+        self._data_options: dict[str, list[str]] = {}
 
     @property
     def sweep_seed(self) -> int: return self.sf.seeds.base[0]
@@ -252,8 +253,22 @@ class Study:
     def row(self, name: str, arm: str="shared") -> StudyMethod:
         return next(m for m in self.sf.rows(arm) if m.name == name)
 
+    def data_options(self, key: str) -> list[str]:
+        "root= (and dataset=) where a protocol's preset would read other data than the study's: every protocol evaluates on the study's data"
+        if key not in self._data_options:
+            from mssl_workbench.cli.evaluate import PROTOCOLS
+            from mssl_workbench.config.presets import preset_table
+            from mssl_workbench.evaluation.common import build_config
+            p, kind, data = self.sf.protocols[key], PROTOCOL_KINDS[key], self.sf.data
+            conf = build_config(PROTOCOLS[kind].options, preset_table(kind), p.preset or PROTOCOLS[kind].default_preset, list(p.options))
+            dataset = "imagefolder" if data.dataset == "imagefolder" else "fashion_mnist"
+            root = str(SAMPLE) if data.dataset == "sample" else (data.root or "search")
+            self._data_options[key] = ([f"dataset={dataset}"] if conf.dataset not in (None, dataset) else []) + \
+                                      ([f"root={root}"] if conf.root not in (None, root) else [])
+        return self._data_options[key]
+
     def protocol_commands(self, run_dir: str) -> dict[str, list[str]]:
-        "The mssl-eval command lines of a training cell: each protocol's preset and options, then the study's splits"
+        "The mssl-eval command lines of a training cell: each protocol's preset and options, the study's data where needed, its splits"
         train, val, test = self.sf.data.splits
         splits = {"val_linear": [f"train_split={train}", f"val_split={val}"], "linear": [f"train_split={train}", f"val_split={test}"],
                   "knn": [f"train_split={train}", f"val_split={test}"], "semisup": [f"train_split={train}", f"val_split={test}"],
@@ -263,7 +278,8 @@ class Study:
             p = self.sf.protocols.get({"val_linear": "linear", "select": "selection"}.get(key, key))
             if p is None: continue
             kind = "linear" if key == "val_linear" else PROTOCOL_KINDS[{"select": "selection"}.get(key, key)]
-            cmds[key] = [kind, run_dir, *(["--preset", p.preset] if p.preset else []), *p.options, *splits[key], "--quiet"]
+            study_key = {"val_linear": "linear", "select": "selection"}.get(key, key)
+            cmds[key] = [kind, run_dir, *(["--preset", p.preset] if p.preset else []), *p.options, *self.data_options(study_key), *splits[key], "--quiet"]
         return cmds
 
 # %% ../../nbs/25a_study_cells.ipynb #ecd0c217

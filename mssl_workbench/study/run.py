@@ -147,13 +147,14 @@ def run_record(run_dir: Path, train_wall: float, commands: list[str]) -> tuple[d
             "final_loss": last.get("loss"), "final_terms": last.get("terms"), "trajectory": traj, "spectra": spectra,
             "command": " && ".join(commands)}, s
 
-# %% ../../nbs/25b_study_run.ipynb #00687a92
+# %% ../../nbs/25b_study_run.ipynb #9c5b920a
 def evaluated_row(cell: Cell, common: dict, evals: dict, s: dict) -> dict:
     "A two-view cell's numbers: validation and test linear accuracy (the head's last epoch; its best kept), k-NN, RankMe, LiDAR"
     knn = evals.get("knn", {})
+    k = (knn.get("options") or {}).get("ks", [20])[0]             # the first of its ks (k = 20 by default)
     return {**common, "val_knn": s.get("knn_acc"), "val_linear": evals["val_linear"]["top1_best"], "val_linear_last": evals["val_linear"]["top1_last"],
             "linear": evals["linear"]["top1_last"], "linear_last": evals["linear"]["top1_last"], "linear_best": evals["linear"]["top1_best"],
-            "knn": knn.get("k20"), "knn_k200": knn.get("k200"),
+            "knn": knn.get(f"k{k}"), "knn_k200": knn.get("k200"),
             **({"rankme": evals["select"]["rankme"], "lidar": evals["select"]["lidar"], "select_space": evals["select"]["space"]}
                if "select" in evals else {}),
             **({"semisup": evals["semisup"].get("top1_last", evals["semisup"].get("top1"))} if "semisup" in evals else {})}
