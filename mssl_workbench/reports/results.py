@@ -21,11 +21,11 @@ __all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'MAE_PRESET_LAMDA', 'MAE_NAME
            'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table', 'headline_table',
            'fig_linear_by_method', 'fig_sweep', 'fig_trajectories', 'fig_accuracy_rank', 'fig_spectra', 'family_table',
            'mae_lamda', 'mae_choice', 'mae_lamda_table', 'lm_rows', 'overhead_table', 'protocol_table',
-           'selection_table', 'lever_table', 'paired_difference', 'setting_cells', 'setting_rows', 'per_seed',
-           'waiting', 'budget_rows', 'budget_table', 'fig_budget', 'arm_changes', 'arm_rows', 'arm_table',
-           'ssl_orderings', 'mae_orderings', 'lm_orderings', 'orderings', 'ordering_lines', 'orderings_table',
-           'verdict_table', 'verdict_changes', 'changes_table', 'progress', 'progress_line', 'lever_base',
-           'lever_deltas', 'lever_delta_table']
+           'selection_table', 'lever_table', 'lever_base', 'lever_deltas', 'lever_delta_table', 'paired_difference',
+           'setting_cells', 'setting_rows', 'per_seed', 'waiting', 'budget_rows', 'budget_table', 'fig_budget',
+           'arm_changes', 'arm_rows', 'arm_table', 'ssl_orderings', 'mae_orderings', 'lm_orderings', 'orderings',
+           'ordering_lines', 'orderings_table', 'verdict_table', 'verdict_changes', 'changes_table', 'progress',
+           'progress_line']
 
 # %% ../../nbs/22_reports_results.ipynb #898afbb9
 def load_cells(
@@ -359,6 +359,53 @@ def lever_table(cells: list[dict]) -> str:
                      f"{c['erank']:.0f} |")
     return head + "\n".join(lines)
 
+# %% ../../nbs/22_reports_results.ipynb #61d27ffd
+def lever_base(
+    cells: list[dict], # the study's cells
+    lever: dict,       # a lever cell (family `lever`, with `lever_overrides`)
+) -> dict | None:      # its base cell, None when that cell is not there
+    "The finished ssl/mae cell a lever changes one thing of: the same preset, and the lever's overrides without its own (the runner appends them)"
+    own, over = list(lever.get("lever_overrides") or []), list(lever.get("overrides") or [])
+    if not own or over[len(over) - len(own):] != own: return None
+    want = (lever.get("preset"), over[:len(over) - len(own)])
+    return next((c for c in cells if c.get("family") in ("ssl", "mae") and not c.get("failed")
+                 and (c.get("preset"), list(c.get("overrides") or [])) == want), None)
+
+def lever_deltas(
+    cells: list[dict],        # the study's cells
+    base: str="matrix_ssl",   # the base row whose levers to read
+) -> list[dict]:              # one per lever: note, rate, and per seed the validation and test Δ against its base cell
+    "Each lever of a row, seed by seed: its linear accuracy minus its base cell's, on validation (the choice) and on test (reported only)"
+    rate = {r["method"]: r["lr"] for r in ssl_summary(cells)}.get(base)
+    out = {}
+    for c in of_family(cells, "lever"):
+        if c.get("base") != base: continue
+        b = lever_base(cells, c)
+        row = out.setdefault(c["method"], {"lever": c["method"], "note": c.get("note", ""), "seeds": {}, "unpaired": [], "rates": set()})
+        if b is None: row["unpaired"].append(c["seed"]); continue
+        row["rates"].add(b.get("lr"))
+        row["seeds"][c["seed"]] = {"val": c["val_linear"] - b["val_linear"], "test": c["linear"] - b["linear"],
+                                   "val_lever": c["val_linear"], "val_base": b["val_linear"]}
+    for row in out.values():
+        row["val"] = mean_sd([s["val"] for s in row["seeds"].values()])
+        row["test"] = mean_sd([s["test"] for s in row["seeds"].values()])
+        row["at_chosen_rate"] = bool(row["rates"]) and all(_same_rate(lr, rate) for lr in row["rates"])
+    return sorted(out.values(), key=lambda r: -(r["val"][0] if r["val"][0] == r["val"][0] else -math.inf))
+
+def _points(x: float) -> str: return f"{100 * x:+.1f}"
+
+def lever_delta_table(cells: list[dict], base: str="matrix_ssl") -> str:
+    "Markdown: one line per lever of `base`, its validation Δ per seed and their mean (the choice), then the test Δ (reported, not used)"
+    head = ("| lever | what it tests | seeds | Δ linear, validation (per seed) | mean Δ, validation | Δ linear, test (per seed) | mean Δ, test | note |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in lever_deltas(cells, base):
+        per = lambda k: ", ".join(f"{_points(s[k])} (s{seed})" for seed, s in sorted(r["seeds"].items())) or "–"
+        note = "; ".join(filter(None, ["" if r["at_chosen_rate"] or not r["seeds"] else "not at the row's chosen rate",
+                                       f"no base cell for seed {', '.join(map(str, r['unpaired']))}" if r["unpaired"] else ""]))
+        lines.append(f"| {r['lever']} | {r['note']} | {len(r['seeds'])} | {per('val')} | {fmt(r['val'], sign=True)} | {per('test')} | {fmt(r['test'], sign=True)} | {note} |")
+    return head + "\n".join(lines)
+
 # %% ../../nbs/22_reports_results.ipynb #e86e43c1
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -625,50 +672,3 @@ def progress_line(cells: list[dict]) -> str:
     "One line: each new family's finished and planned cells, `waiting for k cells` where some are missing"
     return "; ".join(f"{p['part']}: {p['have']} of {p['planned']} cells" + (f" ({waiting(p['have'], p['planned'])})" if p["have"] < p["planned"] else "")
                      for p in progress(cells)) + "."
-
-# %% ../../nbs/22_reports_results.ipynb #61d27ffd
-def lever_base(
-    cells: list[dict], # the study's cells
-    lever: dict,       # a lever cell (family `lever`, with `lever_overrides`)
-) -> dict | None:      # its base cell, None when that cell is not there
-    "The finished ssl/mae cell a lever changes one thing of: the same preset, and the lever's overrides without its own (the runner appends them)"
-    own, over = list(lever.get("lever_overrides") or []), list(lever.get("overrides") or [])
-    if not own or over[len(over) - len(own):] != own: return None
-    want = (lever.get("preset"), over[:len(over) - len(own)])
-    return next((c for c in cells if c.get("family") in ("ssl", "mae") and not c.get("failed")
-                 and (c.get("preset"), list(c.get("overrides") or [])) == want), None)
-
-def lever_deltas(
-    cells: list[dict],        # the study's cells
-    base: str="matrix_ssl",   # the base row whose levers to read
-) -> list[dict]:              # one per lever: note, rate, and per seed the validation and test Δ against its base cell
-    "Each lever of a row, seed by seed: its linear accuracy minus its base cell's, on validation (the choice) and on test (reported only)"
-    rate = {r["method"]: r["lr"] for r in ssl_summary(cells)}.get(base)
-    out = {}
-    for c in of_family(cells, "lever"):
-        if c.get("base") != base: continue
-        b = lever_base(cells, c)
-        row = out.setdefault(c["method"], {"lever": c["method"], "note": c.get("note", ""), "seeds": {}, "unpaired": [], "rates": set()})
-        if b is None: row["unpaired"].append(c["seed"]); continue
-        row["rates"].add(b.get("lr"))
-        row["seeds"][c["seed"]] = {"val": c["val_linear"] - b["val_linear"], "test": c["linear"] - b["linear"],
-                                   "val_lever": c["val_linear"], "val_base": b["val_linear"]}
-    for row in out.values():
-        row["val"] = mean_sd([s["val"] for s in row["seeds"].values()])
-        row["test"] = mean_sd([s["test"] for s in row["seeds"].values()])
-        row["at_chosen_rate"] = bool(row["rates"]) and all(_same_rate(lr, rate) for lr in row["rates"])
-    return sorted(out.values(), key=lambda r: -(r["val"][0] if r["val"][0] == r["val"][0] else -math.inf))
-
-def _points(x: float) -> str: return f"{100 * x:+.1f}"
-
-def lever_delta_table(cells: list[dict], base: str="matrix_ssl") -> str:
-    "Markdown: one line per lever of `base`, its validation Δ per seed and their mean (the choice), then the test Δ (reported, not used)"
-    head = ("| lever | what it tests | seeds | Δ linear, validation (per seed) | mean Δ, validation | Δ linear, test (per seed) | mean Δ, test | note |\n"
-            "|---|---|---|---|---|---|---|---|\n")
-    lines = []
-    for r in lever_deltas(cells, base):
-        per = lambda k: ", ".join(f"{_points(s[k])} (s{seed})" for seed, s in sorted(r["seeds"].items())) or "–"
-        note = "; ".join(filter(None, ["" if r["at_chosen_rate"] or not r["seeds"] else "not at the row's chosen rate",
-                                       f"no base cell for seed {', '.join(map(str, r['unpaired']))}" if r["unpaired"] else ""]))
-        lines.append(f"| {r['lever']} | {r['note']} | {len(r['seeds'])} | {per('val')} | {fmt(r['val'], sign=True)} | {per('test')} | {fmt(r['test'], sign=True)} | {note} |")
-    return head + "\n".join(lines)
