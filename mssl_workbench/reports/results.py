@@ -430,7 +430,7 @@ def _interval(o: dict) -> str:
     if o["mean"] != o["mean"]: return "–"
     return f"{100 * o['mean']:+.1f}" + (f" [{100 * o['lo']:+.1f}, {100 * o['hi']:+.1f}]" if o["lo"] is not None else "")
 
-# %% ../../nbs/22_reports_results.ipynb #5955e95f
+# %% ../../nbs/22_reports_results.ipynb #15bfe786
 SETTINGS = {"20 epochs, shared": "ssl", "100 epochs, shared": "long", "20 epochs, published": "published"}
 "A two-view setting's name -> the family of its cells"
 
@@ -463,10 +463,13 @@ def per_seed(rows: dict[str, list[dict]], method: str | None, key: str="linear")
     "seed -> the value of `key` in a row's cells (empty when the row has none)"
     return {c["seed"]: c.get(key) for c in rows.get(method, [])}
 
+def _count(n: int, word: str) -> str:
+    "`1 cell`, `2 cells`: a count with its noun"
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
 def waiting(have: int, planned: int) -> str:
     "`waiting for k cells` while fewer than `planned` exist, else ''"
-    k = planned - have
-    return f"waiting for {k} cell{'s' if k != 1 else ''}" if k > 0 else ""
+    return f"waiting for {_count(planned - have, 'cell')}" if planned > have else ""
 
 # %% ../../nbs/22_reports_results.ipynb #e2ee7818
 def budget_rows(
@@ -518,7 +521,7 @@ def fig_budget(
                       yaxis_title=f"{label} accuracy, test (%)", height=400, margin=dict(l=60, r=20, t=30, b=50))
     return fig
 
-# %% ../../nbs/22_reports_results.ipynb #f9c0df29
+# %% ../../nbs/22_reports_results.ipynb #d1cb2d4f
 def arm_changes(shared: dict, published: dict) -> str:
     "What a published cell changes of the shared cell of its seed, from their overrides (an override it drops: the method's preset value)"
     a, b = list(shared.get("overrides") or []), list(published.get("overrides") or [])
@@ -549,7 +552,7 @@ def arm_table(cells: list[dict], rows: tuple=PUBLISHED_ROWS) -> str:
     lines = []
     for r in arm_rows(cells, rows):
         d, lr = r["difference"], "–" if r["lr"] is None else f"{r['lr']:g}"
-        read = "; ".join(filter(None, [reading.get(d["verdict"], d["verdict"]) + (f" ({d['n']} pairs)" if d["n"] > 1 else ""), r["waiting"]]))
+        read = "; ".join(filter(None, [reading.get(d["verdict"], d["verdict"]) + (f" ({_count(d['n'], 'pair')})" if d["n"] > 1 else ""), r["waiting"]]))
         lines.append(f"| {r['method']} | {lr} | {len(r['shared']['seeds'])} / {len(r['published']['seeds'])} | {fmt(r['shared']['linear'])} | "
                      f"{fmt(r['published']['linear'])} | {fmt(r['published']['knn'])} | {_interval(d)} | {read} | {r['changes']} |")
     return head + "\n".join(lines)
@@ -623,7 +626,7 @@ def verdict_table(cells: list[dict], setting: str) -> str:
     "Markdown: Matrix-SSL against every other row of one setting"
     return ordering_lines(ssl_orderings(cells, setting))
 
-# %% ../../nbs/22_reports_results.ipynb #f9451907
+# %% ../../nbs/22_reports_results.ipynb #dfd3d64f
 def verdict_changes(
     cells: list[dict],                 # the study's cells
     before: str="20 epochs, shared",   # the reference setting
@@ -646,7 +649,7 @@ def verdict_changes(
 def changes_table(cells: list[dict], before: str="20 epochs, shared", after: str="100 epochs, shared") -> str:
     "Markdown: Matrix-SSL against each row of `after`: the paired difference [95%] and verdict in both settings, and the difference's change"
     head = f"| ordering | {before} [95%] | {after} [95%] | reading | change of the difference [95%] |\n|---|---|---|---|---|\n"
-    side = lambda o: f"{_interval(o)}, {o['n']} pairs: {o['verdict']}"
+    side = lambda o: f"{_interval(o)}, {_count(o['n'], 'pair')}: {o['verdict']}"
     return head + "\n".join(f"| {r['claim']} | {side(r['before'])} | {side(r['after'])} | {r['reading']} | "
                             f"{side(r['change']).replace('holds', 'Matrix-SSL gains').replace('reversed', 'Matrix-SSL loses')} |" for r in verdict_changes(cells, before, after))
 
