@@ -307,6 +307,9 @@ LEVERS += [
      "the official code's defaults λ = μ = 0.5 (the preset: the README's 100-epoch λ = μ = 1)"),
     ("matrix_ssl-order2", "matrix_ssl", ["model.loss.order=2"], "Taylor order 2 of the matrix log (curvature: a quadratic loss)"),
     ("matrix_ssl-order8", "matrix_ssl", ["model.loss.order=8"], "Taylor order 8 of the matrix log (closer to the exact log)"),
+    ("matrix_ssl-mu0.25", "matrix_ssl", ["model.loss.mu=0.25"],
+     "MEC's curvature: log det(I + ZZᵀ/λ⁻¹) = const + log det(C + (ε²/d)I) with λ⁻¹ = mε²/d, so MEC's ε² = 64 at d = 256 "
+     "is the ridge μ = 0.25 (the preset's μ = 1 repels only quadratically; MEC's warm-up from 8λ⁻¹ left out)"),
     ("matrix_ssl-ema0.99", "matrix_ssl", ["model.ema_base=0.99"],
      "teacher momentum 0.99 from 0.996: a time constant of 100 steps, not 250 of the run's 620"),
     ("matrix_ssl-noema", "matrix_ssl", ["model.ema_base=0", "model.ema_final=0"],

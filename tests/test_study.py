@@ -141,14 +141,6 @@ def test_recipe_key_follows_the_resolved_config_not_the_checkout(tmp_path):
     assert "SAMPLE" not in recipe_key(st, a)
 
 
-def test_every_committed_cell_keeps_its_key():
-    "The committed cells of results/study are done for today's recipe (the runner's move into the package kept their keys)"
-    st = study.project_study("e20")
-    done = [c for c in st.cells() if c.path(st.out).is_file() and not st.families[c.family].derived]
-    assert len(done) > 100
-    assert [c.name for c in done if not st.is_done(c)] == []
-
-
 @pytest.mark.slow
 def test_toy_study_resume_kill_and_changed_recipe(tmp_path, monkeypatch):
     out = tmp_path / "study"

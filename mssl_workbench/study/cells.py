@@ -50,7 +50,7 @@ def write_cell(path: Path, row: dict):
     from mssl_workbench.engine.rundir import atomic_write
     atomic_write(path, json.dumps(row, indent=1, default=float) + "\n")
 
-# %% ../../nbs/25a_study_cells.ipynb #d37671e7
+# %% ../../nbs/25a_study_cells.ipynb #b0a1c2bc
 def image_key(study: Study, cell: Cell) -> dict:
     "What a training cell's numbers depend on: the resolved config (without its output and data root) and its evaluation commands"
     from mssl_workbench.cli.train import get_preset
@@ -59,6 +59,7 @@ def image_key(study: Study, cell: Cell) -> dict:
     d.pop("output", None)
     d["data"].pop("root", None)          # where the data is does not change a result
     d["eval"]["probe_lr"] = 1e-3         # the online probe's rate: no recorded number depends on it
+    if not d["eval"].get("final_linear"): d["eval"].pop("final_linear", None)   # off: as before the option existed
     loss = d["model"]["loss"]
     if d["model"]["method"] in ("matrix_ssl", "mec") and loss.get("gamma", 1.0) is None and loss.get("form", "official") == "official":
         loss["gamma"] = 1.0              # the official form's γ = None is 1.0 (the paper form's default is another recipe)
