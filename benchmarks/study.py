@@ -79,11 +79,12 @@ BACKBONE = ["model.backbone=resnet10t_mini_nopool", "model.backbone_kwargs={chan
             "model.small_input=false", "model.channels_last=true", "train.precision=auto"]
 MONITOR = ["eval.monitor_samples=2000", "eval.knn_train_samples=8000", "train.quiet=true", "train.checkpoint_every=5"]
 
-# Budgets: how many epochs of the 8,000 train_fit images every method sees (eval_every: monitor passes), the learning-rate
-# factors of the seed-0 sweep, the seeds, and extra evaluation options; "toy" is the runner's own test: 1 lr, 1 seed, 2 steps
-BUDGETS = {"e20": {"budget": {"epochs": 20, "eval_every": 5}, "factors": [1.0, 0.5, 2.0], "seeds": [0, 1, 2], "evals": {}},
-           "toy": {"budget": {"epochs": 1, "max_steps": 2, "eval_every": 1, "overrides": ["eval.monitor_samples=256", "eval.knn_train_samples=512"]},
-                   "factors": [1.0], "seeds": [0], "evals": {"linear": ["epochs=1"], "selection": ["lidar_images=16", "lidar_views=2", "rankme_samples=256"]}}}
+# Budgets: how many epochs of the 8,000 train_fit images every method sees (eval.every: monitor passes)
+# (overrides, learning-rate factors of the seed-0 sweep, seeds); "toy" is the runner's own test: 1 lr, 1 seed, 2 steps
+BUDGETS = {"e20": (["train.epochs=20", "eval.every=5"], (1.0, 0.5, 2.0), (0, 1, 2)),
+           "toy": (["train.epochs=1", "train.max_steps=2", "eval.every=1", "eval.monitor_samples=256", "eval.knn_train_samples=512"],
+                   (1.0,), (0,))}
+TOY_EVAL = {"linear": ["epochs=1"], "selection": ["lidar_images=16", "lidar_views=2", "rankme_samples=256"]}   # the toy budget's evaluations
 EXTRA_SEEDS = [3, 4]      # for Matrix-SSL and every row whose mean is within CLOSE of it
 CLOSE = 0.03              # 3 points of test linear accuracy (last epoch)
 
@@ -114,17 +115,27 @@ PUBLISHED = {"byol": ["model.ema_base=0.99"], "matrix_ssl": ["model.ema_base=0.9
 PUBLISHED_ROWS = [r for r, *_ in SSL_METHODS if r != "matrix_ssl_paper"]
 
 
+def budget_entry(name: str, overrides: list[str]) -> dict:
+    "A BUDGETS entry as a study file's budget: epochs, max_steps and eval_every by name, the other overrides as they are"
+    named, out = {"train.epochs": "epochs", "train.max_steps": "max_steps", "eval.every": "eval_every"}, {"name": name, "overrides": []}
+    for o in overrides:
+        key, value = o.split("=", 1)
+        if key in named: out[named[key]] = int(value)
+        else: out["overrides"].append(o)
+    return out
+
+
 def study_dict(budget: str) -> dict:
     "The project's study file (as mssl-study reads one): the sample, the two arms, the budget and the long budget, the rules, the protocols"
-    b = BUDGETS[budget]
-    extra = lambda key: b["evals"].get(key, [])
+    overrides, factors, seeds = BUDGETS[budget]
+    extra = lambda key: TOY_EVAL.get(key, []) if budget == "toy" else []
     return {"name": "mssl-workbench", "data": {"dataset": "sample"},
             "methods": [{"name": r, "method": m, "overrides": e} for r, m, e in SSL_METHODS]
                        + [{"name": r, "method": m, "arm": "published", "overrides": e + PUBLISHED.get(r, [])} for r, m, e in SSL_METHODS if r in PUBLISHED_ROWS],
             "recipe": {"common": BACKBONE + MONITOR, "shared": ["data.augment=small"]},
-            "budgets": [{"name": budget, **b["budget"]}, {**LONG, "seeds": dict(LONG_ROWS)}],
-            "rates": {"factors": b["factors"], "max_extensions": 3},
-            "seeds": {"base": b["seeds"], "extra": EXTRA_SEEDS if len(b["seeds"]) >= 3 else [], "reference": "matrix_ssl", "close": CLOSE},
+            "budgets": [budget_entry(budget, overrides), {**LONG, "seeds": dict(LONG_ROWS)}],
+            "rates": {"factors": list(factors), "max_extensions": 3},
+            "seeds": {"base": list(seeds), "extra": EXTRA_SEEDS if len(seeds) >= 3 else [], "reference": "matrix_ssl", "close": CLOSE},
             "protocols": {"linear": {"preset": "fmnist-sample", "options": extra("linear")},
                           "knn": {"preset": "fmnist", "options": [f"root={SAMPLE}", *extra("knn")]},
                           "selection": {"preset": "fmnist", "options": [f"root={SAMPLE}", *extra("selection")]}},

@@ -20,7 +20,7 @@ from ..study.schema import StudyError, init_text, read_study
 
 # %% auto #0
 __all__ = ['MARKER', 'COMMANDS', 'check_folder', 'dry_run', 'tables', 'status', 'run_command', 'check_names', 'build_parser',
-           'load', 'init', 'main']
+           'load', 'init', 'report', 'main']
 
 # %% ../../nbs/26_cli_study.ipynb #b3a161d1
 MARKER = "mssl-study.yaml"     # the output folder's record of the study it belongs to: a copy of its study file
@@ -184,7 +184,20 @@ def init(args) -> int:
     print(f"wrote {args.path}: edit it, then run mssl-study run {args.path} --dry-run")
     return 0
 
-# %% ../../nbs/26_cli_study.ipynb #54a7014a
+# %% ../../nbs/26_cli_study.ipynb #e8e89831
+def report(args) -> int:
+    "mssl-study report: the study's HTML page (`study.report.write_report`)"
+    from mssl_workbench.engine.rundir import check_output
+    from mssl_workbench.study.cells import Study
+    from mssl_workbench.study.report import is_report, write_report
+    study = Study(read_study(args.study))
+    check_folder(study)
+    path = Path(args.output) if args.output else study.out / "report.html"
+    check_output(path, flag="--output", owned=is_report)
+    print(f"wrote {write_report(study, path)}")
+    return 0
+
+# %% ../../nbs/26_cli_study.ipynb #f498f25d
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `mssl-study` console script"
     args = build_parser().parse_args(_argv(sys.argv[1:] if argv is None else list(argv)))
@@ -193,13 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_options(args)
         if args.command == "init": return init(args)
+        if args.command == "report": return report(args)
         study = load(args.study)
         if args.command == "status": check_folder(study); status(study); return 0
-        if args.command == "report":
-            from mssl_workbench.study.report import write_report
-            check_folder(study)
-            print(f"wrote {write_report(study, args.output)}")
-            return 0
         return run_command(study, families=args.family, rows=args.only, dry=args.dry_run, table=args.table, verify_n=args.verify,
                            executor=args.executor, parallel=args.parallel, detach=args.no_wait, resume=bool(args.resume),
                            max_minutes=args.max_minutes, workdir=args.workdir, pause=Path(args.pause_file) if args.pause_file else None,
@@ -208,6 +217,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mssl-study: error: {e}", file=sys.stderr)
         return 2
 
-# %% ../../nbs/26_cli_study.ipynb #e97cd484
+# %% ../../nbs/26_cli_study.ipynb #b2331acc
 #| eval: false
 if __name__ == "__main__": sys.exit(main())

@@ -152,7 +152,8 @@ def fig_linear_by_method(cells: list[dict]) -> go.Figure:
     for b in of_family(cells, "baseline"):
         if b["method"] == "raw-pixels": fig.add_hline(y=100 * b["linear"], line_dash="dash", annotation_text="raw pixels (linear)")
     lo = min([100 * c["linear"] for c in of_family(cells, "ssl")] + [100 * b["linear"] for b in of_family(cells, "baseline")] + [70])
-    fig.update_layout(yaxis_title="linear accuracy, test split (%)", yaxis_range=[lo - 2, 90], height=400,
+    hi = max([100 * c["linear"] for c in of_family(cells, "ssl")] + [88])   # 90 unless a method scores higher
+    fig.update_layout(yaxis_title="linear accuracy, test split (%)", yaxis_range=[lo - 2, hi + 2], height=400,
                       margin=dict(l=60, r=20, t=30, b=90), showlegend=False)
     return fig
 
@@ -475,18 +476,20 @@ def waiting(have: int, planned: int) -> str:
 def budget_rows(
     cells: list[dict],     # the study's cells
     plan: dict=LONG_PLAN,  # row -> the number of 100-epoch seeds planned
+    budgets: tuple=((20, "ssl"), (100, "long")),  # (epochs, family) of the first budget and the later one (mssl-study: its own)
 ) -> list[dict]:           # per row: rate, {20, 100: seeds, linear, knn}, the paired 100 − 20 differences, what is missing
     "Per row of `plan`: linear and k-NN (test, mean ± sd) at 20 and 100 epochs at the chosen rate, and their seed-paired gain"
-    short, long, tried = setting_cells(cells, "ssl"), setting_cells(cells, "long"), setting_cells(cells, "long", ok=False)
+    (e0, f0), (e1, f1) = budgets
+    short, long, tried = setting_cells(cells, f0), setting_cells(cells, f1), setting_cells(cells, f1, ok=False)
     rates = {r["method"]: r["lr"] for r in ssl_summary(cells)}
     out = []
     for m, n in plan.items():
         row = {"method": m, "lr": rates.get(m), "planned": n, "failed": len(tried.get(m, [])) - len(long.get(m, [])),
-               "superseded": len([c for c in of_family(cells, "long", ok=False) if c["method"] == m]) - len(tried.get(m, []))}
-        for epochs, rows in ((20, short), (100, long)):
+               "superseded": len([c for c in of_family(cells, f1, ok=False) if c["method"] == m]) - len(tried.get(m, []))}
+        for epochs, rows in ((e0, short), (e1, long)):
             row[epochs] = {"seeds": sorted(per_seed(rows, m)), **{k: mean_sd(list(per_seed(rows, m, k).values())) for k in ("linear", "knn")}}
         row["gain"] = {k: paired_difference(per_seed(long, m, k), per_seed(short, m, k)) for k in ("linear", "knn")}
-        row["waiting"] = waiting(len(tried.get(m, [])), n) if rates.get(m) is not None else "waiting for the 20-epoch sweep"
+        row["waiting"] = waiting(len(tried.get(m, [])), n) if rates.get(m) is not None else f"waiting for the {e0}-epoch sweep"
         out.append(row)
     return out
 
@@ -508,16 +511,18 @@ def fig_budget(
     cells: list[dict],    # the study's cells
     metric: str="linear", # linear | knn
     plan: dict=LONG_PLAN, # the rows to draw
+    budgets: tuple=((20, "ssl"), (100, "long")),  # (epochs, family) of the two budgets (`budget_rows`)
+    xtitle: str="epochs of the 8,000 train_fit images",
 ) -> go.Figure:
     "Test accuracy (mean over seeds, bars: their sd) against the training budget in epochs, one line per row of `plan`"
     fig, label = go.Figure(), {"linear": "linear", "knn": "k-NN"}[metric]
-    for r in budget_rows(cells, plan):
-        pts = [(e, *r[e][metric]) for e in (20, 100) if r[e]["seeds"]]
+    for r in budget_rows(cells, plan, budgets):
+        pts = [(e, *r[e][metric]) for e, _ in budgets if r[e]["seeds"]]
         if not pts: continue
         fig.add_scatter(x=[e for e, _, _ in pts], y=[100 * m for _, m, _ in pts], mode="lines+markers", name=r["method"],
                         error_y=dict(type="data", array=[100 * (sd or 0) for _, _, sd in pts]), line=dict(color=_colour(r["method"])),
                         text=[f"{len(r[e]['seeds'])} seed(s)" for e, _, _ in pts])
-    fig.update_layout(xaxis=dict(title="epochs of the 8,000 train_fit images", type="log", tickvals=[20, 100]),
+    fig.update_layout(xaxis=dict(title=xtitle, type="log", tickvals=[e for e, _ in budgets]),
                       yaxis_title=f"{label} accuracy, test (%)", height=400, margin=dict(l=60, r=20, t=30, b=50))
     return fig
 
@@ -544,13 +549,13 @@ def arm_rows(
                     "waiting": waiting(len(tried.get(m, [])), len(seeds)) if rates.get(m) is not None else "waiting for the 20-epoch sweep"})
     return out
 
-def arm_table(cells: list[dict], rows: tuple=PUBLISHED_ROWS) -> str:
+def arm_table(cells: list[dict], rows: tuple=PUBLISHED_ROWS, seeds: tuple=PUBLISHED_SEEDS) -> str:
     "Markdown: per row, the shared and the published arm (test linear, mean ± sd, seeds) and published − shared, seed-paired [95%]"
     head = ("| method | rate | seeds (shared / published) | linear %, shared | linear %, published | k-NN %, published "
             "| published − shared [95%] | reading | what the published arm changes |\n|---|---|---|---|---|---|---|---|---|\n")
     reading = {"holds": "published higher", "reversed": "shared higher"}
     lines = []
-    for r in arm_rows(cells, rows):
+    for r in arm_rows(cells, rows, seeds):
         d, lr = r["difference"], "–" if r["lr"] is None else f"{r['lr']:g}"
         read = "; ".join(filter(None, [reading.get(d["verdict"], d["verdict"]) + (f" ({_count(d['n'], 'pair')})" if d["n"] > 1 else ""), r["waiting"]]))
         lines.append(f"| {r['method']} | {lr} | {len(r['shared']['seeds'])} / {len(r['published']['seeds'])} | {fmt(r['shared']['linear'])} | "
@@ -586,9 +591,10 @@ def ssl_orderings(
     setting: str,              # a key of SETTINGS
     rivals: list | None=None,  # the rows to compare with (None: every other row the setting plans)
     *, ref: str="matrix_ssl",  # the row claimed ahead
+    family: str | None=None,   # the setting's cells (None: SETTINGS[setting]); mssl-study names its own settings
 ) -> list[dict]:               # one ordering per rival
     "`ref` ≥ each rival in one setting, seed-paired on the test split's linear accuracy (last epoch)"
-    rows = setting_cells(cells, SETTINGS[setting])
+    rows = setting_cells(cells, family or SETTINGS[setting])
     rivals = [m for m in setting_rows(cells, setting) if m != ref] if rivals is None else rivals
     return [_ordering(f"{_name(ref)} ≥ {_name(m)}", setting, per_seed(rows, ref), per_seed(rows, m), "linear") for m in rivals]
 

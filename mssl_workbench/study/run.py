@@ -114,7 +114,7 @@ def run_script(
     if p.returncode: raise CellFailed(p.returncode, shown(cmd), out)
     return out
 
-# %% ../../nbs/25b_study_run.ipynb #601069dc
+# %% ../../nbs/25b_study_run.ipynb #308fbfc2
 def read_eval(run_dir: Path, kind: str) -> dict:
     "The results file an mssl-eval subcommand just wrote: run_dir/eval/<kind>.json or <kind>-*.json, the newest"
     files = [p for p in (Path(run_dir) / "eval").glob(f"{kind}*.json") if p.stem == kind or p.stem.startswith(kind + "-")]
@@ -133,7 +133,8 @@ def run_record(run_dir: Path, train_wall: float, commands: list[str]) -> tuple[d
     rec = read_run(run_dir)
     s = rec.summary
     traj = [{"epoch": r.get("epoch"), "train_s": r.get("train_s"), "knn": r.get("knn_acc"),
-             "erank": ((r.get("monitor") or {}).get("backbone") or {}).get("erank")} for r in rec.epochs]
+             "erank": ((r.get("monitor") or {}).get("backbone") or {}).get("erank"), **({"info": r["info"]} if r.get("info") else {})}
+            for r in rec.epochs]
     spectra = {}
     for space in ("backbone", "embedding"):
         if rec.spectrum_epochs(space):
@@ -479,19 +480,25 @@ def cell_status(study: Study, cell: Cell) -> str:
     if state.startswith("done") and (read_cell(cell.path(study.out)) or {}).get("failed"): return "failed"
     return "done" if state.startswith("done") else state
 
-# %% ../../nbs/25b_study_run.ipynb #16e66d74
+# %% ../../nbs/25b_study_run.ipynb #c2b2aa7a
 def measured(row):
     "A cell's numbers without its provenance, timings and commands (nested records too): what a re-run must reproduce"
     if isinstance(row, dict): return {k: measured(v) for k, v in row.items() if k not in VOLATILE + TIMING}
     if isinstance(row, list): return [measured(v) for v in row]
     return row
 
+def _recorded(new, old):
+    "`new` restricted to what `old` records (nested records and lists of them too)"
+    if isinstance(new, dict) and isinstance(old, dict): return {k: _recorded(v, old[k]) for k, v in new.items() if k in old}
+    if isinstance(new, list) and isinstance(old, list) and len(new) == len(old): return [_recorded(a, b) for a, b in zip(new, old)]
+    return new
+
 def comparable(old: dict, new: dict) -> tuple[dict, dict]:
     "The measured values of a recorded cell and its re-run, in one vocabulary: a first-edition cell's `linear` was the"
     " head's best test epoch (`linear_best` now; results.last_epoch), and values an older runner did not record are not compared"
     from mssl_workbench.reports.results import last_epoch
     old, new = measured(last_epoch(old)), measured(new)
-    return old, {k: v for k, v in new.items() if k in old}
+    return old, _recorded(new, old)
 
 def differences(old, new, key: str = "") -> list[str]:
     "Every path where two measured records differ, as `key: old -> new`"
