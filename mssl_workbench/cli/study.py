@@ -83,7 +83,7 @@ def status(study, log=print) -> dict[str, int]:
     log(", ".join(f"{n} {s}" for s, n in counts.items()) or "no cells")
     return counts
 
-# %% ../../nbs/26_cli_study.ipynb #eaebe9a7
+# %% ../../nbs/26_cli_study.ipynb #c68503bf
 def run_command(
     study,                          # a `Study`
     *,
@@ -100,11 +100,13 @@ def run_command(
     check_folder(study, claim=not dry)
     if dry: dry_run(study, families, rows, log); return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    work = Path(workdir or study.sf.workdir or (study.out / "runs" if resume else tempfile.mkdtemp(prefix="mssl-study-")))
-    work.mkdir(parents=True, exist_ok=True)
-    if verify_n: return verify(study, study.cells(families, rows), work, verify_n, on_written=on_written, log=log)
-    ex = (SlurmExecutor(study, parallel=parallel if parallel > 1 else None, detach=detach) if executor == "slurm"
-          else LocalExecutor(study, work, parallel, resume=resume))
+    if executor == "slurm" and not verify_n:
+        ex = SlurmExecutor(study, parallel=parallel if parallel > 1 else None, detach=detach, workdir=workdir)
+    else:
+        work = Path(workdir or study.sf.workdir or (study.out / "runs" if resume else tempfile.mkdtemp(prefix="mssl-study-")))
+        work.mkdir(parents=True, exist_ok=True)
+        if verify_n: return verify(study, study.cells(families, rows), work, verify_n, on_written=on_written, log=log)
+        ex = LocalExecutor(study, work, parallel, resume=resume)
     run_study(study, ex, families=families, rows=rows, max_minutes=max_minutes, rerun=rerun, pause=pause, on_written=on_written, log=log)
     return 0
 
@@ -116,7 +118,7 @@ def check_names(study, families, rows):
     for r in rows or ():
         if r not in names: raise StudyError(f"--only {r}: not a row of this study; choose among {', '.join(sorted(names))}")
 
-# %% ../../nbs/26_cli_study.ipynb #44f36cd2
+# %% ../../nbs/26_cli_study.ipynb #598fd28c
 COMMANDS = ("init", "run", "status", "report")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,14 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("status", "what runs where: each cell running, queued, done, failed or to do"), ("report", "write the study's HTML report")):
         s = sub.add_parser(name, help=text)
         s.add_argument("study", help="the study file (YAML)")
-        if name == "report": s.add_argument("--output", help="the HTML file (default <output>/report.html)")
+        if name == "report":
+            s.add_argument("--output", help="the HTML file (default <output>/report.html)")
+            s.add_argument("--overwrite", action="store_true", help="let --output replace a file that mssl-study report did not write")
     return p
 
 def _argv(argv: list[str]) -> list[str]:
     "run is the default subcommand: `mssl-study study.yaml --dry-run` is `mssl-study run study.yaml --dry-run`"
     return argv if not argv or argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version") else ["run", *argv]
 
-# %% ../../nbs/26_cli_study.ipynb #899bcf67
+# %% ../../nbs/26_cli_study.ipynb #afb969e5
 def _check_options(args):
     if getattr(args, "max_minutes", None) is not None and not args.max_minutes > 0: raise StudyError(f"--max-minutes {args.max_minutes:g}: give a number of minutes > 0")
     if getattr(args, "parallel", 1) < 1: raise StudyError(f"--parallel {args.parallel}: give a number of cells >= 1")
@@ -173,8 +177,8 @@ def load(path: str):
 
 def init(args) -> int:
     "mssl-study init: write a commented study file (never over an existing file)"
-    from mssl_workbench.engine.rundir import atomic_write, check_output
-    check_output(args.path, flag="mssl-study init", owned=lambda p: False)
+    from mssl_workbench.engine.rundir import atomic_write
+    if Path(args.path).exists(): raise StudyError(f"mssl-study init {args.path}: the file exists; give another file name (init never replaces a file)")
     root = None
     if args.data:
         root = Path(args.data).expanduser().resolve()
@@ -184,7 +188,7 @@ def init(args) -> int:
     print(f"wrote {args.path}: edit it, then run mssl-study run {args.path} --dry-run")
     return 0
 
-# %% ../../nbs/26_cli_study.ipynb #e8e89831
+# %% ../../nbs/26_cli_study.ipynb #5f45300f
 def report(args) -> int:
     "mssl-study report: the study's HTML page (`study.report.write_report`)"
     from mssl_workbench.engine.rundir import check_output
@@ -193,7 +197,7 @@ def report(args) -> int:
     study = Study(read_study(args.study))
     check_folder(study)
     path = Path(args.output) if args.output else study.out / "report.html"
-    check_output(path, flag="--output", owned=is_report)
+    check_output(path, flag="--output", owned=is_report, overwrite=args.overwrite)
     print(f"wrote {write_report(study, path)}")
     return 0
 

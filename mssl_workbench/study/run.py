@@ -418,10 +418,10 @@ class CellJob:
         import submitit
         return submitit.helpers.DelayedSubmission(CellJob(self.study, self.cell, self.workdir))
 
-# %% ../../nbs/25b_study_run.ipynb #5862f42c
+# %% ../../nbs/25b_study_run.ipynb #eabc0923
 class SlurmExecutor:
     "Cells as submitit jobs (SLURM; cluster=local: this machine); each job writes its cell's file"
-    def __init__(self, study: Study, *, parallel: int | None=None, detach: bool=False):
+    def __init__(self, study: Study, *, parallel: int | None=None, detach: bool=False, workdir: str | Path | None=None):
         from mssl_workbench.cli.train import slurm_executor
         from mssl_workbench.study.schema import StudyError
         if study.sf.slurm is None: raise StudyError("--executor slurm needs a slurm: section in the study file (partition, time, gpus_per_node, account)")
@@ -432,7 +432,7 @@ class SlurmExecutor:
                                              tasks=1, flag="slurm:")
         self.cluster = options.get("cluster", "slurm")
         self.study, self.parallel, self.detach, self.jobs = study, parallel or 10**6, detach, {}
-        self.workdir = Path(study.sf.workdir or study.out / "runs")
+        self.workdir = Path(workdir or study.sf.workdir or study.out / "runs")    # run directories, seen by every node
 
     @property
     def free(self) -> int: return self.parallel - len(self.jobs)
