@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ..config.presets import register_presets
-from ..config.schema import ConfigError, Float, Tuple, build_config, check, merge_dicts, schema
+from ..config.schema import IN_FLOAT32, ConfigError, Float, Tuple, build_config, check, merge_dicts, schema
 from ..engine import rundir as _runs
 from .data import DATA_FORMATS, GSM8K_PROTOCOLS, LM_ARCHS, PROMPT_TEMPLATES, LMInputError
 # torch-free (`mssl-train --list-presets` and the preset registry import this module): the MCE constructions and
@@ -68,7 +68,7 @@ class LMLossConfig:
 
 @schema(section="optim", error=LMConfigError)
 class LMOptimConfig:
-    base_lr: Float = Field(1e-3, gt=0)     # AdamW's peak learning rate, as given (no batch-size scaling)
+    base_lr: Annotated[Float, IN_FLOAT32] = Field(1e-3, gt=0)   # AdamW's peak learning rate, as given (no batch-size scaling)
     weight_decay: Float = Field(0.0, ge=0)
     betas: Annotated[Tuple, check("two numbers in [0, 1)", _betas)] = (0.9, 0.999)
     warmup_ratio: Float = Field(0.03, ge=0, lt=1)  # linear warm-up over this fraction of the run's steps, then cosine
