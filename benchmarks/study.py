@@ -28,15 +28,24 @@ Families
   numbers are reported (the linear head's last epoch), never used to choose.
 - baseline: raw pixels and the random-init backbone, through the same k-NN and linear head.
 - mae: MAE, U-MAE, M-MAE (their Fashion-MNIST presets: a 4-block 96-d ViT, 4x4 patches) on the same images and
-  epochs as ssl, seeds 0 and 1, no sweep (the presets' learning rate); linear fast path and k-NN.
+  epochs as ssl, seeds 0-2, the presets' learning rate; M-MAE at λ ∈ {1.25e-3, 3e-3, 1e-2} and U-MAE at λ ∈ {3e-3,
+  1e-2, 3e-2} (MAE_ROWS); linear fast path and k-NN.
+- long: the second budget, 100 epochs (5× the steps) at each row's chosen 20-epoch rate: Matrix-SSL and SimCLR on 3
+  seeds, MEC, VICReg, BYOL and Barlow Twins on 2 (LONG_ROWS).
+- published: the as-published arm: every two-view method with its own registry augmentation and its published
+  hyper-parameters scaled to this data set (PUBLISHED, each rule stated beside it) at its shared-arm chosen rate, seeds 0-2.
 - lm: CE against CE + MCE in both constructions (embedding-space and batch-relation, γ = 0.1) on the `lm-arith-ce`
   preset's generated arithmetic task, seeds 0–2; exact-match accuracy on its 200 test problems, answer CE, hidden
-  erank. lm-overhead: `benchmarks/lm_mce.py overhead` (every shape it defines; the 7B shapes by FLOPs).
+  erank. Every one of those test problems also occurs in training, so the second edition adds the same three
+  configurations (`gen-*`, seeds 0–4) on `lm-arith2-ce`: three-step problems whose test problems are held out of
+  training by construction, so exact match measures generalisation; each cell records the overlap (0). lm-overhead: `benchmarks/lm_mce.py overhead` (every shape it defines; the 7B shapes by FLOPs).
 - protocol: one quickstart run (train/test, seed 0) through every protocol the README lists: linear fast path and
   the official protocol (augmented, LARS, 100 epochs), semi-supervised 1% and 10%, k-NN at k = 20 and 200.
 - lever: cells that test an explanation the results chapter gives for a row below its baseline (the paper form's
-  learning rate, ridge and clipping; M-MAE's weight): seed 0 after the sweep, before the seeds; a second seed, with
-  the seeds, for the levers that moved a row past its baseline.
+  learning rate, ridge and clipping; M-MAE's weight; Barlow Twins' gap to an independent implementation; why Matrix-SSL
+  trails: γ, λ/μ, Taylor order, the teacher, asymmetric views, at its chosen rate): seed 0 after the sweep, before
+  the seeds; a second seed for the levers that moved a row past its baseline, or (Matrix-SSL's) moved validation
+  accuracy by a point.
 - selection: Kendall τ of RankMe and of LiDAR against linear accuracy within each method's sweep, and the regret of
   picking by each (computed from the ssl cells' JSON with mssl-eval's own `selection_report`).
 
@@ -103,9 +112,12 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return self.method + (f"-lr{self.lr:g}" if self.lr is not None else "") + (f"-s{self.seed}" if self.family in ("ssl", "mae", "lm") or (self.family == "lever" and self.seed) else "")
+        return self.method + (f"-lr{self.lr:g}" if self.lr is not None else "") + (f"-s{self.seed}" if self.family in SEEDED or (self.family == "lever" and self.seed) else "")
 
     def path(self, out: Path) -> Path: return out / self.budget / self.family / f"{self.name}.json"
+
+
+SEEDED = ("ssl", "mae", "lm", "long", "published")     # families whose cell names end in -s<seed>
 
 
 @functools.lru_cache(maxsize=None)
@@ -212,13 +224,15 @@ def all_cells(budget: str, out: Path, families: list[str], rows: list[str] | Non
     cells = []
     if "baseline" in families: cells += [Cell("baseline", b, budget) for b in ("raw-pixels", "random-init") if rows is None or b in rows]
     if "ssl" in families: cells += ssl_cells(budget, out, rows)
-    if "mae" in families: cells += [mae_cell(m, budget, s) for s in BUDGETS[budget][2][:2] for m in MAE_METHODS if rows is None or m in rows]
-    if "lm" in families: cells += [lm_cell(n, budget, s) for s in BUDGETS[budget][2] for n, *_ in LM_CONFIGS if rows is None or n in rows]
+    if "mae" in families: cells += [mae_cell(m, budget, s) for s in BUDGETS[budget][2] for m, *_ in MAE_ROWS if rows is None or m in rows]
+    if "lm" in families: cells += [lm_cell(n, budget, s) for n, s in lm_runs(budget) if rows is None or n in rows]
     if "lm-overhead" in families and rows is None: cells.append(Cell("lm-overhead", "loss-overhead", budget))
     if "protocol" in families and rows is None: cells.append(protocol_cell(budget))
     if "selection" in families and rows is None: cells.append(Cell("selection", "rankme-lidar", budget))
-    if "lever" in families: cells += [lever_cell(n, budget, s) for n, *_ in LEVERS for s in LEVER_SEEDS.get(n, (0,)) if rows is None or n in rows]
-    return sorted(cells, key=lambda c: run_round(c, budget))
+    if "lever" in families: cells += [lever_cell(n, budget, s, out) for n, *_ in LEVERS for s in lever_seeds(n, budget, out) if rows is None or n in rows]
+    if "long" in families: cells += long_cells(budget, out, rows)
+    if "published" in families: cells += published_cells(budget, out, rows)
+    return sorted([c for c in cells if c is not None], key=lambda c: run_round(c, budget))
 
 
 def run_round(cell: Cell, budget: str) -> int:
@@ -229,13 +243,22 @@ def run_round(cell: Cell, budget: str) -> int:
         return 1 if cell.lr == sweep_lrs(cell.method, budget)[0] else 3     # the 1× rate, then the rest of the sweep
     if cell.family in ("mae", "lm"): return 2 if cell.seed == 0 else 6
     if cell.family == "lever": return 4 if cell.seed == 0 else 6
-    return {"lm-overhead": 2, "protocol": 2, "selection": 7}[cell.family]
+    return {"lm-overhead": 2, "protocol": 2, "long": 7, "published": 8, "selection": 9}[cell.family]
 
 
 MAE_METHODS = ("mae", "umae", "mmae")
+# The masked-autoencoder rows: (row, method, overrides) — each method at its preset's λ, and M-MAE's and U-MAE's λ grids
+# (M-MAE: the authors' effective 1.25e-3 and 3e-3 beside the preset's 1e-2; U-MAE: 3e-3 and 3e-2 around its 1e-2)
+MAE_ROWS = [("mae", "mae", []), ("umae", "umae", []), ("mmae", "mmae", []),
+            ("mmae-lamda1.25e-3", "mmae", ["model.options.lamda=0.00125"]), ("mmae-lamda3e-3", "mmae", ["model.options.lamda=0.003"]),
+            ("umae-lamda3e-3", "umae", ["model.options.lamda=0.003"]), ("umae-lamda3e-2", "umae", ["model.options.lamda=0.03"])]
 LM_CONFIGS = [("ce", "lm-arith-ce", []), ("mce-embedding", "lm-arith-mce", []),
               ("mce-batch", "lm-arith-mce", ["loss.mce=batch"])]
-FAMILIES = ["baseline", "ssl", "mae", "lm", "lm-overhead", "protocol", "selection", "lever"]
+# the second edition: the same configurations on held-out problems (the test problems kept out of training), 5 seeds
+LM_GEN_CONFIGS = [("gen-ce", "lm-arith2-ce", []), ("gen-mce-embedding", "lm-arith2-mce", []),
+                  ("gen-mce-batch", "lm-arith2-mce", ["loss.mce=batch"])]
+LM_GEN_SEEDS = (0, 1, 2, 3, 4)
+FAMILIES = ["baseline", "ssl", "mae", "lm", "lm-overhead", "protocol", "selection", "lever", "long", "published"]
 
 # Levers: cells that test an explanation the chapter gives for a row below its baseline (seed 0; a second seed where
 # LEVER_SEEDS says), each a row (ssl or mae) with overrides, evaluated as that family is. (name, base row, overrides, what it tests)
@@ -259,26 +282,113 @@ LEVERS = [
     ("barlow_twins-lastbn", "barlow_twins", ["optim.base_lr=0.025", "model.proj_last_bn=true"],
      "Barlow Twins at 0.025 with BatchNorm after the projector's last layer"),
 ]
+# Why Matrix-SSL trails (the second edition, item 6): one change each to the official form at the row's chosen rate,
+# read on validation; a lever that moves validation linear accuracy by a point or more gets a second seed
+LEVERS += [
+    ("matrix_ssl-gamma0", "matrix_ssl", ["model.loss.gamma=0"],
+     "uniformity only (γ = 0): the authors report γ of 0 or 0.1 on CIFAR-10"),
+    ("matrix_ssl-gamma0.1", "matrix_ssl", ["model.loss.gamma=0.1"], "alignment weight γ = 0.1"),
+    ("matrix_ssl-lamda0.5-mu0.5", "matrix_ssl", ["model.loss.lamda=0.5", "model.loss.mu=0.5"],
+     "the official code's defaults λ = μ = 0.5 (the preset: the README's 100-epoch λ = μ = 1)"),
+    ("matrix_ssl-order2", "matrix_ssl", ["model.loss.order=2"], "Taylor order 2 of the matrix log (curvature: a quadratic loss)"),
+    ("matrix_ssl-order8", "matrix_ssl", ["model.loss.order=8"], "Taylor order 8 of the matrix log (closer to the exact log)"),
+    ("matrix_ssl-mu0.25", "matrix_ssl", ["model.loss.mu=0.25"],
+     "MEC's curvature: log det(I + ZZᵀ/λ⁻¹) = const + log det(C + (ε²/d)I) with λ⁻¹ = mε²/d, so MEC's ε² = 64 at d = 256 "
+     "is the ridge μ = 0.25 (the preset's μ = 1 repels only quadratically; MEC's warm-up from 8λ⁻¹ left out)"),
+    ("matrix_ssl-ema0.99", "matrix_ssl", ["model.ema_base=0.99"],
+     "teacher momentum 0.99 from 0.996: a time constant of 100 steps, not 250 of the run's 620"),
+    ("matrix_ssl-noema", "matrix_ssl", ["model.ema_base=0", "model.ema_final=0"],
+     "no EMA teacher: the target branch is the online network under stop-gradient (symmetric, as SimSiam)"),
+    ("matrix_ssl-byolaug", "matrix_ssl", ["data.augment=byol"],
+     "the registry's own asymmetric BYOL views (blur 1.0 / 0.1, solarize 0 / 0.2) instead of the shared one"),
+]
+AT_CHOSEN_RATE = {n for n, b, *_ in LEVERS if b == "matrix_ssl"}    # levers on the base row's chosen rate, not its preset's
+LEVER_MOVES = 0.01        # a lever that moves seed-0 validation linear accuracy this much gets a second seed
 # Levers whose seed-0 cell moved a row past its baseline get a second seed (the base row's seed-1 cell + the overrides)
-LEVER_SEEDS = {"matrix_ssl_paper-clip": (0, 1), "mmae-lamda1.25e-3": (0, 1)}
+LEVER_SEEDS = {"matrix_ssl_paper-clip": (0, 1), "mmae-lamda1.25e-3": (0, 1), "barlow_twins-lastbn": (0, 1)}
 
 
-def lever_cell(name: str, budget: str, seed: int = 0) -> Cell:
-    "A lever: its base row's cell of that seed (ssl: at the preset rate) with the lever's overrides appended"
+def lever_seeds(name: str, budget: str, out: Path) -> tuple[int, ...]:
+    "Seed 0; a second seed where LEVER_SEEDS says, or (chosen-rate levers) once seed 0 moved validation accuracy ≥ LEVER_MOVES"
+    if name not in AT_CHOSEN_RATE: return LEVER_SEEDS.get(name, (0,))
+    c0, row = lever_cell(name, budget, 0, out), next(l[1] for l in LEVERS if l[0] == name)
+    if c0 is None: return (0,)                                           # (no cell until the row's rate is chosen)
+    mine, base = read_cell(c0.path(out)), read_cell(ssl_cell(row, budget, chosen_lr(row, budget, out), 0).path(out))
+    if not mine or not base or mine.get("failed") or base.get("failed"): return (0,)
+    return (0, 1) if abs(mine["val_linear"] - base["val_linear"]) >= LEVER_MOVES else (0,)
+
+
+def lever_cell(name: str, budget: str, seed: int = 0, out: Path | None = None) -> Cell | None:
+    "A lever: its base row's cell of that seed (ssl: at the preset rate, or the chosen one: None until chosen) with the lever's overrides"
     row, over = next((l[1], l[2]) for l in LEVERS if l[0] == name)
     if row in MAE_METHODS: c = mae_cell(row, budget, seed)
+    elif name in AT_CHOSEN_RATE:
+        lr = chosen_lr(row, budget, out or OUT)
+        if lr is None: return None
+        c = ssl_cell(row, budget, lr, seed)
     else: c = ssl_cell(row, budget, sweep_lrs(row, budget)[0], seed)
     return Cell("lever", name, budget, seed, None, tuple(list(c.overrides) + over), c.preset, c.evals)
 
 
-def mae_cell(method: str, budget: str, seed: int) -> Cell:
+def mae_cell(row: str, budget: str, seed: int) -> Cell:
     "A masked autoencoder on the ssl cells' images and epochs (its own ViT, augmentation and optimiser)"
-    over = DATA[:3] + [o for o in MONITOR] + BUDGETS[budget][0] + [f"train.seed={seed}"]
-    return Cell("mae", method, budget, seed, None, tuple(over), f"fmnist-{method}", TOY_EVAL if budget == "toy" else {})
+    method, extra = next((m, e) for r, m, e in MAE_ROWS if r == row)
+    over = DATA[:3] + [o for o in MONITOR] + BUDGETS[budget][0] + extra + [f"train.seed={seed}"]
+    return Cell("mae", row, budget, seed, None, tuple(over), f"fmnist-{method}", TOY_EVAL if budget == "toy" else {})
+
+
+# The second budget (item 5): 5× the steps (100 epochs) at each row's chosen rate of the 20-epoch sweep; (row, seeds)
+LONG_ROWS = [("matrix_ssl", 3), ("simclr", 3), ("mec", 2), ("vicreg", 2), ("byol", 2), ("barlow_twins", 2)]
+LONG = ["train.epochs=100", "eval.every=25"]
+
+
+def long_cells(budget: str, out: Path, rows: list[str] | None = None) -> list[Cell]:
+    "The long-budget cells of the rows whose rate is chosen (the others wait for their sweep)"
+    cells = []
+    for row, n in LONG_ROWS:
+        lr = chosen_lr(row, budget, out) if rows is None or row in rows else None
+        if lr is None: continue
+        extra = next(e for r, _, e in SSL_METHODS if r == row)
+        for seed in range(n):
+            c = ssl_cell(row, budget, lr, seed)          # its preset and evaluations; the overrides add LONG after the budget's
+            cells.append(Cell("long", row, budget, seed, lr, ssl_overrides(budget, extra + LONG, lr, seed), c.preset, c.evals))
+    return cells
+
+
+# The as-published arm (item 4): each two-view method with its own registry augmentation (byol's asymmetric views or
+# simclr's) and its published hyper-parameters scaled to 8,000 images and 620 steps, at the shared arm's chosen rate.
+# Scaling rules (the results chapter states them with their sources):
+# - an EMA teacher's time constant 1/(1−τ) a sixth of the run or less: τ = 0.99 (100 steps; BYOL's 0.996 is 250 steps,
+#   MoCo's 0.999 is 1,000, more than the run); solo-learn's CIFAR recipes use 0.99 for BYOL-family teachers;
+# - MoCo's queue the same share of the data set as MoCo v2's 65,536 of 1.28 M images (5 %): 512 of 8,000 (a multiple of the batch);
+# - Barlow Twins' off-diagonal weight scaled with the number of off-diagonal terms per row: 0.0051 × 8,191 / 1,023 ≈ 0.04.
+PUBLISHED = {"byol": ["model.ema_base=0.99"], "matrix_ssl": ["model.ema_base=0.99"], "mec": ["model.ema_base=0.99"],
+             "moco_v2": ["model.ema_base=0.99", "model.loss.size=512"], "barlow_twins": ["model.loss.lambd=0.04"]}
+PUBLISHED_ROWS = [r for r, *_ in SSL_METHODS if r != "matrix_ssl_paper"]
+
+
+def published_cells(budget: str, out: Path, rows: list[str] | None = None) -> list[Cell]:
+    "The as-published arm: seeds 0-2 of every row whose shared-arm rate is chosen"
+    cells = []
+    for row in PUBLISHED_ROWS:
+        lr = chosen_lr(row, budget, out) if rows is None or row in rows else None
+        if lr is None: continue
+        method, extra = next((m, e) for r, m, e in SSL_METHODS if r == row)
+        data = [o for o in DATA if not o.startswith("data.augment=")]          # the preset's (the method's own) augmentation
+        for seed in BUDGETS[budget][2]:
+            over = data + BACKBONE + MONITOR + BUDGETS[budget][0] + extra + PUBLISHED.get(row, []) + [f"optim.base_lr={lr:g}", f"train.seed={seed}"]
+            cells.append(Cell("published", row, budget, seed, lr, tuple(over), f"fmnist-{method.replace('_', '')}", TOY_EVAL if budget == "toy" else {}))
+    return cells
+
+
+def lm_runs(budget: str) -> list[tuple[str, int]]:
+    "(configuration, seed) of every lm cell: the first edition's at the budget's seeds, the held-out task's at LM_GEN_SEEDS"
+    gen_seeds = BUDGETS[budget][2] if budget == "toy" else LM_GEN_SEEDS
+    return [(n, s) for s in BUDGETS[budget][2] for n, *_ in LM_CONFIGS] + [(n, s) for s in gen_seeds for n, *_ in LM_GEN_CONFIGS]
 
 
 def lm_cell(name: str, budget: str, seed: int) -> Cell:
-    preset, extra = next((p, e) for n, p, e in LM_CONFIGS if n == name)
+    preset, extra = next((p, e) for n, p, e in LM_CONFIGS + LM_GEN_CONFIGS if n == name)
     toy = ["train.max_steps=2", "data.n_train=64", "data.n_test=8", "eval.monitor_batch=4"] if budget == "toy" else []
     return Cell("lm", name, budget, seed, None, tuple(extra + toy + [f"train.seed={seed}", "train.quiet=true"]), preset)
 
@@ -331,10 +441,13 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+IMAGE_FAMILIES = ("ssl", "mae", "protocol", "lever", "long", "published")     # mssl-train on images, then mssl-eval
+
+
 def recipe_key(cell: Cell) -> str:
     "Hash of everything a cell's numbers depend on: the resolved training config, the evaluation commands, the runner"
     what: dict = {"runner": RUNNER_VERSION, "family": cell.family, "method": cell.method, "budget": cell.budget}
-    if cell.family in ("ssl", "mae", "protocol", "lever"):
+    if cell.family in IMAGE_FAMILIES:
         from mssl_workbench.cli.train import get_preset
         from mssl_workbench.config.schema import apply_overrides, config_from_dict, config_to_dict
         d = config_to_dict(config_from_dict(apply_overrides(get_preset(cell.preset), list(cell.overrides))))
@@ -463,7 +576,8 @@ def run_lm(cell: Cell, workdir: Path) -> dict:
     s = json.loads((run_dir / "summary.json").read_text())
     keep = ("accuracy", "steps", "final_terms", "erank", "rankme", "diff_erank", "wall_s", "train_s")
     return {**{k: s.get(k) for k in keep}, "no_prediction": (s.get("eval") or {}).get("no_prediction"),
-            "protocol": (s.get("eval") or {}).get("protocol"), "test_answers_seen_in_train": (s.get("data") or {}).get("test_answers_seen_in_train"),
+            "protocol": (s.get("eval") or {}).get("protocol"),
+            **{k: (s.get("data") or {}).get(k) for k in ("test_answers_seen_in_train", "test_problems_seen_in_train")},
             "command": shown(tc)}
 
 
@@ -535,13 +649,14 @@ def estimate_minutes(cell: Cell, out: Path) -> float:
     walls = [r["wall_s"] for r in same if r and r.get("wall_s")]
     if walls: return sum(walls) / len(walls) / 60
     if cell.budget == "toy": return 0.5
-    return {"ssl": 2.0, "mae": 3.0, "lm": 3.0, "lm-overhead": 5.0, "protocol": 12.0, "baseline": 0.5, "selection": 0.05, "lever": 2.5}[cell.family]
+    return {"ssl": 2.0, "mae": 3.0, "lm": 3.0, "lm-overhead": 5.0, "protocol": 12.0, "baseline": 0.5, "selection": 0.05, "lever": 2.5,
+            "long": 10.0, "published": 2.5}[cell.family]
 
 
 def run_cell(cell: Cell, out: Path, workdir: Path) -> dict | None:
     load0, t0 = load_average(), time.perf_counter()
     try:
-        if cell.family in ("ssl", "mae", "protocol", "lever"): row = run_image(cell, workdir)
+        if cell.family in IMAGE_FAMILIES: row = run_image(cell, workdir)
         elif cell.family == "lm": row = run_lm(cell, workdir)
         elif cell.family == "lm-overhead": row = run_lm_overhead(cell, workdir)
         elif cell.family == "baseline": row = run_baseline(cell, workdir)
@@ -647,6 +762,14 @@ def measured(row):
     return row
 
 
+def comparable(old: dict, new: dict) -> tuple[dict, dict]:
+    "The measured values of a committed cell and its re-run, in one vocabulary: a first-edition cell's `linear` was the"
+    " head's best test epoch (`linear_best` now; results.last_epoch), and values an older runner did not record are not compared"
+    from mssl_workbench.reports.results import last_epoch
+    old, new = measured(last_epoch(old)), measured(new)
+    return old, {k: v for k, v in new.items() if k in old}
+
+
 def differences(old, new, key: str = "") -> list[str]:
     "Every path where two measured records differ, as `key: old -> new`"
     if isinstance(old, dict) and isinstance(new, dict):
@@ -658,12 +781,15 @@ def differences(old, new, key: str = "") -> list[str]:
 
 def verify(cells: list[Cell], out: Path, workdir: Path, n: int, commit_it: bool) -> int:
     "Re-run `n` done cells from scratch at this commit and compare every measured value with the committed one; 1 if any differs"
-    done = [c for c in cells if c.family not in ("selection", "lm-overhead") and is_done(c, out)][:n]
+    # a cell re-runs at the thread count it ran with (a matmul's reduction order depends on it): OMP_NUM_THREADS picks them
+    done = [c for c in cells if c.family not in ("selection", "lm-overhead") and is_done(c, out)
+            and read_cell(c.path(out)).get("threads") == child_threads()][:n]
+    if len(done) < n: print(f"{len(done)} done cell(s) of these rows ran with {child_threads()} thread(s) (OMP_NUM_THREADS)", flush=True)
     bad = 0
     for cell in done:
         print(f"verify {cell.family}/{cell.name} ...", flush=True)
         old, new = read_cell(cell.path(out)), run_cell(cell, out, workdir)
-        diff = differences(measured(old), measured(new))
+        diff = differences(*comparable(old, new))
         bad += bool(diff)
         print(f"  {'identical: every measured value' if not diff else f'{len(diff)} value(s) differ'}"
               f" (committed at {old.get('commit')}, source {old.get('source', 'unrecorded')}; now {new['commit']}, source {new['source']})", flush=True)

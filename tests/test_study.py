@@ -171,3 +171,13 @@ def test_toy_study_resume_kill_and_changed_recipe(tmp_path, monkeypatch):
     assert after[first.name] != files[first.name]
     assert json.loads(after[first.name])["recipe_key"] != json.loads(files[first.name])["recipe_key"]
     assert "model.loss.order=2" in json.loads(after[first.name])["overrides"]
+
+
+def test_verify_compares_first_edition_cells_in_todays_vocabulary():
+    "A first-edition cell kept the best test epoch as `linear`; its re-run's last epoch is `linear`, its best `linear_best`"
+    import random
+    best, last = random.uniform(0.5, 0.9), random.uniform(0.5, 0.9)
+    old = {"linear": best, "linear_last": last, "knn": 0.7, "wall_s": 1.0}
+    new = {"linear": last, "linear_last": last, "linear_best": best, "knn": 0.7, "val_linear_last": 0.6, "wall_s": 2.0}
+    assert study.differences(*study.comparable(old, new)) == []
+    assert study.differences(*study.comparable(old, {**new, "knn": 0.71})) == ["knn: 0.7 -> 0.71"]

@@ -196,7 +196,7 @@ def _linear(args, targets, conf, preset, log):
     out = run_linear(targets[0], conf, preset=preset, cache_dir=args.cache_dir, use_cache=not args.no_cache, log=log)
     head = (f"head: batch {conf.batch_size}, {'LARS' if conf.lars else 'SGD'}, peak lr {out['peak_lr']:.4g}, {conf.epochs} epochs, "
             + ("augmented views" if conf.augment else "cached features"))
-    return out, [f"linear top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} (epoch {out['best_epoch']}; the paper's code reports best) "
+    return out, [f"linear top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} (epoch {out['best_epoch']}, chosen on the test split as the paper's code does; report the last) "
                  f"top5 last {out['top5_last']:.4f} best {out['top5_best']:.4f}", _data_line(out), head, f"written to {out['written_to']}"]
 
 def _data_line(out: dict) -> str:

@@ -128,11 +128,11 @@ def _read_config_file(path: Path) -> dict:
     return loaded
 
 def next_free_output(path: str | Path) -> Path:
-    "`path` if it holds no run, else the first of path-2, path-3, ... that holds none"
-    from mssl_workbench.engine.rundir import RunWriter
+    "`path` if it holds no run (nor a user's files where a run writes), else the first of path-2, path-3, ... that holds none"
+    from mssl_workbench.engine.rundir import RunWriter, stray_files
     path, n = Path(path), 2
     candidate = path
-    while RunWriter(candidate).holds_run():
+    while RunWriter(candidate).holds_run() or stray_files(candidate):
         candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
     return candidate
 
@@ -358,6 +358,9 @@ class SlurmJob:
         preempt = env._usr_sig()                            # submitit's preemption signal: USR2 unless $SUBMITIT_PREEMPT_SIGNAL
         requeue = signal.getsignal(preempt)                 # submitit's checkpoint-and-requeue handler
         run = fit(cfg, resume=self.resume, hooks=default_hooks(cfg))
+        if run.finished is not None:
+            if env.global_rank == 0: print(_finished_line(run), flush=True)
+            return {"steps": run.step, "finished": run.finished}
         if run.stop_signal is None: return run.summary or {}
         if env.global_rank == 0: print(_stop_line(run), file=sys.stderr, flush=True)
         if run.stop_signal in (preempt, signal.SIGUSR1) and callable(requeue):
@@ -384,8 +387,8 @@ def submit_slurm(
                           "or add cluster=local to --slurm to run the job on this machine")
     try: import submitit
     except ImportError: raise ConfigError("--slurm needs submitit: pip install submitit") from None
-    from mssl_workbench.engine.rundir import RunWriter
-    RunWriter(cfg.output).check(resume=bool(resume))       # refuse a folder that holds another run before submitting
+    from mssl_workbench.engine.rundir import check_run_dir
+    check_run_dir(cfg.output, resume, announce=False)      # refuse a folder that holds another run (or not the resumed one) before submitting
     wait = o.pop("wait", cluster != "slurm")
     gpus = o.pop("gpus_per_node", 0)
     params = {"nodes": o.pop("nodes", 1), "tasks_per_node": o.pop("tasks_per_node", max(1, gpus)),
@@ -419,6 +422,11 @@ from ..engine.contract import stop_report, stopped   # torch-free
 def _stop_line(run) -> str:
     "The line of a run a signal stopped (the contract's `stop_report`, as mssl-eval prints it), naming its run directory"
     return "mssl-train: " + stop_report(stopped(run), output=run.out_dir)[0]
+
+def _finished_line(run) -> str:
+    "The line of a resumed run that had already finished (`finished_run`, the loop chapter): it trained nothing and wrote nothing"
+    return (f"mssl-train: run already finished ({run.finished}); nothing written to {run.out_dir}: evaluate it with mssl-eval, "
+            "or raise train.epochs / train.max_steps to train further")
 
 def data_summary(data=None) -> str:
     "What the training data would be, one line per split: of a config's data section (Fashion-MNIST or folders), else Fashion-MNIST"
@@ -457,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, note in preset_notes().items(): print(f"{name:36s} {note}")
         return 0
     from mssl_workbench.engine.hooks import STOP, NonFiniteError
-    from mssl_workbench.engine.rundir import RunWriter
+    from mssl_workbench.engine.rundir import check_run_dir
     from mssl_workbench.engine.image import check_world_size, fit
     worker = "LOCAL_RANK" in os.environ
     if worker and set_parent_death_signal(signal.SIGTERM) and os.getppid() == 1: return 143   # torchrun already gone
@@ -480,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if slurm is not None: return submit_slurm(cfg, slurm, resume=args.resume)
         if launch:
-            RunWriter(cfg.output).check(resume=bool(args.resume))   # one refusal here, not one per process
+            check_run_dir(cfg.output, args.resume, announce=False)   # one refusal here, not one per process
             if (world := launch_world_size(args)) is not None: check_world_size(cfg.train.batch_size, world)
             return launch_torchrun(_torchrun_command(args, [*argv, "--output", cfg.output]))
         owner = STOP.install()          # a signal while data and model are built is kept for the first step
@@ -501,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if owner: STOP.restore()
     if run.stop_signal is not None: return _stop_exit(run)
+    if run.finished is not None:
+        if run.is_main: print(_finished_line(run))
+        return 0
     s = run.summary
     if s is not None:
         knn = "n/a" if s["knn_acc"] is None else f"{100 * s['knn_acc']:.1f}%"
@@ -539,6 +550,9 @@ def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
     finally:
         if owner: STOP.restore()
     if run.stop_signal is not None: return _stop_exit(run)   # one line, 128 + signal: the image runs' exit
+    if run.finished is not None:                             # and a run that had finished: one line, exit 0
+        if run.is_main: print(_finished_line(run))
+        return 0
     s = run.summary
     if s and s.get("run_dir") and run.is_main:        # rank 0's summary only (another rank's holds its step count alone)
         acc = "n/a" if s.get("accuracy") is None else f"{100 * s['accuracy']:.1f}%"

@@ -23,6 +23,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg, encode_jpeg
 
 from .augment import random_resized_crop_box
 from .fashion_mnist import SAMPLE_FASHION_MNIST, load_fashion_mnist
+from ..engine.rundir import fresh_folder
 
 # %% auto #0
 __all__ = ['IMG_EXTENSIONS', 'ImageFolderError', 'NoReadableImageError', 'SingleClassWarning', 'scan_image_folder',
@@ -299,18 +300,19 @@ def make_imagefolder(
     g = torch.Generator().manual_seed(seed)
     data = load_fashion_mnist("train", SAMPLE_FASHION_MNIST)
     used = 0
-    for split, k in per_class.items():
-        for c in range(num_classes):
-            folder = dest / split / f"n{c:08d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            members = (data.labels == c).nonzero()[:, 0]
-            pick = members[torch.randperm(len(members), generator=g)[:k]]
-            imgs = TF.resize(data.images[pick][:, None].float(), [size, size], antialias=True) / 255   # (k, 1, s, s)
-            bg, fg = torch.rand(k, 3, 1, 1, generator=g), torch.rand(k, 3, 1, 1, generator=g)
-            rgb = ((bg + (fg - bg) * imgs) * 255).round().clamp(0, 255).to(torch.uint8)
-            for j in range(k):
-                (folder / f"{split}_{c}_{used + j:06d}.JPEG").write_bytes(encode_jpeg(rgb[j], quality=quality).numpy().tobytes())
-            used += k
+    with fresh_folder(dest, who="make_imagefolder", name="dest") as out:   # a new or empty folder, written whole
+        for split, k in per_class.items():
+            for c in range(num_classes):
+                folder = out / split / f"n{c:08d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                members = (data.labels == c).nonzero()[:, 0]
+                pick = members[torch.randperm(len(members), generator=g)[:k]]
+                imgs = TF.resize(data.images[pick][:, None].float(), [size, size], antialias=True) / 255   # (k, 1, s, s)
+                bg, fg = torch.rand(k, 3, 1, 1, generator=g), torch.rand(k, 3, 1, 1, generator=g)
+                rgb = ((bg + (fg - bg) * imgs) * 255).round().clamp(0, 255).to(torch.uint8)
+                for j in range(k):
+                    (folder / f"{split}_{c}_{used + j:06d}.JPEG").write_bytes(encode_jpeg(rgb[j], quality=quality).numpy().tobytes())
+                used += k
     return dest
 
 # %% ../../nbs/03b_data_folders.ipynb #bacaedf1

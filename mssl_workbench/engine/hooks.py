@@ -305,7 +305,7 @@ class Summary(Hook):
         if collapse and run.stop_signal is None: print(collapse_warning(collapse, base_lr=run.cfg.optim.base_lr), file=sys.stderr, flush=True)
 
 # %% ../../nbs/12_engine_hooks.ipynb #35539c93
-STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP")   # SIGHUP: the terminal closed
 
 class StopRequest:
     "Process-wide record of a stop signal: the handler only sets `signum`; the training loop acts on it after the step"
@@ -326,7 +326,8 @@ class StopRequest:
         if self._previous or threading.current_thread() is not threading.main_thread(): return False
         for name in names:
             sig = getattr(signal, name, None)
-            if sig is not None: self._previous[sig] = signal.signal(sig, self._handle)
+            if sig is None or (name == "SIGHUP" and signal.getsignal(sig) == signal.SIG_IGN): continue   # nohup: keep running
+            self._previous[sig] = signal.signal(sig, self._handle)
         return True
 
     def previous(self, sig: int):
@@ -347,7 +348,7 @@ class StopRequest:
 STOP = StopRequest()
 
 class Preemption(Hook):
-    "On SIGTERM/SIGINT/SIGUSR1/SIGUSR2: every rank finishes its step, all agree on it, the run stops and checkpoints once"
+    "On SIGTERM/SIGINT/SIGUSR1/SIGUSR2/SIGHUP: every rank finishes its step, all agree on it, the run stops and checkpoints once"
     order = 50   # after the checkpointer's periodic save of the same step
     def __init__(self, signals: tuple[str, ...]=STOP_SIGNALS): self.signals = tuple(signals)
 

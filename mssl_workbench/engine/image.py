@@ -16,7 +16,7 @@ from ..core.metrics import OnlineLinearProbe, check_knn_k
 from ..data.augment import AUGMENTS, create_augment
 from ..data.datasets import create_dataset
 from .distributed import DistInfo, convert_batchnorm
-from .hooks import Hook, run_hooks
+from .hooks import STOP_SIGNALS, Hook, run_hooks
 from .loop import RESUME_MAY_CHANGE, EngineSpec, TaskBase, Trainer, fit_task, param_groups
 from ..methods.registry import Progress, model_from_config
 
@@ -62,9 +62,9 @@ def _stack_items(dataset, indices) -> tuple[Tensor, Tensor]:
     return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 def _ignore_stop_signals(worker_id: int):
-    "DataLoader workers leave SIGTERM/SIGINT/SIGUSR1/SIGUSR2 to the training process (SLURM and Ctrl-C signal every process; the trainer stops them)"
+    "DataLoader workers leave the stop signals (`STOP_SIGNALS`) to the training process (SLURM, Ctrl-C and a closed terminal signal every process; the trainer stops them)"
     import signal
-    for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"): signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for name in STOP_SIGNALS: signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 # %% ../../nbs/13a_engine_image.ipynb #6eaac86f
 class RunData:

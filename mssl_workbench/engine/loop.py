@@ -24,12 +24,12 @@ from ..config.schema import ConfigError, rename_keys
 from .contract import TaskBase   # the defaults of the optional Task methods (torch-free), importable from here
 from .distributed import DistInfo, init_distributed, process_group
 from .hooks import Checkpointer, Hook, MetricsLogger, Preemption, diverged
-from .rundir import CheckpointError, RunWriter, resume_checkpoint
+from .rundir import CheckpointError, RunWriter, final_summary, resume_checkpoint
 
 # %% auto #0
 __all__ = ['RESUME_MAY_CHANGE', 'MAX_FEATURE', 'lr_at', 'param_groups', 'create_optimizer', 'rng_state', 'set_rng_state',
            'seed_everything', 'resume_conflicts', 'check_resume', 'EngineSpec', 'Task', 'resolve_precision',
-           'wrap_model', 'Trainer', 'MicroBatches', 'engine_step', 'fit_task']
+           'wrap_model', 'Trainer', 'finished_run', 'MicroBatches', 'engine_step', 'fit_task']
 
 # %% ../../nbs/13_engine_loop.ipynb #cac6290b
 def lr_at(
@@ -264,7 +264,7 @@ class Trainer:
         self.out_dir = Path(s.output) if s.output else None
         self.writer = RunWriter(self.out_dir) if self.info.is_main and self.out_dir else None
         found = resume_checkpoint(self.out_dir, resume, announce=self.is_main) if self.out_dir else None
-        if self.writer is not None: self.writer.check(resume=found is not None)
+        if self.writer is not None: self.writer.check(resume=found is not None, checkpoint=found)   # not another run's checkpoint
         if found is not None:       # another kind of run or changed settings: refused with the diff before data and model are built
             check_resume(*found, task.config(), kind=task.kind, method=task.method, may_change=task.may_change, renamed=getattr(task, "renamed", {}))
         seed_everything(s.seed, deterministic=s.deterministic)   # same initial weights on every rank
@@ -296,7 +296,10 @@ class Trainer:
         self.resumed_from: Path | None = None
         self.resume_rng: dict | None = None                # the checkpoint's RNG states, restored by `restore_rng` when the loop starts
         if found is not None: _resume(self, *found)
-        if self.writer is not None: self.writer.start(task.config(), method=task.method, kind=task.kind, resume=found is not None)
+        self.finished = finished_run(self, found[0]) if found is not None else None   # nothing left to do: `fit_task` returns at once
+        if found is not None and self.is_main and self.finished is None: print(f"resumed from {found[0]} (epoch {self.epoch}, step {self.step})")
+        if self.writer is not None and self.finished is None:
+            self.writer.start(task.config(), method=task.method, kind=task.kind, resume=found is not None)
 
     @property
     def is_main(self) -> bool: return self.info.is_main
@@ -319,7 +322,8 @@ class Trainer:
         state = {"model": model, "optimizer": optimizer,
                  "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                  "step_in_epoch": self.step_in_epoch, "train_time_s": self.train_time_s, "rng": rng_state(), "extra": self.extra_state,
-                 "config": self.task.config(), "world_size": self.info.world_size}
+                 "config": self.task.config(), "world_size": self.info.world_size,
+                 "run_id": self.writer.run_id if self.writer is not None else None}   # which run it is of (`checkpoint_run_id`)
         state["task"] = self.task.state_dict()           # the task's own resumable state (the image task's online probe)
         if self.task.kind != "image": state.update(kind=self.task.kind, method=self.task.method)
         return state
@@ -341,7 +345,20 @@ def _resume(run: Trainer, path: Path, state: dict):
     run.task.load_state_dict(state.get("task"))
     if state.get("world_size", 1) == run.info.world_size: run.resume_rng = state["rng"]
     run.resumed_from = path
-    if run.is_main: print(f"resumed from {path} (epoch {run.epoch}, step {run.step})")
+
+# %% ../../nbs/13_engine_loop.ipynb #062e449e
+def finished_run(
+    run: Trainer, # a run just put back from a checkpoint
+    path: Path,   # that checkpoint
+) -> str | None:  # why there is nothing left to do, or None: it trains on (or completes its end: evaluation, summary)
+    "A resumed run whose counters reached its end (train.max_steps, all epochs, the schedule's length) and whose run directory's summary records that end: it has finished, resuming must change nothing, and `run.summary` is that summary"
+    s = run.spec
+    if s.max_steps is not None and run.step >= s.max_steps: why = f"{s.key('max_steps')}={s.max_steps} reached at step {run.step}"
+    elif run.epoch >= s.epochs: why = f"all {s.epochs} epochs done, step {run.step}"
+    elif run.step >= run.total_steps: why = f"step {run.step} of {run.total_steps}"
+    else: return None
+    run.summary = final_summary(Path(path).parent.parent, run.step)      # None: killed before its summary, it completes it
+    return why if run.summary is not None else None
 
 # %% ../../nbs/13_engine_loop.ipynb #20e82c66
 MAX_FEATURE = 1e8   # features of a healthy network stay far below this magnitude
@@ -407,6 +424,7 @@ def fit_task(task: Task, *, resume: str | None = None, hooks: list[Hook] | None 
     "Train `task` (hooks: None gives logging, checkpoints and preemption)"
     with process_group(_device_kind(task.spec.device)) as info:    # joined for the run, left when it ends
         run = Trainer(task, resume=resume, info=info)
+        if run.finished is not None: return run                 # it had finished: no hook runs, nothing is written
         run.hooks = sorted([MetricsLogger(), Checkpointer(), Preemption()] if hooks is None else hooks, key=lambda h: h.order)
         try:
             for h in run.hooks: h.before_fit(run)

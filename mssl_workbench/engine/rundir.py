@@ -10,9 +10,12 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,10 +28,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['FORMAT', 'RUN_FILES', 'LOGS', 'SPACES', 'MONITOR_KEYS', 'RunDirError', 'CheckpointError', 'jsonable', 'atomic_write',
-           'append_jsonl', 'read_jsonl', 'OutputError', 'written_as', 'check_output', 'checkpoint_name',
+           'append_jsonl', 'read_jsonl', 'OutputError', 'written_as', 'check_output', 'fresh_folder', 'checkpoint_name',
            'save_checkpoint', 'load_checkpoint', 'read_manifest', 'checkpoint_paths', 'latest_checkpoint',
-           'checkpoint_damage', 'RunWriter', 'resume_checkpoint', 'read_config', 'RunRecord', 'read_run', 'as_run',
-           'load_trained']
+           'checkpoint_damage', 'RunWriter', 'stray_files', 'checkpoint_run_id', 'final_summary', 'resume_checkpoint',
+           'check_run_dir', 'read_config', 'RunRecord', 'read_run', 'as_run', 'load_trained']
 
 # %% ../../nbs/10_engine_rundir.ipynb #d88c4f81
 FORMAT = 2
@@ -135,6 +138,30 @@ def check_output(
                           f"choose another {flag}, or pass --overwrite to replace it")
     return p
 
+# %% ../../nbs/10_engine_rundir.ipynb #6b6b6753
+@contextmanager
+def fresh_folder(
+    dest: str | Path,        # the folder a generator makes: new, or an empty folder
+    *,
+    who: str,                # the command or function, for the message
+    name: str="DEST",        # how it names `dest`, for the message
+):                           # yields the hidden sibling folder to write into
+    "Write a generated folder whole or not at all: refuse a `dest` that is a file or holds anything, write into a hidden sibling, rename it into place at the end"
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir(): raise OutputError(f"{who}: {dest} is a file, not a folder: choose another {name}")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise OutputError(f"{who}: {dest} exists and is not empty: refusing to write over its files; choose a new or empty {name}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    mask = os.umask(0); os.umask(mask); tmp.chmod(0o777 & ~mask)      # the permissions of a folder made with mkdir
+    try:
+        yield tmp
+        try: os.rename(tmp, dest)                                    # onto nothing, or onto the empty folder
+        except OSError as e: raise OutputError(f"{who}: {dest} could not be put in place ({e.strerror}): choose a new {name}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
 # %% ../../nbs/10_engine_rundir.ipynb #eb2274d7
 def checkpoint_name(step: int) -> str: return f"step_{int(step):08d}.pt"
 
@@ -227,13 +254,20 @@ class RunWriter:
         "Whether the folder already holds a run (its config or any log)"
         return any((self.dir / f).exists() for f in RUN_FILES) or (self.dir / "checkpoints" / "manifest.jsonl").exists()
 
-    def check(self, *, resume: bool=False) -> dict | None:
-        "Refuse, before anything is built, an output that is a file, lies under a file, or holds another run; returns its config"
+    def check(self, *,
+              resume: bool=False,    # the run continues a checkpoint
+              checkpoint: tuple[Path, dict] | None=None, # (path, state) it continues: must be of the run the folder holds
+             ) -> dict | None:
+        "Refuse, before anything is built, an output that is a file, lies under a file, holds files no run recorded, holds another run, or holds a run `checkpoint` is not of; returns its config"
         for parent in (self.dir, *self.dir.parents):
             if parent.exists() and not parent.is_dir():
                 raise RunDirError(f"{self.dir}: {parent} is a file, not a folder; pick another --output")
             if parent.exists(): break
-        if not self.holds_run(): return None
+        if not self.holds_run():
+            if stray := stray_files(self.dir):
+                raise RunDirError(f"{self.dir}: {stray[0]} was not written by a run (the folder has no config.yaml nor checkpoint "
+                                  "manifest); refusing to write over it: move it away, or pick a fresh --output")
+            return None
         old = None
         if (self.dir / "config.yaml").exists():
             try: old = read_config(self.dir)
@@ -241,6 +275,7 @@ class RunWriter:
         if not resume:
             raise RunDirError(f"{self.dir} already holds a run (method {(old or {}).get('method', 'unknown')}); "
                               "continue it with --resume auto, or pick a fresh --output")
+        if checkpoint is not None: _check_same_run(self.dir, old, *checkpoint)
         return old
 
     def start(self,
@@ -287,6 +322,48 @@ class RunWriter:
         for entry in mine[:-keep]: (self.dir / "checkpoints" / entry["file"]).unlink(missing_ok=True)
         return path
 
+# %% ../../nbs/10_engine_rundir.ipynb #bda230fc
+def stray_files(
+    folder: str | Path, # an output folder that holds no run
+) -> list[Path]:        # what a run would write over: files under its checkpoints/ and eval/ (or those names as files)
+    "Files in the places a run writes to (checkpoints/, eval/) of a folder that holds no run: a user's, never to be written over"
+    folder, out = Path(folder), []
+    for sub in ("checkpoints", "eval"):
+        p = folder / sub
+        if p.is_dir(): out += [f for f in sorted(p.rglob("*")) if not f.is_dir()]
+        elif p.exists(): out.append(p)
+    return out
+
+def checkpoint_run_id(
+    path: str | Path, # a checkpoint file
+    state: dict,      # its content
+) -> str | None:      # the id of the run that wrote it; None when unknown (an older checkpoint outside its run directory)
+    "The run a checkpoint belongs to: the run id it carries, else the one its run directory's manifest records for the file"
+    if isinstance(state.get("run_id"), str): return state["run_id"]
+    path = Path(path)
+    if path.parent.name != "checkpoints": return None
+    return next((e.get("run_id") for e in read_manifest(path.parent.parent) if e["file"] == path.name), None)
+
+def _check_same_run(run_dir: Path, config: dict | None, path: Path, state: dict):
+    "Refuse a resume that would continue one run's checkpoint in a folder that holds another run (pruning its checkpoints, mixing logs)"
+    path, mine, theirs = Path(path), (config or {}).get("run_id"), checkpoint_run_id(path, state)
+    recorded = path.resolve().parent == (run_dir / "checkpoints").resolve() and any(e["file"] == path.name for e in read_manifest(run_dir))
+    if recorded or (mine is not None and theirs == mine): return
+    raise RunDirError(f"--resume {path}: the checkpoint is of {'run ' + theirs if theirs else 'another run'}, and {run_dir} holds run "
+                      f"{mine or 'unknown'} (method {(config or {}).get('method', 'unknown')}); resuming would mix the two runs: "
+                      f"continue {run_dir} with --resume auto, or continue the checkpoint into a fresh --output")
+
+def final_summary(
+    run_dir: str | Path, # a run directory
+    step: int,           # the step a checkpoint reached
+) -> dict | None:        # its summary.json, when that records the run's end at `step`; else None
+    "The run's summary when it records its end at `step` (not a stop on a signal): a resume from there has nothing left to do"
+    try: s = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError): return None
+    final = isinstance(s, dict) and s.get("steps") == step and not str(s.get("stop_reason") or "").startswith("stopped by")
+    return s if final else None
+
+
 # %% ../../nbs/10_engine_rundir.ipynb #6f263227
 def resume_checkpoint(
     out_dir: str | Path,      # the run directory the resuming run writes
@@ -313,6 +390,19 @@ def resume_checkpoint(
                               f"start over with a fresh --output (or delete {out_dir})")
     if found is None and announce: print(f"resume=auto: no checkpoint in {out_dir / 'checkpoints'}, starting fresh")
     return found
+
+# %% ../../nbs/10_engine_rundir.ipynb #95992421
+def check_run_dir(
+    out_dir: str | Path, # the run directory a command will write
+    resume: str | None,  # its --resume (None, "auto", a run directory or a step_*.pt file)
+    *,
+    announce: bool=True, # as `resume_checkpoint`'s
+) -> tuple[Path, dict] | None: # the checkpoint the run continues, or None
+    "What a command checks before it builds or launches anything: the checkpoint a resume continues, and that the output may take it (`RunWriter.check`)"
+    found = resume_checkpoint(out_dir, resume, announce=announce)
+    RunWriter(out_dir).check(resume=found is not None, checkpoint=found)
+    return found
+
 
 # %% ../../nbs/10_engine_rundir.ipynb #a00a8ccd
 def read_config(run_dir: str | Path) -> dict:

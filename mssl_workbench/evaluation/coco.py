@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config.schema import config_to_dict
-from ..engine.rundir import RunDirError, atomic_write, read_config
+from ..engine.rundir import RunDirError, atomic_write, fresh_folder, read_config
 from .common import EvalError, _load_trained, _no_grad, _step_of, resolve_checkpoint, write_eval
 from ..engine.contract import stopped
 from .tasks import EvalTask, train_task, work_dir
@@ -140,44 +140,44 @@ def make_synthetic_coco(
         raise EvalError(f"make_synthetic_coco: num_classes={num_classes} must be in 1..{len(FASHION_MNIST_CLASSES)} (Fashion-MNIST classes)")
     bad = {k: v for k, v in splits.items() if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100_000)}
     if bad: raise EvalError(f"make_synthetic_coco: images per split must be integers in 1..100000, got {bad} (--train/--val)")
-    if dest.exists() and not dest.is_dir(): raise EvalError(f"make_synthetic_coco: {dest} is a file, not a folder: choose another DEST")
     cats = [{"id": c + 1, "name": FASHION_MNIST_CLASSES[c], "supercategory": "garment"} for c in range(num_classes)]
     ann_id = 1
-    for split, count in splits.items():
-        (dest / f"{split}2017").mkdir(parents=True, exist_ok=True)
-        images, anns = [], []
-        for k in range(count):
-            img_id = len(images) + 1
-            canvas = (torch.rand(3, size, size, generator=g) * 40).to(torch.uint8)
-            n_obj = int(torch.randint(objects[0], objects[1] + 1, (1,), generator=g))
-            for cell_idx in torch.randperm(4, generator=g)[:n_obj].tolist():
-                c = int(torch.randint(num_classes, (1,), generator=g))
-                members = (src.labels == c).nonzero()[:, 0]
-                obj = src.images[members[int(torch.randint(len(members), (1,), generator=g))]]
-                side = int(torch.randint(cell // 2, cell - 4, (1,), generator=g))
-                patch = F.interpolate(obj[None, None].float(), size=(side, side), mode="bilinear", antialias=True)[0, 0]
-                mask_patch = patch > 60
-                if mask_patch.sum() < 20: continue
-                oy = (cell_idx // 2) * cell + int(torch.randint(0, cell - side + 1, (1,), generator=g))
-                ox = (cell_idx % 2) * cell + int(torch.randint(0, cell - side + 1, (1,), generator=g))
-                colour = 0.4 + 0.6 * torch.rand(3, 1, 1, generator=g)
-                region = canvas[:, oy:oy + side, ox:ox + side]
-                region[:, mask_patch] = (patch * colour).clamp(0, 255).to(torch.uint8)[:, mask_patch]
-                full = np.zeros((size, size), dtype=np.uint8, order="F")
-                full[oy:oy + side, ox:ox + side] = mask_patch.numpy()
-                rle = mask_utils.encode(np.asfortranarray(full))
-                x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-                rle["counts"] = rle["counts"].decode("ascii")
-                anns.append({"id": ann_id, "image_id": img_id, "category_id": c + 1, "bbox": [x, y, w, h],
-                             "area": float(mask_utils.area(rle)), "iscrowd": 0, "segmentation": rle})
-                ann_id += 1
-            fname = f"{split}_{k:06d}.png"
-            write_png(canvas, str(dest / f"{split}2017" / fname))
-            images.append({"id": img_id, "file_name": fname, "width": size, "height": size})
-        (dest / "annotations").mkdir(exist_ok=True)
-        (dest / "annotations" / f"instances_{split}2017.json").write_text(json.dumps({
-            "info": {"description": "synthetic Fashion-MNIST COCO set (mssl-workbench)"}, "licenses": [],
-            "images": images, "annotations": anns, "categories": cats}))
+    with fresh_folder(dest, who="make_synthetic_coco") as out:   # a new or empty DEST only, written whole (issue 30)
+        for split, count in splits.items():
+            (out / f"{split}2017").mkdir(parents=True, exist_ok=True)
+            images, anns = [], []
+            for k in range(count):
+                img_id = len(images) + 1
+                canvas = (torch.rand(3, size, size, generator=g) * 40).to(torch.uint8)
+                n_obj = int(torch.randint(objects[0], objects[1] + 1, (1,), generator=g))
+                for cell_idx in torch.randperm(4, generator=g)[:n_obj].tolist():
+                    c = int(torch.randint(num_classes, (1,), generator=g))
+                    members = (src.labels == c).nonzero()[:, 0]
+                    obj = src.images[members[int(torch.randint(len(members), (1,), generator=g))]]
+                    side = int(torch.randint(cell // 2, cell - 4, (1,), generator=g))
+                    patch = F.interpolate(obj[None, None].float(), size=(side, side), mode="bilinear", antialias=True)[0, 0]
+                    mask_patch = patch > 60
+                    if mask_patch.sum() < 20: continue
+                    oy = (cell_idx // 2) * cell + int(torch.randint(0, cell - side + 1, (1,), generator=g))
+                    ox = (cell_idx % 2) * cell + int(torch.randint(0, cell - side + 1, (1,), generator=g))
+                    colour = 0.4 + 0.6 * torch.rand(3, 1, 1, generator=g)
+                    region = canvas[:, oy:oy + side, ox:ox + side]
+                    region[:, mask_patch] = (patch * colour).clamp(0, 255).to(torch.uint8)[:, mask_patch]
+                    full = np.zeros((size, size), dtype=np.uint8, order="F")
+                    full[oy:oy + side, ox:ox + side] = mask_patch.numpy()
+                    rle = mask_utils.encode(np.asfortranarray(full))
+                    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+                    rle["counts"] = rle["counts"].decode("ascii")
+                    anns.append({"id": ann_id, "image_id": img_id, "category_id": c + 1, "bbox": [x, y, w, h],
+                                 "area": float(mask_utils.area(rle)), "iscrowd": 0, "segmentation": rle})
+                    ann_id += 1
+                fname = f"{split}_{k:06d}.png"
+                write_png(canvas, str(out / f"{split}2017" / fname))
+                images.append({"id": img_id, "file_name": fname, "width": size, "height": size})
+            (out / "annotations").mkdir(exist_ok=True)
+            (out / "annotations" / f"instances_{split}2017.json").write_text(json.dumps({
+                "info": {"description": "synthetic Fashion-MNIST COCO set (mssl-workbench)"}, "licenses": [],
+                "images": images, "annotations": anns, "categories": cats}))
     return dest
 
 def oracle_detections(gt: dict, *, shift_iou: float | None = None, masks: bool = True) -> list[dict]:

@@ -220,7 +220,7 @@ def run_linear(
     out = {**_header("linear", preset, lc, ckpt, cfg, sha),
            "protocol": "official Matrix-SSL/MEC linear probe" + ("" if lc.augment else " on cached features (fast path: no augmentation)"),
            "top1_last": res["top1_last"], "top5_last": res["top5_last"], "top1_best": res["top1_best"], "top5_best": res["top5_best"],
-           "best_epoch": res["best_epoch"], "reported": "top1_best (the official code reports the best epoch's top-1)",
+           "best_epoch": res["best_epoch"], "reported": "top1_last (the best epoch is chosen on the test split; the official code reports it, kept as top1_best)",
            "peak_lr": lc.peak_lr, "train_split": lc.train_split, **_data_fields(train, val, val_name),
            "feature_cache": {"train": tstate, "val": vstate}, "history": res["history"], "wall_s": round(time.perf_counter() - t0, 2)}
     if write: out["written_to"] = str(write_eval(run_dir, "linear", out))

@@ -22,11 +22,12 @@ if TYPE_CHECKING:   # annotations only: this module imports no torch, so `mssl-e
     from torch import Tensor, nn
 
 # %% auto #0
-__all__ = ['LM_ARCHS', 'DATA_FORMATS', 'GSM8K_PROTOCOLS', 'METAMATH_STOP', 'METAMATH_COT', 'PROMPT_TEMPLATES', 'LMInputError',
-           'CharTokenizer', 'HFTokenizer', 'check_model_dir', 'load_causal_lm', 'tiny_lm_config', 'model_context',
-           'Example', 'normalize_number', 'extract_answer', 'answers_match', 'truncate_at_stop',
-           'extract_metamath_answer', 'score_generation', 'read_examples', 'make_arith_problems', 'format_prompt',
-           'eval_prompt', 'Encoded', 'encode_example', 'encode_examples', 'collate', 'evaluate_answers']
+__all__ = ['LM_ARCHS', 'DATA_FORMATS', 'GSM8K_PROTOCOLS', 'METAMATH_STOP', 'METAMATH_COT', 'ARITH_DISJOINT', 'PROMPT_TEMPLATES',
+           'LMInputError', 'CharTokenizer', 'HFTokenizer', 'check_model_dir', 'load_causal_lm', 'tiny_lm_config',
+           'model_context', 'Example', 'normalize_number', 'extract_answer', 'answers_match', 'truncate_at_stop',
+           'extract_metamath_answer', 'score_generation', 'read_examples', 'make_arith_problems', 'problem_key',
+           'count_overlap', 'make_arith_split', 'format_prompt', 'eval_prompt', 'Encoded', 'encode_example',
+           'encode_examples', 'collate', 'evaluate_answers']
 
 # %% ../../nbs/14_lm_data.ipynb #0d3fab44
 class LMInputError(ValueError):
@@ -251,9 +252,27 @@ def read_examples(
     if not out: raise LMInputError(f"{path} holds no examples")
     return out
 
-# %% ../../nbs/14_lm_data.ipynb #a1aa1f1d
+# %% ../../nbs/14_lm_data.ipynb #2918da5a
 _NAMES = ("Ann", "Bob", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jo", "Kim", "Lee", "Max", "Ned", "Oli", "Pam")
 _ITEMS = ("apples", "pens", "cards", "coins", "books", "eggs", "cups", "hats", "toys", "shells")
+
+def _arith_problem(rng: random.Random, steps: int, top: int, calc: bool) -> dict:
+    "One problem drawn from `rng`: a start in 1..top, then `steps` operands in 1..top, each subtracted (never below 0) or added"
+    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    total = rng.randint(1, top)
+    question, lines = [f"{name} has {total} {item}."], []
+    for _ in range(steps):
+        b = rng.randint(1, top)
+        op = "-" if rng.random() < 0.5 and b <= total else "+"
+        new = total + b if op == "+" else total - b
+        question.append(f"{name} gets {b} more." if op == "+" else f"{name} gives away {b}.")
+        lines.append(f"{total} {op} {b} = " + (f"<<{total}{op}{b}={new}>>" if calc else "") + f"{new}")
+        total = new
+    question.append(f"How many {item} now?")
+    return {"question": " ".join(question), "answer": "\n".join(lines) + f"\n#### {total}"}
+
+def _check_arith(steps: int, digits: int):
+    if steps < 1 or not 1 <= digits <= 9: raise LMInputError(f"need steps >= 1 and 1 <= digits <= 9, got steps={steps}, digits={digits}")
 
 def make_arith_problems(
     n: int,            # number of problems
@@ -264,26 +283,66 @@ def make_arith_problems(
     calc: bool=False,  # add GSM8K's <<a+b=c>> calculator annotations
 ) -> list[dict]:       # [{"question": ..., "answer": "...\n#### n"}]
     "Seeded GSM8K-format arithmetic word problems: `steps` additions/subtractions of `digits`-digit numbers"
-    if steps < 1 or not 1 <= digits <= 9: raise LMInputError(f"need steps >= 1 and 1 <= digits <= 9, got steps={steps}, digits={digits}")
-    rng, top = random.Random(seed), 10 ** digits - 1
-    out = []
-    for _ in range(n):
-        name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
-        total = rng.randint(1, top)
-        question, lines = [f"{name} has {total} {item}."], []
-        for _ in range(steps):
-            b = rng.randint(1, top)
-            op = "-" if rng.random() < 0.5 and b <= total else "+"
-            new = total + b if op == "+" else total - b
-            question.append(f"{name} gets {b} more." if op == "+" else f"{name} gives away {b}.")
-            lines.append(f"{total} {op} {b} = " + (f"<<{total}{op}{b}={new}>>" if calc else "") + f"{new}")
-            total = new
-        question.append(f"How many {item} now?")
-        out.append({"question": " ".join(question), "answer": "\n".join(lines) + f"\n#### {total}"})
-    return out
+    _check_arith(steps, digits)
+    rng = random.Random(seed)
+    return [_arith_problem(rng, steps, 10 ** digits - 1, calc) for _ in range(n)]
+
+def _as_examples(records: list[dict]) -> list[Example]:
+    return [Example(r["question"], r["answer"], extract_answer(r["answer"])) for r in records]
 
 def _arith_examples(n: int, *, steps: int, digits: int, seed: int) -> list[Example]:
-    return [Example(r["question"], r["answer"], extract_answer(r["answer"])) for r in make_arith_problems(n, steps=steps, digits=digits, seed=seed)]
+    return _as_examples(make_arith_problems(n, steps=steps, digits=digits, seed=seed))
+
+# %% ../../nbs/14_lm_data.ipynb #9e842503
+ARITH_DISJOINT = "arith-disjoint"   # data.train's name for make_arith_split's training problems (lm.config)
+_ARITH_Q = re.compile(r"(\w+) has (\d+) (\w+)\.((?: \1 (?:gets \d+ more|gives away \d+)\.)+) How many \3 now\?")
+_ARITH_OP = re.compile(r"gets (\d+) more|gives away (\d+)")
+
+def problem_key(
+    question: str,  # a problem's text
+) -> str:           # its identity: "47+23-15" for a generated problem, else the question with whitespace collapsed
+    "A problem's identity: the operand/operator sequence of a generated arithmetic problem (wording dropped), else its text"
+    m = _ARITH_Q.fullmatch(question)
+    if m is None: return " ".join(question.split())
+    return m.group(2) + "".join(f"+{a}" if a else f"-{b}" for a, b in _ARITH_OP.findall(m.group(4)))
+
+def count_overlap(
+    train: list[Example],  # the training examples
+    test: list[Example],   # the test examples
+) -> dict:                 # {"test_answers_seen_in_train": n, "test_problems_seen_in_train": m}
+    "How many test examples occur in training: by whole answer text (worked lines and final number) and by problem identity"
+    answers, keys = {e.answer for e in train}, {problem_key(e.question) for e in train}
+    return {"test_answers_seen_in_train": sum(e.answer in answers for e in test),
+            "test_problems_seen_in_train": sum(problem_key(e.question) in keys for e in test)}
+
+# %% ../../nbs/14_lm_data.ipynb #a531d1c1
+def _distinct_problems(rng: random.Random, n: int, exclude: set, *, steps: int, digits: int, calc: bool, what: str) -> list[dict]:
+    "The first `n` problems of `rng`'s draws whose identity is new and not in `exclude` (which grows by theirs)"
+    out, tries = [], 0
+    while len(out) < n:
+        if tries > 20 * n + 1000:
+            raise LMInputError(f"only {len(out)} distinct {what} problems found with steps={steps}, digits={digits}: "
+                               f"lower data.n_train / data.n_test or raise data.digits / data.steps")
+        r, tries = _arith_problem(rng, steps, 10 ** digits - 1, calc), tries + 1
+        key = problem_key(r["question"])
+        if key not in exclude: exclude.add(key); out.append(r)
+    return out
+
+def make_arith_split(
+    n_train: int,      # distinct training problems
+    n_test: int,       # distinct test problems, none of them in training
+    *,
+    steps: int=2,      # operations after the starting quantity
+    digits: int=2,     # at most this many digits per operand
+    seed: int=0,       # training draws from `seed`, the test problems from `seed + 1` (as make_arith_problems' two splits)
+    calc: bool=False,  # GSM8K's <<a+b=c>> calculator annotations
+) -> tuple[list[dict], list[dict]]:  # (train, test) records
+    "Training and test problems disjoint by identity (`problem_key`): the test problems are drawn first and excluded from training"
+    _check_arith(steps, digits)
+    seen: set = set()
+    test = _distinct_problems(random.Random(seed + 1), n_test, seen, steps=steps, digits=digits, calc=calc, what="test")
+    train = _distinct_problems(random.Random(seed), n_train, seen, steps=steps, digits=digits, calc=calc, what="training")
+    return train, test
 
 # %% ../../nbs/14_lm_data.ipynb #dc078cee
 PROMPT_TEMPLATES = {

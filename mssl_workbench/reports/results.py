@@ -15,8 +15,8 @@ import plotly.graph_objects as go
 from .spectrum import METHOD_COLORS
 
 # %% auto #0
-__all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'T975', 'load_cells', 'last_epoch', 'of_family',
-           'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table', 'headline_table',
+__all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'T975', 'LM_TASKS', 'load_cells', 'last_epoch',
+           'of_family', 'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table', 'headline_table',
            'fig_linear_by_method', 'fig_sweep', 'fig_trajectories', 'fig_accuracy_rank', 'fig_spectra', 'family_table',
            'lm_rows', 'overhead_table', 'protocol_table', 'selection_table', 'lever_table', 'paired_difference',
            'orderings', 'orderings_table']
@@ -107,9 +107,9 @@ def ssl_table(summary: list[dict], baselines: list[dict]=()) -> str:
         lines.append(f"| *{b['method']}* | | | {fmt(b['linear'])} | {fmt(b['knn'])} | {fmt(b['val_linear'])} | {fmt(b['erank'], 1, 0)} | | | baseline |")
     return head + "\n".join(lines)
 
-# %% ../../nbs/22_reports_results.ipynb #f01d883c
+# %% ../../nbs/22_reports_results.ipynb #ed65fae9
 HEADLINE = {"simclr": "SimCLR", "vicreg": "VICReg", "ivne": "I-VNE⁺", "mmcr": "MMCR", "matrix_ssl": "Matrix-SSL (official form)",
-            "mec": "MEC", "moco_v2": "MoCo v2", "byol": "BYOL", "raw-pixels": "*raw pixels*", "random-init": "*untrained backbone*"}
+            "mec": "MEC", "moco_v2": "MoCo v2", "byol": "BYOL", "barlow_twins": "Barlow Twins", "raw-pixels": "*raw pixels*", "random-init": "*untrained backbone*"}
 
 def headline_table(cells: list[dict], names: dict=HEADLINE) -> str:
     "Markdown for the README: the rows of `names` (methods and baselines), by mean linear test accuracy (last epoch)"
@@ -222,13 +222,17 @@ def family_table(cells: list[dict], family: str, columns: list[tuple[str, str, f
 MAE_COLUMNS = [("linear", "linear % (test)", 100, 1), ("knn", "k-NN % (test)", 100, 1), ("val_linear", "linear % (val)", 100, 1),
                ("erank", "erank", 1, 0), ("train_s", "training s", 1, 0)]
 
-# %% ../../nbs/22_reports_results.ipynb #9667a2df
+# %% ../../nbs/22_reports_results.ipynb #8727cf0a
 LM_COLUMNS = [("accuracy", "exact match %", 100, 1), ("ce", "answer CE", 1, 3), ("erank", "hidden erank", 1, 1),
-              ("diff_erank", "Diff-eRank", 1, 2), ("wall_s", "wall s", 1, 0)]
+              ("diff_erank", "Diff-eRank", 1, 2), ("wall_s", "wall s", 1, 0), ("seen", "test problems seen in training", 1, 0)]
+
+def _seen(c: dict) -> int | None:
+    "Test problems that occur in training: by identity, else (first-edition cells) by whole answer text, the same for generated problems"
+    return c.get("test_problems_seen_in_train", c.get("test_answers_seen_in_train"))
 
 def lm_rows(cells: list[dict]) -> list[dict]:
-    "The lm cells with the final answer CE lifted to the top level (for the table)"
-    return [{**c, "ce": (c.get("final_terms") or {}).get("ce")} for c in cells if c.get("family") == "lm"]
+    "The lm cells with the final answer CE and the overlap lifted to the top level (for the table)"
+    return [{**c, "ce": (c.get("final_terms") or {}).get("ce"), "seen": _seen(c)} for c in cells if c.get("family") == "lm"]
 
 # %% ../../nbs/22_reports_results.ipynb #5d88be95
 def overhead_table(cells: list[dict]) -> str:
@@ -295,7 +299,7 @@ def lever_table(cells: list[dict]) -> str:
                      f"{c['erank']:.0f} |")
     return head + "\n".join(lines)
 
-# %% ../../nbs/22_reports_results.ipynb #fae22fb3
+# %% ../../nbs/22_reports_results.ipynb #24871b1c
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 "Student's t quantile 0.975 for 1–30 degrees of freedom (the normal's 1.960 beyond)"
@@ -314,6 +318,9 @@ def paired_difference(
     lo, hi = mean - half, mean + half
     return {"n": len(d), "mean": mean, "lo": lo, "hi": hi, "verdict": "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved"}
 
+LM_TASKS = {"": "lm-arith (test problems seen in training)", "gen-": "lm-arith2 (held-out test problems)"}
+"The lm cells' method prefix -> the task it names in the orderings"
+
 def _per_seed(cells: list[dict], family: str, method: str, key: str) -> dict:
     return {c["seed"]: c[key] for c in of_family(cells, family) if c["method"] == method}
 
@@ -323,11 +330,11 @@ def orderings(cells: list[dict]) -> list[dict]:
     pairs = [("Matrix-SSL ≥ " + n, ssl.get("matrix_ssl", {}), ssl.get(k, {}), "linear") for k, n in
              [("mec", "MEC"), ("byol", "BYOL"), ("simclr", "SimCLR"), ("barlow_twins", "Barlow Twins"), ("moco_v2", "MoCo v2")]]
     mae = {m: _per_seed(cells, "mae", m, "linear") for m in ("mae", "umae", "mmae")}
-    lm = {m: _per_seed(cells, "lm", m, "accuracy") for m in ("ce", "mce-embedding", "mce-batch")}
     pairs += [("M-MAE ≥ U-MAE", mae["mmae"], mae["umae"], "linear"), ("U-MAE ≥ MAE", mae["umae"], mae["mae"], "linear"),
-              ("M-MAE ≥ MAE", mae["mmae"], mae["mae"], "linear"),
-              ("CE + MCE (embedding) ≥ CE", lm["mce-embedding"], lm["ce"], "exact match"),
-              ("CE + MCE (batch) ≥ CE", lm["mce-batch"], lm["ce"], "exact match")]
+              ("M-MAE ≥ MAE", mae["mmae"], mae["mae"], "linear")]
+    lm = lambda m: _per_seed(cells, "lm", m, "accuracy")
+    pairs += [(f"CE + MCE ({k}) ≥ CE, {task}", lm(f"{prefix}mce-{k}"), lm(f"{prefix}ce"), "exact match")
+              for prefix, task in LM_TASKS.items() for k in ("embedding", "batch")]
     return [{"claim": c, "first": mean_sd(list(a.values())), "second": mean_sd(list(b.values())), "metric": m, **paired_difference(a, b)}
             for c, a, b, m in pairs]
 
