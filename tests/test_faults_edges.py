@@ -10,25 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST
-from console import LM_TINY, QUICK, digest, imagenet_tree, mssl, one_line, same_but, train_run
+from console import LM_TINY, QUICK, digest, imagenet_tree, mssl, one_line, same_but
 
-SAMPLE = str(SAMPLE_FASHION_MNIST)
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory) -> Path:
-    return train_run(tmp_path_factory.mktemp("quick") / "run", *QUICK)
-
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory) -> Path:
-    return train_run(tmp_path_factory.mktemp("lm") / "lm-run", *LM_TINY)
-
-
-@pytest.fixture
-def copy_of(tmp_path):
-    return lambda run: shutil.copytree(run, tmp_path / run.name)
+pytestmark = pytest.mark.slow      # every case starts a console script; the runs are conftest's session fixtures
 
 
 def test_a_batch_torchrun_cannot_split_is_one_line_before_any_process(tmp_path):
@@ -90,7 +74,10 @@ def test_gsm8k_dry_run_reads_its_own_run_and_checkpoint(lm, quick):
     assert digest(lm) == before and digest(quick) == image
 
 
-def test_train_reads_a_runs_own_config_yaml(quick, lm, tmp_path):
+def test_train_reads_a_runs_own_config_yaml(quick, lm, copy_of):
+    quick = copy_of(quick)                     # a new run of it goes next to it: next to a copy, whose output is its own folder
+    run_yaml = quick / "config.yaml"
+    run_yaml.write_text(yaml.safe_dump({**yaml.safe_load(run_yaml.read_text()), "output": str(quick)}, sort_keys=False))
     before = digest(quick)
     r = mssl("mssl-train", "--config", quick / "config.yaml", "--dry-run")
     assert r.returncode == 0, r.stderr
@@ -102,7 +89,6 @@ def test_train_reads_a_runs_own_config_yaml(quick, lm, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"{quick} holds an earlier run; this one goes to {quick}-2" in r.stderr
     assert (Path(f"{quick}-2") / "summary.json").is_file() and digest(quick) == before
-    shutil.rmtree(f"{quick}-2")
 
 
 def test_an_override_may_follow_a_flag():
@@ -157,8 +143,8 @@ def test_select_skips_an_lm_run_with_a_note(quick, lm, copy_of):
     one_line(mssl("mssl-eval", "select", lm), 2, "no image run among")
 
 
-def test_an_lm_presets_second_run_goes_to_a_numbered_folder(tmp_path):
-    first = train_run(tmp_path / "runs" / "lm-arith-ce", *LM_TINY)
+def test_an_lm_presets_second_run_goes_to_a_numbered_folder(lm, tmp_path):
+    first = shutil.copytree(lm, tmp_path / "runs" / "lm-arith-ce")    # the preset's default output holds a real LM run
     before = digest(first)
     r = mssl("mssl-train", *LM_TINY, cwd=tmp_path)           # the preset's default output, runs/lm-arith-ce, holds a run
     assert r.returncode == 0, r.stderr[-3000:]

@@ -2,7 +2,8 @@
 through the real console scripts on runs the real `mssl-train` made: `mssl-eval finetune` on the quickstart's own run
 (its backbone_kwargs), `knn`/`linear` on an ImageNet-layout run (its data root) and on a folder with an undecodable image
 (skipped with a note, as training skips it); the default linear preset's data said and refused where it would mislead;
-one k-NN rule for training and `mssl-eval knn`; a backbone override without the preset's backbone_kwargs; `--slurm`
+one k-NN rule for training and `mssl-eval knn`; a backbone override without the preset's backbone_kwargs; `--resume auto`
+that continues the newest numbered run of a preset; `--slurm`
 without SLURM; one summary from a two-process LM run; `coco-score --run` into no new folder. Every pre-existing folder's
 files are compared by sha256 before and after."""
 import json
@@ -14,15 +15,10 @@ import pytest
 import yaml
 
 from mssl_workbench.data.fashion_mnist import SAMPLE_FASHION_MNIST, find_fashion_mnist
-from console import ENV, LM_TINY, QUICK, digest, imagenet_run, imagenet_tree, mssl, one_line, same_but, train_run
+from console import ENV, LM_TINY, QUICK, digest, imagenet_run, imagenet_tree, mssl, one_line, same_but
 
 SAMPLE = str(SAMPLE_FASHION_MNIST)
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory) -> Path:
-    "A real quickstart run (resnet10t_mini_nopool with the preset's 16-128 channels)"
-    return train_run(tmp_path_factory.mktemp("quick") / "run", *QUICK)
+pytestmark = pytest.mark.slow      # every case starts a console script; `quick` is conftest's session run
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +37,6 @@ def inet(tmp_path_factory, tree) -> Path:
     return imagenet_run(tmp_path_factory.mktemp("inet") / "run", tree)
 
 
-@pytest.fixture
-def copy_of(tmp_path):
-    return lambda run: shutil.copytree(run, tmp_path / run.name)
-
-
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     "A feature cache of the test's own (the console scripts inherit ENV, which reads MSSL_CACHE from os.environ at import)"
@@ -59,7 +50,7 @@ def test_finetune_rebuilds_the_quickstart_backbone_with_its_kwargs(quick, copy_o
     r = mssl("mssl-eval", "finetune", run, "--quiet", f"root={SAMPLE}", "max_steps=2", "epochs=1", "train_fraction=0.05",
              "val_fraction=0.05", "batch_size=32", "device=cpu")
     assert r.returncode == 0 and "size mismatch" not in r.stderr, r.stderr[-3000:]
-    assert r.stdout.startswith("finetune top1") and f"data: 500 training and 100 test images from {SAMPLE}" in r.stdout, r.stdout
+    assert r.stdout.startswith("finetune top1") and f"data: 500 training and 100 test images from embedded sample ({SAMPLE})" in r.stdout, r.stdout
     same_but(before, digest(run), "eval/finetune.json")
     assert json.loads((run / "eval" / "finetune.json").read_text())["backbone"] == "resnet10t_mini_nopool"
 
@@ -141,6 +132,21 @@ def test_a_backbone_override_drops_the_presets_backbone_kwargs_with_a_notice():
     assert yaml.safe_load(r.stdout)["model"]["backbone_kwargs"] == {"channels": [16, 32, 64, 128], "stem_width": 16}
     r = mssl("mssl-train", "--preset", "quickstart", "model.backbone=resnet10t_mini_nopool", "--dry-run")   # the same backbone: kept
     assert r.returncode == 0 and not r.stderr.strip() and yaml.safe_load(r.stdout)["model"]["backbone_kwargs"]["stem_width"] == 8
+
+
+def test_resume_auto_continues_the_newest_numbered_run(quick, tmp_path):
+    first = shutil.copytree(quick, tmp_path / "runs" / "quickstart")     # the preset's default output holds a finished run
+    before = digest(first)
+    r = mssl("mssl-train", *QUICK, "train.max_steps=2", cwd=tmp_path)    # a second run: numbered, stopped at step 2
+    assert r.returncode == 0 and "this one goes to runs/quickstart-2" in r.stderr, r.stderr[-3000:]
+    second = tmp_path / "runs" / "quickstart-2"
+    r = mssl("mssl-train", *QUICK, "--resume", "auto", cwd=tmp_path)     # continues quickstart-2, the newest, and says so
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "--resume auto continues the newest run of runs/quickstart, runs/quickstart-2" in r.stderr, r.stderr
+    assert json.loads((second / "summary.json").read_text())["steps"] > 2 and digest(first) == before
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["quickstart", "quickstart-2"]
+    r = mssl("mssl-train", *QUICK, "--resume", "auto", "--output", "runs/quickstart", cwd=tmp_path)   # named: that one
+    assert r.returncode == 0 and "run already finished" in r.stdout and digest(first) == before, (r.stdout, r.stderr)
 
 
 def test_slurm_without_slurm_is_refused_not_run_locally(tmp_path, monkeypatch):

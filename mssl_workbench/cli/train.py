@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,9 +33,9 @@ from ..config.schema import (Config, ConfigError, Float, apply_overrides, config
 # %% auto #0
 __all__ = ['PRESETS', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FORWARDED', 'SLURM_KEYS', 'DISK_ERRNOS',
            'get_preset', 'is_lm_preset', 'write_preset_index', 'build_parser', 'load_plugins', 'next_free_output',
-           'assemble_config', 'numbered_output', 'config_from_args', 'check_torchrun_options', 'launch_world_size',
-           'set_parent_death_signal', 'proc_table', 'descendants', 'launch_torchrun', 'SlurmOptions', 'parse_slurm',
-           'SlurmJob', 'submit_slurm', 'data_summary', 'main', 'lm_config_from_args']
+           'newest_output', 'assemble_config', 'numbered_output', 'config_from_args', 'check_torchrun_options',
+           'launch_world_size', 'set_parent_death_signal', 'proc_table', 'descendants', 'launch_torchrun',
+           'SlurmOptions', 'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary', 'main', 'lm_config_from_args']
 
 # %% ../../nbs/23_cli_train.ipynb #ed666468
 from ..config import presets as _presets
@@ -136,6 +137,14 @@ def next_free_output(path: str | Path) -> Path:
         candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
     return candidate
 
+def newest_output(path: str | Path) -> Path:
+    "The newest run among `path` and the numbered siblings `next_free_output` gives it (path-2, path-3, ...): the highest number that holds one"
+    from mssl_workbench.engine.rundir import RunWriter
+    path = Path(path)
+    siblings = path.parent.iterdir() if path.parent.is_dir() else ()
+    numbers = sorted((int(m[1]) for p in siblings if (m := re.fullmatch(rf"{re.escape(path.name)}-(\d+)", p.name))), reverse=True)
+    return next((p for n in numbers if RunWriter(p := path.with_name(f"{path.name}-{n}")).holds_run()), path)
+
 def _preset_backbone_kwargs(preset: dict, given: dict, d: dict) -> dict:
     "`d` without the preset's model.backbone_kwargs when the user names another backbone but no kwargs (they fit the preset's)"
     mine, theirs = given.get("model"), preset.get("model") or {}
@@ -160,10 +169,17 @@ def assemble_config(
     return d
 
 def numbered_output(args: argparse.Namespace, output: str) -> str:
-    "A default output (a preset's, or a run's own config.yaml's) that holds a run: the first numbered sibling that holds none, with a notice"
+    "A default output (a preset's, or a run's config.yaml's) holding a run: the first numbered sibling holding none; --resume auto: the newest"
     given = _read_config_file(Path(args.config)) if args.config else {}
     explicit = args.output or any(o.split("=", 1)[0].strip() == "output" for o in args.overrides) or ("output" in given and "run_id" not in given)
-    if explicit or args.resume or args.dry_run or args.data_summary or "LOCAL_RANK" in os.environ: return output
+    if explicit or args.data_summary or "LOCAL_RANK" in os.environ: return output
+    if args.resume == "auto":                    # the run a second one of this preset went on to, not the first
+        newest = newest_output(output)
+        if str(newest) != output:
+            print(f"mssl-train: --resume auto continues the newest run of {output}, {newest} (continue another with "
+                  f"--resume auto --output {output})", file=sys.stderr)
+        return str(newest)
+    if args.resume or args.dry_run: return output
     free = next_free_output(output)
     if str(free) != output:
         print(f"mssl-train: {output} holds an earlier run; this one goes to {free} "

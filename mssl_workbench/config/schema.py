@@ -28,8 +28,8 @@ if typing.TYPE_CHECKING: from mssl_workbench.methods.registry import MethodSpec
 __all__ = ['Float', 'Tuple', 'FLOAT32_MAX', 'IN_FLOAT32', 'SCHEMA', 'PROBE_LR', 'SECTIONS', 'RENAMED', 'RUN_HEADER',
            'ConfigError', 'check', 'field_rule', 'not_allowed', 'unknown_key', 'describe_error', 'schema', 'DataConfig',
            'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'Config', 'rename_keys', 'build_config',
-           'resolve_config', 'validate_config', 'config_from_dict', 'config_to_dict', 'merge_dicts', 'parse_value',
-           'apply_overrides']
+           'resolve_config', 'validate_config', 'split_run_header', 'config_from_dict', 'config_to_dict', 'merge_dicts',
+           'parse_value', 'apply_overrides']
 
 # %% ../../nbs/08_config_schema.ipynb #669a81b7
 class ConfigError(ValueError):
@@ -350,14 +350,26 @@ def validate_config(cfg: Config):
 
 RUN_HEADER = ("format", "method", "kind", "run_id")   # what a run directory's config.yaml holds above its settings
 
-def _without_header(d):
-    "A run's config.yaml read as settings: its header checked (kind, format, method against model.method), then dropped"
-    if not isinstance(d, dict) or not any(k in d for k in RUN_HEADER): return d
+def split_run_header(
+    d: dict,                    # settings, or a run directory's config.yaml (its header above the settings)
+    kind: str,                  # the kind of run the caller builds: "image" or "lm"
+    *,
+    error: type = ConfigError,  # the caller's schema error
+) -> tuple[dict, str | None]:   # (the settings, the header's method: the caller checks it against its own)
+    "A run's config.yaml read as settings, for image and LM configs alike: its kind and format checked, its header dropped"
     from mssl_workbench.engine.rundir import FORMAT
-    fmt, method, kind, _ = (d.get(k) for k in RUN_HEADER)
-    if kind not in (None, "image"): raise ConfigError(f"kind: {kind} — not an image run's config: an LM run's config.yaml goes with an lm-* preset")
-    if fmt not in (None, FORMAT): raise ConfigError(f"format: {fmt} — this workbench reads run format {FORMAT}: drop the header line")
-    body = {k: v for k, v in d.items() if k not in RUN_HEADER}
+    fmt, method, found, _ = (d.get(k) for k in RUN_HEADER)
+    if found not in (None, kind):
+        goes = {"lm": "an LM run's config.yaml goes with an lm-* preset", "image": "an image run's config.yaml goes with an image preset"}
+        raise error(f"kind: {found} — not {'an image' if kind == 'image' else 'a language-model'} run's config: "
+                    + (f"{goes[found]}, or with --config alone" if found in goes else "kind is image or lm"))
+    if fmt not in (None, FORMAT): raise error(f"format: {fmt} — this workbench reads run format {FORMAT}: drop the header line")
+    return {k: v for k, v in d.items() if k not in RUN_HEADER}, method
+
+def _without_header(d):
+    "An image run's config.yaml read as settings (`split_run_header`); the header's method stands in for model.method, or must equal it"
+    if not isinstance(d, dict) or not any(k in d for k in RUN_HEADER): return d
+    body, method = split_run_header(d, "image")
     model = body.get("model") if isinstance(body.get("model"), dict) else {}
     if method is not None and model.get("method", method) != method:
         raise ConfigError(f"method: {method} contradicts model.method: {model['method']}: drop the header's method line")
