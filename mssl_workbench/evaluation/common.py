@@ -431,8 +431,9 @@ def _default_val_split(cfg, given: str | None) -> str:
     return given or getattr(cfg.data, "val_split", None) or ("test" if cfg.data.dataset == "fashion_mnist" else "val")
 
 def _data_fields(train: LabelledSplit, val: LabelledSplit, val_name: str) -> dict:
-    "What a result records of the data it ran on: sizes, the validation split, the source, the files it could not decode"
-    return {"n_train": len(train), "n_val": len(val), "val_split": val_name, "data_source": train.source,
+    "What a result records of the data it ran on: sizes (images read), the validation split, the source, the files it could not decode"
+    n = lambda s: len(s) - len(set(s.paths or ()) & set(s.unreadable()))   # an undecodable file still listed (a loader replaced it) counts as none
+    return {"n_train": n(train), "n_val": n(val), "val_split": val_name, "data_source": train.source,
             "skipped_files": sorted(set(train.unreadable()) | set(val.unreadable()))}
 
 def _header(kind: str, preset, conf, ckpt: Path, cfg, sha: str) -> dict:
