@@ -176,7 +176,8 @@ def run_select(paths: Sequence[str | Path], sc: SelectConfig, *, preset: str | N
     "Rank runs by RankMe and LiDAR; Kendall τ and regret against the linear / k-NN accuracies the runs have"
     if not paths: raise EvalError("select needs at least one RUN_DIR")
     lm = [p for p in paths if run_config_of(p).get("kind") == "lm"]     # `select runs/*` meets LM runs: left out, with a note
-    if len(lm) == len(paths): raise EvalError(f"select: no image run among {', '.join(map(str, paths))}: select ranks image runs")
+    if len(lm) == len(paths): raise EvalError(f"select: no image run among {', '.join(map(str, paths))}: each is a language-model run "
+                                              f"(score it with mssl-eval gsm8k {paths[0]}); select ranks image runs")
     for p in lm: print(f"mssl-eval select: skipping {p}: a language-model run (score it with mssl-eval gsm8k {p})", file=sys.stderr)
     entries = []
     for p in (p for p in paths if p not in lm):
