@@ -457,6 +457,7 @@ def recipe_key(cell: Cell) -> str:
         # not in the cell): hashed at the first edition's value, so that its default moving from 1e-3 to the optimiser's
         # own (PROBE_LR) leaves committed cells done.
         d["eval"]["probe_lr"] = 1e-3
+        if not d["eval"].get("final_linear"): d["eval"].pop("final_linear", None)   # (off: an option added after the first edition)
         loss = d["model"]["loss"]
         if d["model"]["method"] in ("matrix_ssl", "mec") and loss.get("gamma", 1.0) is None and loss.get("form", "official") == "official":
             loss["gamma"] = 1.0          # gamma=None is the official form's 1.0 (the paper form's default is λ/(d(1+μ)), a new recipe)

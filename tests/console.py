@@ -39,7 +39,7 @@ def train_run(out: Path, *argv) -> Path:
 
 # the tiny real runs the fault tests start from: the quickstart preset as it is (its backbone_kwargs kept), an LM preset
 QUICK = ["--preset", "quickstart", "--quiet", "data.fraction=0.03", "train.epochs=1", "train.batch_size=64",
-         "eval.monitor_samples=128", "eval.knn_train_samples=128", "eval.probe=false"]
+         "eval.monitor_samples=128", "eval.knn_train_samples=128", "eval.probe=false", "eval.final_linear=false"]
 LM_TINY = ["--preset", "lm-arith-ce", "--quiet", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_len=80",
            "data.n_train=64", "data.n_test=6", "train.max_steps=4", "train.batch_size=8", "train.log_every=1",
            "train.checkpoint_every_steps=2", "eval.max_new_tokens=8", "eval.monitor_batch=6"]

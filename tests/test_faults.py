@@ -38,9 +38,9 @@ def mssl_train(*argv, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "mssl-train"), *map(str, argv)], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=cwd)
 
 
-def start(*argv, cwd=None) -> subprocess.Popen:
+def start(*argv, cwd=None, preexec_fn=None) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "mssl-train"), *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV, cwd=cwd)
+                            text=True, env=ENV, cwd=cwd, preexec_fn=preexec_fn)
 
 
 def run_many(cases: dict, *, parallel: int = 4, timeout: float = 600) -> dict:

@@ -191,13 +191,18 @@ def _cached_run(sp: argparse.ArgumentParser):
     sp.add_argument("--cache-dir", help="feature cache folder (default $MSSL_CACHE/features)")
     sp.add_argument("--no-cache", action="store_true", help="recompute features, do not cache")
 
+def _linear_run(sp: argparse.ArgumentParser):
+    _cached_run(sp)
+    sp.add_argument("--raw-pixels", action="store_true", help="also fit the same head on the standardised raw pixels (small in-memory images)")
+
 def _linear(args, targets, conf, preset, log):
     from mssl_workbench.evaluation.linear import run_linear
-    out = run_linear(targets[0], conf, preset=preset, cache_dir=args.cache_dir, use_cache=not args.no_cache, log=log)
+    out = run_linear(targets[0], conf, preset=preset, cache_dir=args.cache_dir, use_cache=not args.no_cache, log=log, raw_pixels=args.raw_pixels)
+    raw = [] if out.get("raw_pixels") is None else [f"raw pixels, the same head: top1 last {out['raw_pixels']['top1_last']:.4f} best {out['raw_pixels']['top1_best']:.4f}"]
     head = (f"head: batch {conf.batch_size}, {'LARS' if conf.lars else 'SGD'}, peak lr {out['peak_lr']:.4g}, {conf.epochs} epochs, "
             + ("augmented views" if conf.augment else "cached features"))
     return out, [f"linear top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} (epoch {out['best_epoch']}, chosen on the test split as the paper's code does; report the last) "
-                 f"top5 last {out['top5_last']:.4f} best {out['top5_best']:.4f}", _data_line(out), head, f"written to {out['written_to']}"]
+                 f"top5 last {out['top5_last']:.4f} best {out['top5_best']:.4f}", _data_line(out), head, *raw, f"written to {out['written_to']}"]
 
 def _data_line(out: dict) -> str:
     "What a protocol ran on, printed with its result: sizes, the source (full set or embedded sample) and any file it could not decode"
@@ -322,7 +327,7 @@ _COCO = "Mask R-CNN R50-FPN transfer on a COCO folder (trainable BN); bbox/segm 
 for _p in [
     Protocol("gsm8k", "GSM8K exact-match accuracy of a language-model run, checkpoint or model directory (`mssl-eval gsm8k --help`)",
              _gsm8k, gsm8k_arguments, GSM8K_DESCRIPTION, standalone=True),
-    Protocol("linear", _LINEAR, option_runner(_linear), _cached_run, _LINEAR, options=LinearConfig, default_preset="fmnist-fast"),
+    Protocol("linear", _LINEAR, option_runner(_linear), _linear_run, _LINEAR, options=LinearConfig, default_preset="fmnist-fast"),
     Protocol("knn", _KNN, option_runner(_knn), _cached_run, _KNN, options=KnnConfig, default_preset="fmnist"),
     Protocol("semisup", _SEMISUP, option_runner(_semisup, preset_for=_semisup_preset), _semisup_arguments,
              description=_SEMISUP.replace("%%", "%"), options=SemisupConfig),

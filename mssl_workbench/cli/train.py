@@ -35,7 +35,8 @@ __all__ = ['PRESETS', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBR
            'get_preset', 'is_lm_preset', 'write_preset_index', 'build_parser', 'load_plugins', 'next_free_output',
            'newest_output', 'assemble_config', 'numbered_output', 'config_from_args', 'check_torchrun_options',
            'launch_world_size', 'set_parent_death_signal', 'proc_table', 'descendants', 'launch_torchrun',
-           'SlurmOptions', 'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary', 'main', 'lm_config_from_args']
+           'SlurmOptions', 'parse_slurm', 'SlurmJob', 'submit_slurm', 'data_summary', 'final_linear_line', 'main',
+           'lm_config_from_args']
 
 # %% ../../nbs/23_cli_train.ipynb #ed666468
 from ..config import presets as _presets
@@ -462,6 +463,17 @@ def _describe_data(data: dict) -> str:
     parts = [f"{split} {v['images']} images from {v['source']}" for split in ("train", "val") if (v := data.get(split))]
     return "; ".join(parts)
 
+def final_linear_line(run_dir: str | Path, cfg) -> str:
+    "eval.final_linear: `mssl-eval linear RUN --preset fmnist-sample` on the run's own training images and the same head on the raw pixels, one line"
+    from mssl_workbench.evaluation.common import EvalError
+    from mssl_workbench.evaluation.linear import LINEAR_PRESETS, LinearConfig, run_linear
+    lc = LinearConfig(**{**LINEAR_PRESETS["fmnist-sample"][0], "train_split": cfg.data.train_split, "train_fraction": cfg.data.fraction})
+    try: out = run_linear(run_dir, lc, preset="fmnist-sample", raw_pixels=True)
+    except EvalError as e: return f"linear probe not run ({e}); the run is complete: try mssl-eval linear {run_dir} --preset fmnist-sample"
+    raw = "" if out.get("raw_pixels") is None else f" (raw pixels: {100 * out['raw_pixels']['top1_last']:.1f}%)"
+    return (f"linear probe (mssl-eval linear --preset fmnist-sample: {out['n_train']} training images, {len(out['history'])} epochs on frozen features), "
+            f"held-out top-1: {100 * out['top1_last']:.1f}%{raw}; written to {out['written_to']}")
+
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 def _stop_exit(run) -> int:
@@ -537,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data: {_describe_data(s['data'])}")
         raw = "" if s.get("raw_pixel_knn_acc") is None else f" (raw pixels: {100 * s['raw_pixel_knn_acc']:.1f}%)"
         print(f"at step {s['eval_step']}: k-NN accuracy (k={cfg.eval.knn_k}, held-out): {knn}{raw}; effective rank of backbone features: {erank}")
+        if cfg.eval.final_linear and s["knn_acc"] is not None: print(final_linear_line(s["run_dir"], cfg), flush=True)
         print(f"run directory: {s['run_dir']}")
     return 0
 

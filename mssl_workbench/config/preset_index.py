@@ -1,7 +1,7 @@
 """The name and note of every preset, for `mssl-train --list-presets` without torch. GENERATED from the preset registry by `mssl_workbench.cli.train.write_preset_index` (`make export`): do not edit."""
 
 PRESET_NOTES = {
-    'quickstart': 'embedded Fashion-MNIST sample, Matrix-SSL official form (λ = μ = γ = 1), resnet10t_mini without the stem max-pool at half width, 30 epochs, bf16 where native; ~3 min on 2 CPU cores (see benchmarks/quickstart_levers.py)',
+    'quickstart': "embedded Fashion-MNIST sample, Matrix-SSL official form (λ = μ = γ = 1) with BYOL's asymmetric views, resnet10t_mini without the stem max-pool at half width, 30 epochs, bf16 where native, then the linear probe's fast path beside the raw pixels'; ~3 min on 2 CPU cores (see benchmarks/quickstart_levers.py)",
     'fmnist-matrixssl': "Fashion-MNIST on 2 CPU cores, matrix_ssl's own recipe scaled: backbone resnet10t_mini (default stem), batch 256, 20 epochs, warm-up 1 epoch, heads {'proj_layers': 3, 'proj_hidden': 1024, 'proj_dim': 256, 'proj_hidden_bn': True, 'proj_last_bn': True, 'pred_hidden': 256}; loss λ = μ = γ = 1 as in the official 100-epoch run",
     'imagenet-matrixssl-r50-100ep': 'official Matrix-SSL recipe (yifanzhang-pro/Matrix-SSL README, 100-epoch setting λ = μ = γ = 1); global batch 1024, lr = base_lr × batch / 256',
     'imagenet-matrixssl-r50-200ep': 'official Matrix-SSL recipe (yifanzhang-pro/Matrix-SSL README, 100-epoch setting λ = μ = γ = 1); global batch 1024, lr = base_lr × batch / 256',

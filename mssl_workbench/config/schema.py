@@ -212,6 +212,7 @@ class EvalConfig:
     knn_train_samples: int | None = Field(10000, ge=1)  # training images used as the k-NN memory bank
     probe: bool = True                # online linear probe on detached backbone features
     probe_lr: Float | None = Field(None, gt=0)  # the online probe's peak rate (None: the optimiser's usual classifier rate, PROBE_LR)
+    final_linear: bool = False        # after training, mssl-train fits `mssl-eval linear --preset fmnist-sample` and the same head on the raw pixels
     batch_size: int = Field(512, ge=1)
     info_samples: Annotated[int, check("0 (off) or an integer >= 16", lambda v: v == 0 or v >= 16)] = 512  # monitor images whose two views give the matrix entropies and MI
     info_alpha: Float = Field(2.0, gt=0)  # order α of those matrix Rényi entropies (1: von Neumann)

@@ -15,14 +15,14 @@ from typing import Any, Callable, Sequence
 from .common import (
     EvalData, EvalError,
     LabelledSplit, _data_fields, _data_source, _default_val_split, _device, _header, _load_trained, _no_grad, cached_split_features, check_cache_dir,
-    classification_transforms, file_sha256, load_split, resolve_checkpoint, split_loader, write_eval)
+    classification_transforms, file_sha256, load_split, resolve_checkpoint, split_loader, tensor_prepare, write_eval)
 # torch, and data, eval, matrix and methods (which import it), are imported inside the functions that compute, so that
 # `mssl-eval --help` and every subcommand's --help and --list-presets start without torch (tests/test_light_imports.py)
 if typing.TYPE_CHECKING: from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['LINEAR_PRESETS', 'KNN_PRESETS', 'LinearConfig', 'linear_head', 'linear_optimizer', 'cosine_epoch_lr', 'topk_accuracy',
-           'train_linear_head', 'run_linear', 'KnnConfig', 'run_knn']
+           'train_linear_head', 'run_linear', 'raw_pixel_linear', 'KnnConfig', 'run_knn']
 
 # %% ../../nbs/16_evaluation_linear.ipynb #6ba7b135
 from pydantic import Field
@@ -195,6 +195,7 @@ def run_linear(
     cache_dir: str | Path | None = None, use_cache: bool = True,
     log: Callable[[str], None] | None = None,
     write: bool = True,           # write run_dir/eval/linear.json
+    raw_pixels: bool = False,     # also fit the same head on the splits' standardised raw pixels (`raw_pixel_linear`)
 ) -> dict:
     "The linear protocol on a trained run: returns (and writes) top-1/top-5 at the last and the best epoch"
     t0 = time.perf_counter()
@@ -223,8 +224,28 @@ def run_linear(
            "best_epoch": res["best_epoch"], "reported": "top1_last (the best epoch is chosen on the test split; the official code reports it, kept as top1_best)",
            "peak_lr": lc.peak_lr, "train_split": lc.train_split, **_data_fields(train, val, val_name),
            "feature_cache": {"train": tstate, "val": vstate}, "history": res["history"], "wall_s": round(time.perf_counter() - t0, 2)}
+    if raw_pixels: out["raw_pixels"] = raw_pixel_linear(cfg, train, val, lc, device=device)
     if write: out["written_to"] = str(write_eval(run_dir, "linear", out))
     return out
+
+# %% ../../nbs/16_evaluation_linear.ipynb #54d92dc6
+def raw_pixel_linear(
+    cfg,                          # the run's config: image size, channels, normalisation
+    train: LabelledSplit, val: LabelledSplit,
+    lc: LinearConfig,             # the same head, optimiser and schedule as the run's probe
+    *,
+    device: torch.device | str = "cpu",
+) -> dict | None:                 # {"top1_last", "top1_best"}; None when the images are files or too large
+    "The linear protocol's head on the standardised raw pixels of the same splits: the trivial baseline a probe must beat"
+    import torch
+    from mssl_workbench.engine.hooks import RAW_PIXEL_MAX_DIM    # the raw-pixel k-NN's size limit: one rule for both baselines
+    if train.images is None or val.images is None or cfg.data.in_chans * cfg.data.image_size ** 2 > RAW_PIXEL_MAX_DIM: return None
+    prepare = tensor_prepare(cfg)
+    flat = lambda s: torch.cat([prepare(s.images[i:i + 4096]).flatten(1) for i in range(0, len(s), 4096)])
+    tf, vf = flat(train), flat(val)
+    res = train_linear_head(_feature_batches(tf, train.labels, lc.batch_size, lc.seed), vf, val.labels,
+                            num_features=tf.shape[1], num_classes=len(train.classes), lc=lc, device=device)
+    return {"top1_last": res["top1_last"], "top1_best": res["top1_best"]}
 
 # %% ../../nbs/16_evaluation_linear.ipynb #719b8835
 @option_schema

@@ -15,11 +15,17 @@ import plotly.graph_objects as go
 from .spectrum import METHOD_COLORS
 
 # %% auto #0
-__all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'T975', 'LM_TASKS', 'load_cells', 'last_epoch',
-           'of_family', 'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table', 'headline_table',
+__all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'MAE_PRESET_LAMDA', 'MAE_NAMES', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'T975',
+           'SETTINGS', 'LONG_PLAN', 'PUBLISHED_ROWS', 'PUBLISHED_SEEDS', 'LM_TASKS', 'RIVALS', 'MAE_ORDERINGS',
+           'MAE_SETTINGS', 'STUDY_SEEDS', 'LM_GEN_SEEDS', 'LM_CONFIGS', 'load_cells', 'last_epoch', 'of_family',
+           'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table', 'headline_table',
            'fig_linear_by_method', 'fig_sweep', 'fig_trajectories', 'fig_accuracy_rank', 'fig_spectra', 'family_table',
-           'lm_rows', 'overhead_table', 'protocol_table', 'selection_table', 'lever_table', 'paired_difference',
-           'orderings', 'orderings_table']
+           'mae_lamda', 'mae_choice', 'mae_lamda_table', 'lm_rows', 'overhead_table', 'protocol_table',
+           'selection_table', 'lever_table', 'lever_base', 'lever_deltas', 'lever_delta_table', 'paired_difference',
+           'setting_cells', 'setting_rows', 'per_seed', 'waiting', 'budget_rows', 'budget_table', 'fig_budget',
+           'arm_changes', 'arm_rows', 'arm_table', 'ssl_orderings', 'mae_orderings', 'lm_orderings', 'orderings',
+           'ordering_lines', 'orderings_table', 'verdict_table', 'verdict_changes', 'changes_table', 'progress',
+           'progress_line', 'seed_timing', 'seed_timing_summary', 'seed_timing_table']
 
 # %% ../../nbs/22_reports_results.ipynb #898afbb9
 def load_cells(
@@ -44,7 +50,7 @@ def of_family(cells: list[dict], family: str, ok: bool=True) -> list[dict]:
     "The cells of one family (only those that did not fail when `ok`)"
     return [c for c in cells if c.get("family") == family and not (ok and c.get("failed"))]
 
-# %% ../../nbs/22_reports_results.ipynb #8486c9ec
+# %% ../../nbs/22_reports_results.ipynb #2104ae34
 def choose_lr(
     sweep: list[dict], # seed-0 cells of one method, one per learning rate (each with lr, val_linear, failed)
 ) -> float | None:     # the chosen lr; None when every one failed
@@ -58,21 +64,29 @@ def mean_sd(xs: list[float]) -> tuple[float, float | None]:
     if not xs: return (math.nan, None)
     return (statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None)
 
-def fmt(m: tuple, scale: float=100, digits: int=1) -> str:
-    "`mean ± sd` (or the mean alone for one value, `–` for none)"
+def fmt(m: tuple, scale: float=100, digits: int=1, *, sign: bool=False) -> str:
+    "`mean ± sd` (or the mean alone for one value, `–` for none); `sign`: the mean with its sign, for a difference"
     mean, sd = m
     if mean != mean: return "–"
-    return f"{scale * mean:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
+    return f"{scale * mean:{'+' if sign else ''}.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
 
-# %% ../../nbs/22_reports_results.ipynb #887e798b
+def _same_rate(a: float | None, b: float | None) -> bool:
+    "Two learning rates are the same rate (cells store them as floats parsed from `%g`)"
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
+
+# %% ../../nbs/22_reports_results.ipynb #8cd5a192
 SSL_ORDER = ("matrix_ssl", "matrix_ssl_paper", "mec", "simclr", "moco_v2", "byol", "simsiam", "barlow_twins", "vicreg",
              "spectral", "frossl", "mmcr", "ivne")
+
+def _row_order(method: str) -> tuple:
+    "The chapter's order of two-view rows (SSL_ORDER, then any other by name)"
+    return (SSL_ORDER.index(method) if method in SSL_ORDER else 99, method)
 
 def ssl_summary(cells: list[dict]) -> list[dict]:
     "One row per two-view method: its sweep, the chosen lr, and the seeds' metrics at that lr (with the files used)"
     out = []
     ssl = of_family(cells, "ssl", ok=False)
-    for method in sorted({c["method"] for c in ssl}, key=lambda m: (SSL_ORDER.index(m) if m in SSL_ORDER else 99, m)):
+    for method in sorted({c["method"] for c in ssl}, key=_row_order):
         mine = [c for c in ssl if c["method"] == method]
         sweep = sorted([c for c in mine if c["seed"] == 0], key=lambda c: c["lr"])
         lr = choose_lr(sweep)
@@ -222,6 +236,52 @@ def family_table(cells: list[dict], family: str, columns: list[tuple[str, str, f
 MAE_COLUMNS = [("linear", "linear % (test)", 100, 1), ("knn", "k-NN % (test)", 100, 1), ("val_linear", "linear % (val)", 100, 1),
                ("erank", "erank", 1, 0), ("train_s", "training s", 1, 0)]
 
+# %% ../../nbs/22_reports_results.ipynb #63a80b61
+MAE_PRESET_LAMDA = 1e-2
+"λ of the fmnist-umae and fmnist-mmae presets (the MAE builder's default; checked below)"
+
+MAE_NAMES = {"mae": "MAE", "umae": "U-MAE", "mmae": "M-MAE"}
+
+def mae_lamda(
+    row: str, # a mae-family row: mae, umae, mmae, or one of their λ grid, e.g. mmae-lamda1.25e-3
+) -> tuple[str, float | None]: # (method, λ); MAE has no λ
+    "A MAE-family row's method and λ: `mmae-lamda3e-3` -> ('mmae', 0.003); a preset row -> MAE_PRESET_LAMDA"
+    method, _, lamda = row.partition("-lamda")
+    return method, (None if method == "mae" else float(lamda) if lamda else MAE_PRESET_LAMDA)
+
+def _mae_label(row: str) -> str:
+    method, lamda = mae_lamda(row)
+    return MAE_NAMES.get(method, method) + (f" (λ = {lamda:g})" if lamda is not None else "")
+
+def mae_choice(cells: list[dict]) -> dict[str, dict]:
+    "Per MAE-family method, the λ row with the best mean validation linear accuracy over the seeds all its λ rows share"
+    rows = {}
+    for c in of_family(cells, "mae"): rows.setdefault(c["method"], []).append(c)
+    out = {}
+    for method in MAE_NAMES:
+        cand = {r: cs for r, cs in rows.items() if mae_lamda(r)[0] == method}
+        if not cand: continue
+        common = set.intersection(*({c["seed"] for c in cs} for cs in cand.values()))
+        val = {r: statistics.fmean(c["val_linear"] for c in cs if not common or c["seed"] in common) for r, cs in cand.items()}
+        best = max(val, key=lambda r: (val[r], r == method))
+        out[method] = {"row": best, "lamda": mae_lamda(best)[1], "val": val, "seeds": sorted(common)}
+    return out
+
+def mae_lamda_table(cells: list[dict]) -> str:
+    "Markdown: every MAE-family row by method and λ: validation linear (the choice), then test linear and k-NN; the chosen λ marked"
+    head = "| method | λ | seeds | linear % (val): the choice | linear % (test) | k-NN % (test) | erank | chosen |\n|---|---|---|---|---|---|---|---|\n"
+    chosen, lines = mae_choice(cells), []
+    rows = {}
+    for c in of_family(cells, "mae"): rows.setdefault(c["method"], []).append(c)
+    for r in sorted(rows, key=lambda r: (list(MAE_NAMES).index(mae_lamda(r)[0]) if mae_lamda(r)[0] in MAE_NAMES else 9, mae_lamda(r)[1] or 0)):
+        method, lamda = mae_lamda(r)
+        get = lambda k: mean_sd([c.get(k) for c in rows[r]])
+        mark = "✓" + (f" (mean over seeds {', '.join(map(str, chosen[method]['seeds']))})" if chosen[method]["seeds"] else "") \
+               if chosen[method]["row"] == r and lamda is not None else ""
+        lines.append(f"| {MAE_NAMES.get(method, method)} | {'–' if lamda is None else f'{lamda:g}'} | {len(rows[r])} | {fmt(get('val_linear'))} | "
+                     f"{fmt(get('linear'))} | {fmt(get('knn'))} | {fmt(get('erank'), 1, 0)} | {mark} |")
+    return head + "\n".join(lines)
+
 # %% ../../nbs/22_reports_results.ipynb #8727cf0a
 LM_COLUMNS = [("accuracy", "exact match %", 100, 1), ("ce", "answer CE", 1, 3), ("erank", "hidden erank", 1, 1),
               ("diff_erank", "Diff-eRank", 1, 2), ("wall_s", "wall s", 1, 0), ("seen", "test problems seen in training", 1, 0)]
@@ -299,7 +359,54 @@ def lever_table(cells: list[dict]) -> str:
                      f"{c['erank']:.0f} |")
     return head + "\n".join(lines)
 
-# %% ../../nbs/22_reports_results.ipynb #24871b1c
+# %% ../../nbs/22_reports_results.ipynb #61d27ffd
+def lever_base(
+    cells: list[dict], # the study's cells
+    lever: dict,       # a lever cell (family `lever`, with `lever_overrides`)
+) -> dict | None:      # its base cell, None when that cell is not there
+    "The finished ssl/mae cell a lever changes one thing of: the same preset, and the lever's overrides without its own (the runner appends them)"
+    own, over = list(lever.get("lever_overrides") or []), list(lever.get("overrides") or [])
+    if not own or over[len(over) - len(own):] != own: return None
+    want = (lever.get("preset"), over[:len(over) - len(own)])
+    return next((c for c in cells if c.get("family") in ("ssl", "mae") and not c.get("failed")
+                 and (c.get("preset"), list(c.get("overrides") or [])) == want), None)
+
+def lever_deltas(
+    cells: list[dict],        # the study's cells
+    base: str="matrix_ssl",   # the base row whose levers to read
+) -> list[dict]:              # one per lever: note, rate, and per seed the validation and test Δ against its base cell
+    "Each lever of a row, seed by seed: its linear accuracy minus its base cell's, on validation (the choice) and on test (reported only)"
+    rate = {r["method"]: r["lr"] for r in ssl_summary(cells)}.get(base)
+    out = {}
+    for c in of_family(cells, "lever"):
+        if c.get("base") != base: continue
+        b = lever_base(cells, c)
+        row = out.setdefault(c["method"], {"lever": c["method"], "note": c.get("note", ""), "seeds": {}, "unpaired": [], "rates": set()})
+        if b is None: row["unpaired"].append(c["seed"]); continue
+        row["rates"].add(b.get("lr"))
+        row["seeds"][c["seed"]] = {"val": c["val_linear"] - b["val_linear"], "test": c["linear"] - b["linear"],
+                                   "val_lever": c["val_linear"], "val_base": b["val_linear"]}
+    for row in out.values():
+        row["val"] = mean_sd([s["val"] for s in row["seeds"].values()])
+        row["test"] = mean_sd([s["test"] for s in row["seeds"].values()])
+        row["at_chosen_rate"] = bool(row["rates"]) and all(_same_rate(lr, rate) for lr in row["rates"])
+    return sorted(out.values(), key=lambda r: -(r["val"][0] if r["val"][0] == r["val"][0] else -math.inf))
+
+def _points(x: float) -> str: return f"{100 * x:+.1f}"
+
+def lever_delta_table(cells: list[dict], base: str="matrix_ssl") -> str:
+    "Markdown: one line per lever of `base`, its validation Δ per seed and their mean (the choice), then the test Δ (reported, not used)"
+    head = ("| lever | what it tests | seeds | Δ linear, validation (per seed) | mean Δ, validation | Δ linear, test (per seed) | mean Δ, test | note |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in lever_deltas(cells, base):
+        per = lambda k: ", ".join(f"{_points(s[k])} (s{seed})" for seed, s in sorted(r["seeds"].items())) or "–"
+        note = "; ".join(filter(None, ["" if r["at_chosen_rate"] or not r["seeds"] else "not at the row's chosen rate",
+                                       f"no base cell for seed {', '.join(map(str, r['unpaired']))}" if r["unpaired"] else ""]))
+        lines.append(f"| {r['lever']} | {r['note']} | {len(r['seeds'])} | {per('val')} | {fmt(r['val'], sign=True)} | {per('test')} | {fmt(r['test'], sign=True)} | {note} |")
+    return head + "\n".join(lines)
+
+# %% ../../nbs/22_reports_results.ipynb #e86e43c1
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 "Student's t quantile 0.975 for 1–30 degrees of freedom (the normal's 1.960 beyond)"
@@ -318,32 +425,279 @@ def paired_difference(
     lo, hi = mean - half, mean + half
     return {"n": len(d), "mean": mean, "lo": lo, "hi": hi, "verdict": "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved"}
 
+def _interval(o: dict) -> str:
+    "A paired difference in points: `+1.2 [-0.3, +2.7]` (the mean alone for one pair, `–` for none)"
+    if o["mean"] != o["mean"]: return "–"
+    return f"{100 * o['mean']:+.1f}" + (f" [{100 * o['lo']:+.1f}, {100 * o['hi']:+.1f}]" if o["lo"] is not None else "")
+
+# %% ../../nbs/22_reports_results.ipynb #15bfe786
+SETTINGS = {"20 epochs, shared": "ssl", "100 epochs, shared": "long", "20 epochs, published": "published"}
+"A two-view setting's name -> the family of its cells"
+
+LONG_PLAN = {"matrix_ssl": 3, "simclr": 3, "mec": 2, "vicreg": 2, "byol": 2, "barlow_twins": 2}
+"The 100-epoch rows and their number of seeds (benchmarks/study.py's LONG_ROWS; the test below reads the script)"
+
+PUBLISHED_ROWS = tuple(m for m in SSL_ORDER if m != "matrix_ssl_paper")
+PUBLISHED_SEEDS = (0, 1, 2)
+"The as-published arm: every two-view row but the paper form, seeds 0–2 (benchmarks/study.py's PUBLISHED_ROWS)"
+
+def setting_cells(
+    cells: list[dict], # the study's cells
+    family: str,       # ssl | long | published (a value of SETTINGS)
+    *, ok: bool=True,  # only the cells that did not fail
+) -> dict[str, list[dict]]: # row -> its cells at the chosen rate, by seed (rows in the chapter's order)
+    "The cells of a setting: each row's cells of `family` at the rate its 20-epoch shared sweep chose on validation"
+    rates, out = {r["method"]: r["lr"] for r in ssl_summary(cells)}, {}
+    for c in of_family(cells, family, ok=ok):
+        if _same_rate(c.get("lr"), rates.get(c["method"])): out.setdefault(c["method"], []).append(c)
+    return {m: sorted(out[m], key=lambda c: c["seed"]) for m in sorted(out, key=_row_order)}
+
+def setting_rows(cells: list[dict], setting: str) -> list[str]:
+    "The rows a setting plans: every swept row (20 epochs, shared), LONG_PLAN's (100 epochs), PUBLISHED_ROWS (published)"
+    family = SETTINGS[setting]
+    if family == "long": return list(LONG_PLAN)
+    if family == "published": return list(PUBLISHED_ROWS)
+    return [r["method"] for r in ssl_summary(cells)]
+
+def per_seed(rows: dict[str, list[dict]], method: str | None, key: str="linear") -> dict:
+    "seed -> the value of `key` in a row's cells (empty when the row has none)"
+    return {c["seed"]: c.get(key) for c in rows.get(method, [])}
+
+def _count(n: int, word: str) -> str:
+    "`1 cell`, `2 cells`: a count with its noun"
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+def waiting(have: int, planned: int) -> str:
+    "`waiting for k cells` while fewer than `planned` exist, else ''"
+    return f"waiting for {_count(planned - have, 'cell')}" if planned > have else ""
+
+# %% ../../nbs/22_reports_results.ipynb #e2ee7818
+def budget_rows(
+    cells: list[dict],     # the study's cells
+    plan: dict=LONG_PLAN,  # row -> the number of 100-epoch seeds planned
+) -> list[dict]:           # per row: rate, {20, 100: seeds, linear, knn}, the paired 100 − 20 differences, what is missing
+    "Per row of `plan`: linear and k-NN (test, mean ± sd) at 20 and 100 epochs at the chosen rate, and their seed-paired gain"
+    short, long, tried = setting_cells(cells, "ssl"), setting_cells(cells, "long"), setting_cells(cells, "long", ok=False)
+    rates = {r["method"]: r["lr"] for r in ssl_summary(cells)}
+    out = []
+    for m, n in plan.items():
+        row = {"method": m, "lr": rates.get(m), "planned": n, "failed": len(tried.get(m, [])) - len(long.get(m, [])),
+               "superseded": len([c for c in of_family(cells, "long", ok=False) if c["method"] == m]) - len(tried.get(m, []))}
+        for epochs, rows in ((20, short), (100, long)):
+            row[epochs] = {"seeds": sorted(per_seed(rows, m)), **{k: mean_sd(list(per_seed(rows, m, k).values())) for k in ("linear", "knn")}}
+        row["gain"] = {k: paired_difference(per_seed(long, m, k), per_seed(short, m, k)) for k in ("linear", "knn")}
+        row["waiting"] = waiting(len(tried.get(m, [])), n) if rates.get(m) is not None else "waiting for the 20-epoch sweep"
+        out.append(row)
+    return out
+
+def budget_table(cells: list[dict], plan: dict=LONG_PLAN) -> str:
+    "Markdown: per row, linear and k-NN at 20 and 100 epochs (test, last epoch, mean ± sd, seeds) and the paired gain 100 − 20 [95%]"
+    head = ("| method | rate | seeds (20 / 100 epochs) | linear %, 20 epochs | linear %, 100 epochs | k-NN %, 20 epochs | k-NN %, 100 epochs "
+            "| 100 − 20, linear [95%] | 100 − 20, k-NN [95%] | note |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in budget_rows(cells, plan):
+        note = "; ".join(filter(None, [r["waiting"], f"{r['failed']} failed" if r["failed"] else "",
+                                       f"{r['superseded']} at a superseded rate" if r["superseded"] else ""]))
+        lr = "–" if r["lr"] is None else f"{r['lr']:g}"
+        lines.append(f"| {r['method']} | {lr} | {len(r[20]['seeds'])} / {len(r[100]['seeds'])} | {fmt(r[20]['linear'])} | {fmt(r[100]['linear'])} | "
+                     f"{fmt(r[20]['knn'])} | {fmt(r[100]['knn'])} | {_interval(r['gain']['linear'])} | {_interval(r['gain']['knn'])} | {note} |")
+    return head + "\n".join(lines)
+
+# %% ../../nbs/22_reports_results.ipynb #8b06ea79
+def fig_budget(
+    cells: list[dict],    # the study's cells
+    metric: str="linear", # linear | knn
+    plan: dict=LONG_PLAN, # the rows to draw
+) -> go.Figure:
+    "Test accuracy (mean over seeds, bars: their sd) against the training budget in epochs, one line per row of `plan`"
+    fig, label = go.Figure(), {"linear": "linear", "knn": "k-NN"}[metric]
+    for r in budget_rows(cells, plan):
+        pts = [(e, *r[e][metric]) for e in (20, 100) if r[e]["seeds"]]
+        if not pts: continue
+        fig.add_scatter(x=[e for e, _, _ in pts], y=[100 * m for _, m, _ in pts], mode="lines+markers", name=r["method"],
+                        error_y=dict(type="data", array=[100 * (sd or 0) for _, _, sd in pts]), line=dict(color=_colour(r["method"])),
+                        text=[f"{len(r[e]['seeds'])} seed(s)" for e, _, _ in pts])
+    fig.update_layout(xaxis=dict(title="epochs of the 8,000 train_fit images", type="log", tickvals=[20, 100]),
+                      yaxis_title=f"{label} accuracy, test (%)", height=400, margin=dict(l=60, r=20, t=30, b=50))
+    return fig
+
+# %% ../../nbs/22_reports_results.ipynb #d1cb2d4f
+def arm_changes(shared: dict, published: dict) -> str:
+    "What a published cell changes of the shared cell of its seed, from their overrides (an override it drops: the method's preset value)"
+    a, b = list(shared.get("overrides") or []), list(published.get("overrides") or [])
+    return "; ".join([o.split("=", 1)[0] + ": the preset's" for o in a if o not in b] + [o for o in b if o not in a]) or "nothing"
+
+def arm_rows(
+    cells: list[dict],              # the study's cells
+    rows: tuple=PUBLISHED_ROWS,     # the rows of the arm
+    seeds: tuple=PUBLISHED_SEEDS,   # the seeds planned per row
+) -> list[dict]:                    # per row: rate, the two arms' seeds and linear accuracy, the paired difference, the changes
+    "Per row: the shared and the as-published arm at the chosen rate (test linear, mean ± sd) and their seed-paired difference published − shared"
+    shared, pub, tried = setting_cells(cells, "ssl"), setting_cells(cells, "published"), setting_cells(cells, "published", ok=False)
+    rates, out = {r["method"]: r["lr"] for r in ssl_summary(cells)}, []
+    for m in rows:
+        a, b = per_seed(pub, m), per_seed(shared, m)
+        pair = next(((s, p) for p in pub.get(m, []) for s in shared.get(m, []) if s["seed"] == p["seed"]), None)
+        out.append({"method": m, "lr": rates.get(m), "shared": {"seeds": sorted(b), "linear": mean_sd(list(b.values()))},
+                    "published": {"seeds": sorted(a), "linear": mean_sd(list(a.values())), "knn": mean_sd(list(per_seed(pub, m, "knn").values()))},
+                    "difference": paired_difference(a, b), "changes": arm_changes(*pair) if pair else "",
+                    "waiting": waiting(len(tried.get(m, [])), len(seeds)) if rates.get(m) is not None else "waiting for the 20-epoch sweep"})
+    return out
+
+def arm_table(cells: list[dict], rows: tuple=PUBLISHED_ROWS) -> str:
+    "Markdown: per row, the shared and the published arm (test linear, mean ± sd, seeds) and published − shared, seed-paired [95%]"
+    head = ("| method | rate | seeds (shared / published) | linear %, shared | linear %, published | k-NN %, published "
+            "| published − shared [95%] | reading | what the published arm changes |\n|---|---|---|---|---|---|---|---|---|\n")
+    reading = {"holds": "published higher", "reversed": "shared higher"}
+    lines = []
+    for r in arm_rows(cells, rows):
+        d, lr = r["difference"], "–" if r["lr"] is None else f"{r['lr']:g}"
+        read = "; ".join(filter(None, [reading.get(d["verdict"], d["verdict"]) + (f" ({_count(d['n'], 'pair')})" if d["n"] > 1 else ""), r["waiting"]]))
+        lines.append(f"| {r['method']} | {lr} | {len(r['shared']['seeds'])} / {len(r['published']['seeds'])} | {fmt(r['shared']['linear'])} | "
+                     f"{fmt(r['published']['linear'])} | {fmt(r['published']['knn'])} | {_interval(d)} | {read} | {r['changes']} |")
+    return head + "\n".join(lines)
+
+# %% ../../nbs/22_reports_results.ipynb #cbc4ef77
 LM_TASKS = {"": "lm-arith (test problems seen in training)", "gen-": "lm-arith2 (held-out test problems)"}
 "The lm cells' method prefix -> the task it names in the orderings"
+
+RIVALS = {"mec": "MEC", "byol": "BYOL", "simclr": "SimCLR", "barlow_twins": "Barlow Twins", "moco_v2": "MoCo v2"}
+"The rows the Matrix-SSL paper reports itself ahead of (Zhang et al. 2024, Tables 1–2)"
+
+MAE_ORDERINGS = (("mmae", "umae"), ("umae", "mae"), ("mmae", "mae"))
+MAE_SETTINGS = ("20 epochs, the presets' λ", "20 epochs, λ chosen on validation")
+
+def _name(method: str) -> str:
+    "A two-view row's name in an ordering's claim"
+    names = {"matrix_ssl": "Matrix-SSL", "matrix_ssl_paper": "Matrix-SSL, paper form", "simsiam": "SimSiam", "spectral": "spectral contrastive",
+             "frossl": "FroSSL", **RIVALS}
+    return names.get(method, HEADLINE.get(method, method))
+
+def _ordering(claim: str, setting: str, a: dict, b: dict, metric: str) -> dict:
+    "One ordering: both sides' mean ± sd and their seed-paired difference"
+    return {"claim": claim, "setting": setting, "metric": metric, "first": mean_sd(list(a.values())), "second": mean_sd(list(b.values())),
+            **paired_difference(a, b)}
 
 def _per_seed(cells: list[dict], family: str, method: str, key: str) -> dict:
     return {c["seed"]: c[key] for c in of_family(cells, family) if c["method"] == method}
 
-def orderings(cells: list[dict]) -> list[dict]:
-    "Each published ordering: both sides' mean ± sd, and their seed-paired difference with its interval and verdict"
-    ssl = {r["method"]: r["per_seed"] for r in ssl_summary(cells)}
-    pairs = [("Matrix-SSL ≥ " + n, ssl.get("matrix_ssl", {}), ssl.get(k, {}), "linear") for k, n in
-             [("mec", "MEC"), ("byol", "BYOL"), ("simclr", "SimCLR"), ("barlow_twins", "Barlow Twins"), ("moco_v2", "MoCo v2")]]
-    mae = {m: _per_seed(cells, "mae", m, "linear") for m in ("mae", "umae", "mmae")}
-    pairs += [("M-MAE ≥ U-MAE", mae["mmae"], mae["umae"], "linear"), ("U-MAE ≥ MAE", mae["umae"], mae["mae"], "linear"),
-              ("M-MAE ≥ MAE", mae["mmae"], mae["mae"], "linear")]
-    lm = lambda m: _per_seed(cells, "lm", m, "accuracy")
-    pairs += [(f"CE + MCE ({k}) ≥ CE, {task}", lm(f"{prefix}mce-{k}"), lm(f"{prefix}ce"), "exact match")
-              for prefix, task in LM_TASKS.items() for k in ("embedding", "batch")]
-    return [{"claim": c, "first": mean_sd(list(a.values())), "second": mean_sd(list(b.values())), "metric": m, **paired_difference(a, b)}
-            for c, a, b, m in pairs]
+def ssl_orderings(
+    cells: list[dict],         # the study's cells
+    setting: str,              # a key of SETTINGS
+    rivals: list | None=None,  # the rows to compare with (None: every other row the setting plans)
+    *, ref: str="matrix_ssl",  # the row claimed ahead
+) -> list[dict]:               # one ordering per rival
+    "`ref` ≥ each rival in one setting, seed-paired on the test split's linear accuracy (last epoch)"
+    rows = setting_cells(cells, SETTINGS[setting])
+    rivals = [m for m in setting_rows(cells, setting) if m != ref] if rivals is None else rivals
+    return [_ordering(f"{_name(ref)} ≥ {_name(m)}", setting, per_seed(rows, ref), per_seed(rows, m), "linear") for m in rivals]
 
-def _interval(o: dict) -> str:
-    if o["mean"] != o["mean"]: return "–"
-    return f"{100 * o['mean']:+.1f}" + (f" [{100 * o['lo']:+.1f}, {100 * o['hi']:+.1f}]" if o["lo"] is not None else "")
+def mae_orderings(cells: list[dict]) -> list[dict]:
+    "M-MAE ≥ U-MAE ≥ MAE at the presets' λ and at the λ chosen on validation (`mae_choice`), seed-paired on test linear accuracy"
+    rows, chosen, out = {}, mae_choice(cells), []
+    for c in of_family(cells, "mae"): rows.setdefault(c["method"], []).append(c)
+    for setting, pick in zip(MAE_SETTINGS, (lambda m: m, lambda m: chosen.get(m, {}).get("row", m))):
+        out += [_ordering(f"{_mae_label(pick(a))} ≥ {_mae_label(pick(b))}", setting, per_seed(rows, pick(a)), per_seed(rows, pick(b)), "linear")
+                for a, b in MAE_ORDERINGS]
+    return out
+
+def lm_orderings(cells: list[dict]) -> list[dict]:
+    "CE + MCE ≥ CE in both constructions on each arithmetic task, seed-paired on exact match"
+    lm = lambda m: _per_seed(cells, "lm", m, "accuracy")
+    return [_ordering(f"CE + MCE ({k}) ≥ CE", task, lm(f"{prefix}mce-{k}"), lm(f"{prefix}ce"), "exact match")
+            for prefix, task in LM_TASKS.items() for k in ("embedding", "batch")]
+
+def orderings(cells: list[dict]) -> list[dict]:
+    "Each published ordering in each setting: both sides' mean ± sd, and their seed-paired difference with its interval and verdict"
+    return [o for s in SETTINGS for o in ssl_orderings(cells, s, list(RIVALS))] + mae_orderings(cells) + lm_orderings(cells)
+
+def ordering_lines(rows: list[dict]) -> str:
+    "Markdown: one line per ordering (points; the 95% interval in brackets)"
+    head = ("| ordering | setting | metric | first | second | paired difference [95% interval] | seed pairs | verdict |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    return head + "\n".join(f"| {o['claim']} | {o['setting']} | {o['metric']} | {fmt(o['first'])} | {fmt(o['second'])} | {_interval(o)} | "
+                            f"{o['n']} | {o['verdict']} |" for o in rows)
 
 def orderings_table(cells: list[dict]) -> str:
-    "Markdown: one line per ordering (points; the interval in brackets)"
-    head = "| ordering | metric | first | second | paired difference [95% interval] | seed pairs | verdict |\n|---|---|---|---|---|---|---|\n"
-    return head + "\n".join(f"| {o['claim']} | {o['metric']} | {fmt(o['first'])} | {fmt(o['second'])} | {_interval(o)} | {o['n']} | "
-                            f"{o['verdict']} |" for o in orderings(cells))
+    "Markdown: the papers' orderings in every setting"
+    return ordering_lines(orderings(cells))
+
+def verdict_table(cells: list[dict], setting: str) -> str:
+    "Markdown: Matrix-SSL against every other row of one setting"
+    return ordering_lines(ssl_orderings(cells, setting))
+
+# %% ../../nbs/22_reports_results.ipynb #dfd3d64f
+def verdict_changes(
+    cells: list[dict],                 # the study's cells
+    before: str="20 epochs, shared",   # the reference setting
+    after: str="100 epochs, shared",   # the setting to compare with it
+    *, ref: str="matrix_ssl",          # the row claimed ahead
+) -> list[dict]:                       # per row `after` plans: claim, both orderings, reading
+    "Matrix-SSL against each row of `after`, in `before` and in `after`: the two paired differences, whether the verdict is the same,"
+    " and the change of the difference between the settings (per seed, over the seeds both settings share)"
+    rivals, out = [m for m in setting_rows(cells, after) if m != ref], []
+    gap = lambda rows, m: {s: v - w for s, v in per_seed(rows, ref).items() for t, w in per_seed(rows, m).items() if s == t}
+    rb, ra = setting_cells(cells, SETTINGS[before]), setting_cells(cells, SETTINGS[after])
+    for m, b, a in zip(rivals, ssl_orderings(cells, before, rivals, ref=ref), ssl_orderings(cells, after, rivals, ref=ref)):
+        if "not measured" in (b["verdict"], a["verdict"]): reading = "waiting for cells"
+        elif {b["verdict"], a["verdict"]} == {"holds", "reversed"}: reading = "the ordering changes"
+        elif b["verdict"] == a["verdict"]: reading = "same verdict"
+        else: reading = f"{b['verdict']} → {a['verdict']}"
+        out.append({"claim": b["claim"], "before": b, "after": a, "reading": reading, "change": paired_difference(gap(ra, m), gap(rb, m))})
+    return out
+
+def changes_table(cells: list[dict], before: str="20 epochs, shared", after: str="100 epochs, shared") -> str:
+    "Markdown: Matrix-SSL against each row of `after`: the paired difference [95%] and verdict in both settings, and the difference's change"
+    head = f"| ordering | {before} [95%] | {after} [95%] | reading | change of the difference [95%] |\n|---|---|---|---|---|\n"
+    side = lambda o: f"{_interval(o)}, {_count(o['n'], 'pair')}: {o['verdict']}"
+    return head + "\n".join(f"| {r['claim']} | {side(r['before'])} | {side(r['after'])} | {r['reading']} | "
+                            f"{side(r['change']).replace('holds', 'Matrix-SSL gains').replace('reversed', 'Matrix-SSL loses')} |" for r in verdict_changes(cells, before, after))
+
+# %% ../../nbs/22_reports_results.ipynb #4097c45b
+STUDY_SEEDS = (0, 1, 2)
+"The budget's seeds: the published arm's and every MAE row's (benchmarks/study.py's BUDGETS['e20'])"
+LM_GEN_SEEDS = (0, 1, 2, 3, 4)
+LM_CONFIGS = ("ce", "mce-embedding", "mce-batch")
+"The held-out task's seeds and configurations (benchmarks/study.py's LM_GEN_SEEDS and LM_GEN_CONFIGS, prefixed `gen-`)"
+
+def progress(cells: list[dict]) -> list[dict]:
+    "The second edition's new families: part, cells finished (failed ones included) and cells planned"
+    long, pub = setting_cells(cells, "long", ok=False), setting_cells(cells, "published", ok=False)
+    gen = {(c["method"], c["seed"]) for c in of_family(cells, "lm", ok=False) if c["method"] in {f"gen-{k}" for k in LM_CONFIGS}}
+    mae = of_family(cells, "mae", ok=False)
+    return [{"part": "100 epochs", "have": sum(min(len(long.get(m, [])), n) for m, n in LONG_PLAN.items()), "planned": sum(LONG_PLAN.values())},
+            {"part": "as-published arm", "have": sum(min(len(pub.get(m, [])), len(STUDY_SEEDS)) for m in PUBLISHED_ROWS),
+             "planned": len(PUBLISHED_ROWS) * len(STUDY_SEEDS)},
+            {"part": "held-out language-model task", "have": len(gen), "planned": len(LM_CONFIGS) * len(LM_GEN_SEEDS)},
+            {"part": "MAE rows and λ grids", "have": len(mae), "planned": len({c["method"] for c in mae}) * len(STUDY_SEEDS)}]
+
+def progress_line(cells: list[dict]) -> str:
+    "One line: each new family's finished and planned cells, `waiting for k cells` where some are missing"
+    return "; ".join(f"{p['part']}: {p['have']} of {p['planned']} cells" + (f" ({waiting(p['have'], p['planned'])})" if p["have"] < p["planned"] else "")
+                     for p in progress(cells)) + "."
+
+# %% ../../nbs/22_reports_results.ipynb #151d002c
+def seed_timing(cells: list[dict], family: str="ssl") -> list[dict]:
+    "Per (row, rate, threads) with seed 0 and another seed: seed 0's training seconds and every other seed's ratio to it"
+    groups: dict = {}
+    for c in of_family(cells, family):
+        if c.get("train_s"): groups.setdefault((c["method"], c["lr"], c.get("threads")), {})[c["seed"]] = c
+    return [{"method": m, "lr": lr, "threads": th, "seed0_s": g[0]["train_s"], "when": g[0].get("finished", "")[:10],
+             "ratios": {s: g[s]["train_s"] / g[0]["train_s"] for s in sorted(g) if s}}
+            for (m, lr, th), g in sorted(groups.items(), key=lambda kv: (kv[0][2] or 0, kv[0][0], kv[0][1])) if 0 in g and len(g) > 1]
+
+def seed_timing_summary(rows: list[dict]) -> list[dict]:
+    "Per thread count: rows, and the smallest and largest ratio of a later seed's training seconds to seed 0's"
+    out = {}
+    for r in rows:
+        o = out.setdefault(r["threads"], {"threads": r["threads"], "rows": 0, "lo": math.inf, "hi": -math.inf})
+        o["rows"] += 1; o["lo"] = min(o["lo"], *r["ratios"].values()); o["hi"] = max(o["hi"], *r["ratios"].values())
+    return [out[k] for k in sorted(out, key=lambda t: t or 0)]
+
+def seed_timing_table(cells: list[dict]) -> str:
+    "Markdown: seed 0's training seconds and each later seed's ratio to it, per row, rate and thread count"
+    lines = ["| row | rate | threads | seed 0 trained | seed 0 s | later seeds ÷ seed 0 |", "|---|---|---|---|---|---|"]
+    for r in seed_timing(cells):
+        lines.append(f"| {r['method']} | {r['lr']:g} | {r['threads']} | {r['when']} | {r['seed0_s']:.0f} | "
+                     + ", ".join(f"s{s} {x:.2f}" for s, x in r["ratios"].items()) + " |")
+    return "\n".join(lines)
