@@ -13,6 +13,9 @@ hidden states) and Diff-eRank, and the wall time. Runs go 2 at a time (`--jobs`)
 
 overhead: forward + backward of the loss alone on random logits (N, V) and an output embedding (V, d), one thread;
 time ratio (CE+MCE)/CE, and the extra peak memory (peak RSS of a fresh process minus its RSS with the inputs allocated).
+The batch construction is timed from N×N matrices (`low_rank=False`: "ce+rel exact", "ce+rel taylor") and, where N > V,
+from V×V ones ("… V×V", its default there); the last shape is the `lm-arith2` task's (N = 1300 answer tokens per batch,
+the char vocabulary V = 100, its model width d = 64), where the N×N path dominated a step.
 FLOP counts are analytic (multiply-add = 2 FLOPs), with the 7B model's own 6·P·N per step for scale.
 
 Results: a table on stdout and JSON under benchmarks/results/ (lm_mce_study.json, lm_mce_overhead.json).
@@ -88,8 +91,9 @@ def study(steps: int, seeds: int, jobs: int) -> dict:
 # ------------------------------------------------------------------------------------------------------------- overhead
 # The embedding construction takes the exact log only: its Q has eigenvalues near 1/d, where a Taylor series around I
 # is far from the logarithm, so embedding_mce refuses log="taylor" (the LM chapter)
-VARIANTS = [("ce", None, None), ("ce+emb exact", "embedding", "exact"),
-            ("ce+rel exact", "batch", "exact"), ("ce+rel taylor", "batch", "taylor")]
+VARIANTS = [("ce", None, None, "auto"), ("ce+emb exact", "embedding", "exact", "auto"),
+            ("ce+rel exact", "batch", "exact", False), ("ce+rel taylor", "batch", "taylor", False),
+            ("ce+rel exact V×V", "batch", "exact", True), ("ce+rel taylor V×V", "batch", "taylor", True)]
 
 
 def _rss_bytes() -> int:
@@ -103,7 +107,7 @@ def _one_overhead(args_json: str) -> None:
     torch.set_num_threads(1)
     from mssl_workbench.objectives.mce import batch_relation_mce, embedding_mce
     a = json.loads(args_json)
-    N, V, d, mce, log, repeats = a["N"], a["V"], a["d"], a["mce"], a["log"], a["repeats"]
+    N, V, d, mce, log, low_rank, repeats = a["N"], a["V"], a["d"], a["mce"], a["log"], a["low_rank"], a["repeats"]
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(N, V, generator=g).requires_grad_()
     targets = torch.randint(0, V, (N,), generator=g)
@@ -113,7 +117,8 @@ def _one_overhead(args_json: str) -> None:
         loss = F.cross_entropy(logits, targets)
         if mce:
             probs = logits.softmax(-1)
-            loss = loss + (embedding_mce(probs, targets, weight, log=log) if mce == "embedding" else batch_relation_mce(probs, targets, log=log))
+            loss = loss + (embedding_mce(probs, targets, weight, log=log) if mce == "embedding"
+                           else batch_relation_mce(probs, targets, log=log, low_rank=low_rank))
         loss.backward()
         logits.grad = None
 
@@ -131,17 +136,25 @@ def flops(N: int, V: int, d: int) -> dict:
     ce = 8 * N * V                                   # softmax, log, gather, backward
     emb = 2 * (2 * V * d * d) + 2 * 2 * N * d * d + 9 * d ** 3 + 2 * d ** 3 + 4 * d ** 3 + 3 * N * V
     rel = 2 * (2 * N * N * V) + 9 * N ** 3 + 2 * N ** 3 + 4 * N ** 3 + 3 * N * V
+    rel_vocab = 3 * (2 * 2 * N * V * V) + 2 * 2 * V ** 3 + 9 * V ** 3 + 4 * V ** 3 + 3 * N * V   # SᵀS, YᵀS (×3 with backward), V×V eigh
     head = 6 * N * V * d                             # the LM head's own matmuls, forward + backward
-    return {"ce": ce, "embedding_exact": emb, "batch_exact": rel, "lm_head": head}
+    return {"ce": ce, "embedding_exact": emb, "batch_exact": rel, "batch_exact_vocab_space": rel_vocab, "lm_head": head}
+
+
+def arith2_shape() -> tuple[int, int, int]:
+    "(N, V, d) of the lm-arith2 task: about 1,300 answer tokens per batch of 32, the char vocabulary, the model width"
+    from mssl_workbench.lm.config import LM_PRESETS
+    from mssl_workbench.lm.data import CharTokenizer
+    return 1300, CharTokenizer().vocab_size, LM_PRESETS["lm-arith2-mce"][0]["model"]["d_model"]
 
 
 def overhead(shapes: list[tuple[int, int, int]], repeats: int) -> dict:
     rows = []
     for N, V, d in shapes:
         row = {"N": N, "V": V, "d": d, "variants": {}, "flops": flops(N, V, d)}
-        for name, mce, log in VARIANTS:
-            if mce == "batch" and N > 2048: continue
-            payload = json.dumps({"N": N, "V": V, "d": d, "mce": mce, "log": log, "repeats": repeats})
+        for name, mce, log, low_rank in VARIANTS:
+            if mce == "batch" and (N > 2048 if low_rank is False else N <= V): continue   # V×V only where it applies (N > V)
+            payload = json.dumps({"N": N, "V": V, "d": d, "mce": mce, "log": log, "low_rank": low_rank, "repeats": repeats})
             p = subprocess.run([sys.executable, __file__, "_overhead", payload], capture_output=True, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
             if p.returncode: raise RuntimeError(f"{name} at {(N, V, d)} failed:\n{p.stderr[-2000:]}")
@@ -184,6 +197,7 @@ def main(argv=None) -> int:
     if args.what in ("overhead", "all"):
         shapes = [(256, 1000, 128), (1024, 1000, 128), (1024, 8000, 512), (2048, 8000, 512), (512, 32000, 1024)]
         if not args.quick: shapes.append((512, 32000, 4096))   # the 7B vocabulary and width at reduced N
+        shapes.append(arith2_shape())
         res = overhead(shapes, repeats=2 if args.quick else 3)
         res["quick"] = args.quick
         (RESULTS / "lm_mce_overhead.json").write_text(json.dumps(res, indent=1))

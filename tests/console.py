@@ -35,3 +35,34 @@ def train_run(out: Path, *argv) -> Path:
     r = mssl("mssl-train", *argv, "--output", out)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
+
+
+# the tiny real runs the fault tests start from: the quickstart preset as it is (its backbone_kwargs kept), an LM preset
+QUICK = ["--preset", "quickstart", "--quiet", "data.fraction=0.03", "train.epochs=1", "train.batch_size=64",
+         "eval.monitor_samples=128", "eval.knn_train_samples=128", "eval.probe=false", "eval.final_linear=false"]
+LM_TINY = ["--preset", "lm-arith-ce", "--quiet", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_len=80",
+           "data.n_train=64", "data.n_test=6", "train.max_steps=4", "train.batch_size=8", "train.log_every=1",
+           "train.checkpoint_every_steps=2", "eval.max_new_tokens=8", "eval.monitor_batch=6"]
+
+
+def imagenet_tree(dest: Path, *, broken: bool = False) -> Path:
+    "A tiny ImageNet-layout folder (4 classes, 8 train / 3 val images each); `broken`: one undecodable file in train/ and in val/"
+    from mssl_workbench.data.folders import make_imagefolder
+    root = make_imagefolder(dest, per_class={"train": 8, "val": 3}, num_classes=4, size=40)
+    if broken:
+        (root / "train" / "n00000001" / "broken.JPEG").write_bytes(b"not an image at all")
+        (root / "val" / "n00000002" / "broken.JPEG").write_bytes(b"\xff\xd8 not a jpeg either")
+    return root
+
+
+def imagenet_run(out: Path, root: Path) -> Path:
+    "A real `mssl-train` run of the ImageNet preset on a tiny ImageNet-layout folder, on the CPU"
+    return train_run(out, "--preset", "imagenet-matrixssl-r50-100ep", "--quiet", f"data.root={root}", "model.backbone=resnet10t_mini",
+                     "data.image_size=32", "data.num_workers=0", "model.proj_dim=32", "model.proj_hidden=64", "model.pred_hidden=16",
+                     "train.epochs=1", "train.batch_size=8", "eval.monitor_samples=16", "eval.knn_train_samples=32", "eval.knn_k=5")
+
+
+def same_but(before: dict, after: dict, *added: str):
+    "Every file of `before` unchanged in `after`, and nothing new there but `added`"
+    assert {k: v for k, v in after.items() if k not in added} == before, sorted(set(after) ^ set(before))
+    for a in added: assert a in after, (a, sorted(after))

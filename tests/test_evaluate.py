@@ -92,7 +92,7 @@ def test_knn_matches_direct_computation(runs, cache):
     train = ev.load_split(cfg, "train", root=SAMPLE)
     val = ev.load_split(cfg, "test", root=SAMPLE, fraction=0.2)
     from mssl_workbench.core.metrics import knn_accuracy
-    tf, vf = ev.split_features(model, cfg, train), ev.split_features(model, cfg, val)
+    (tf, _), (vf, _) = ev.split_features(model, cfg, train), ev.split_features(model, cfg, val)   # (features, the split they are of)
     assert out["k20"] == pytest.approx(knn_accuracy(tf, train.labels, vf, val.labels, k=20, temperature=0.07, num_classes=10))
     assert json.loads((runs["b"].parent.parent / "eval" / "knn.json").read_text())["k200"] == out["k200"]
 

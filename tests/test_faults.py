@@ -28,6 +28,7 @@ ENV.pop("CI", None)
 TINY = ["--quiet", "data.fraction=0.03", "model.backbone=resnet10t_mini", "model.proj_dim=64", "model.proj_hidden=128",
         "model.pred_hidden=32", "train.batch_size=64", "train.log_every=1", "eval.monitor_samples=128",
         "eval.knn_train_samples=128", "eval.probe=false"]
+QTINY = [*TINY, "model.backbone_kwargs.stem_width=8"]   # with the quickstart preset: resnet10t_mini at its 16-128 channels (named: kept, no notice)
 FMNIST = ["--preset", "fmnist-matrixssl", *TINY, "train.epochs=2",   # the embedded sample (found or not, the full set):
           f"data.root={SAMPLE_FASHION_MNIST}"]                       # 300 images, 4 steps an epoch, checkpoints at 4 and 8
 
@@ -37,9 +38,9 @@ def mssl_train(*argv, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "mssl-train"), *map(str, argv)], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=cwd)
 
 
-def start(*argv, cwd=None) -> subprocess.Popen:
+def start(*argv, cwd=None, preexec_fn=None) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "mssl-train"), *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV, cwd=cwd)
+                            text=True, env=ENV, cwd=cwd, preexec_fn=preexec_fn)
 
 
 def run_many(cases: dict, *, parallel: int = 4, timeout: float = 600) -> dict:
@@ -151,10 +152,10 @@ def test_reusing_an_explicit_output_is_refused_and_the_old_run_is_untouched(bad_
 
 
 def test_preset_default_output_goes_to_a_numbered_sibling(tmp_path):
-    first = mssl_train("--preset", "quickstart", *TINY, "train.epochs=1", "train.max_steps=1", cwd=tmp_path)
+    first = mssl_train("--preset", "quickstart", *QTINY, "train.epochs=1", "train.max_steps=1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     before = tree_digest(tmp_path / "runs" / "quickstart")
-    second = mssl_train("--preset", "quickstart", *TINY, "train.epochs=1", "train.max_steps=1", cwd=tmp_path)
+    second = mssl_train("--preset", "quickstart", *QTINY, "train.epochs=1", "train.max_steps=1", cwd=tmp_path)
     line = one_line_error(second, 0, "runs/quickstart holds an earlier run", "runs/quickstart-2", "--resume auto")
     assert "run directory: runs/quickstart-2" in second.stdout
     assert tree_digest(tmp_path / "runs" / "quickstart") == before

@@ -152,7 +152,8 @@ LONG = [*FMNIST, "train.epochs=30"]                                   # 120 step
 
 def test_sighup_checkpoints_says_so_exits_129_and_resumes(tmp_path):
     out = tmp_path / "hup"
-    p = start(*LONG, "--output", out)
+    # SIGHUP at a terminal's default: a test run started under nohup would hand its SIG_IGN down (the next test's case)
+    p = start(*LONG, "--output", out, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     wait_for_step(out, 1, p)
     p.send_signal(signal.SIGHUP)
     _, err = p.communicate(timeout=300)

@@ -20,11 +20,11 @@ import torch
 from procs import free_port
 from mssl_workbench.cli.train import descendants, proc_table
 from mssl_workbench.engine.rundir import checkpoint_paths, load_checkpoint, read_manifest, read_run
-from test_faults import TINY, mssl_train, start
+from test_faults import QTINY, mssl_train, start
 
-DET = ["--preset", "quickstart", *TINY, "train.epochs=2", "train.deterministic=true", "eval.probe=true"]   # 4 steps an epoch
+DET = ["--preset", "quickstart", *QTINY, "train.epochs=2", "train.deterministic=true", "eval.probe=true"]   # 4 steps an epoch
 # 9 steps an epoch; checkpoints at 9 (epoch end), 13 (mid-epoch) and 18; the online probe on: its set-up draws random numbers
-KILL9 = ["--preset", "quickstart", *TINY, "train.batch_size=32", "train.epochs=2", "train.checkpoint_every_steps=13",
+KILL9 = ["--preset", "quickstart", *QTINY, "train.batch_size=32", "train.epochs=2", "train.checkpoint_every_steps=13",
          "train.deterministic=true", "eval.probe=true"]
 
 
@@ -165,7 +165,7 @@ def test_kill_9_at_an_epoch_end_then_mid_epoch_then_resume_is_bit_identical(tmp_
 def launch_two(tmp_path):
     "A 2-process launcher at step 1: (launcher, [torchrun and every process below it], run dir)"
     out = tmp_path / "ddp"
-    p = start("--preset", "quickstart", *TINY, "train.epochs=3", "--nproc_per_node", "2", "--master_port", free_port(), "--output", out)
+    p = start("--preset", "quickstart", *QTINY, "train.epochs=3", "--nproc_per_node", "2", "--master_port", free_port(), "--output", out)
     wait_for_step(out, 1, p)
     below = descendants(p.pid)
     table = proc_table()
@@ -213,7 +213,7 @@ def test_kill_9_of_a_two_process_launcher_leaves_nothing_running(tmp_path):
 
 def test_submitit_local_executor_trains_and_requeues_on_preemption(tmp_path):
     out = tmp_path / "slurm-run"
-    p = start("--preset", "quickstart", *TINY, "train.epochs=2", "--output", out, "--slurm", "cluster=local,time=30")
+    p = start("--preset", "quickstart", *QTINY, "train.epochs=2", "--output", out, "--slurm", "cluster=local,time=30")
     wait_for_step(out, 1, p)
     tasks = [pid for pid in descendants(p.pid) if b"submitit.core._submit" in cmdline(pid)]
     assert len(tasks) == 1, tasks

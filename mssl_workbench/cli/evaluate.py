@@ -21,7 +21,7 @@ from ..engine.rundir import OutputError, atomic_write, check_output, written_as
 from ..evaluation.common import (
     FEATURE_CACHE_VERSION, EvalError, resolve_checkpoint, random_init_run, write_eval, check_options, build_config,
     LabelledSplit, load_split, tensor_prepare, classification_transforms, split_loader, split_features, file_sha256,
-    feature_cache_key, cached_split_features, EvalRuntime, EvalData, _load_trained, _step_of)
+    feature_cache_key, cached_split_features, EvalRuntime, EvalData, _load_trained, _step_of, run_config_of)
 from ..evaluation.linear import (
     LINEAR_PRESETS, LinearConfig, linear_head, linear_optimizer,
     cosine_epoch_lr, topk_accuracy, train_linear_head, run_linear, KNN_PRESETS, KnnConfig, run_knn, _feature_batches)
@@ -109,8 +109,8 @@ _KINDS = _OptionProtocols()
 # %% ../../nbs/24_cli_evaluate.ipynb #0442d89f
 def _options_arguments(sp: argparse.ArgumentParser, protocol: Protocol):
     "The options every protocol with options takes, and its --help epilog (its option names and presets)"
-    default = protocol.default_preset
-    sp.add_argument("--preset", default=default, help=f"protocol preset (default {default}); see --list-presets")
+    default = protocol.default_preset   # applied by the runner: a default Fashion-MNIST preset gives way to a run's own data
+    sp.add_argument("--preset", help=f"protocol preset (default {default}; on a run trained on other data, its own data); see --list-presets")
     sp.add_argument("--list-presets", action="store_true", help="print the presets of this subcommand and exit")
     sp.add_argument("--dry-run", action="store_true", help="print the resolved protocol config (preset + overrides) as YAML and exit")
     sp.add_argument("--output", help="also write the results JSON here (an existing file only if mssl-eval wrote it as this kind)")
@@ -140,6 +140,20 @@ def _check_output(args):
     if getattr(args, "output", None):
         check_output(args.output, flag="--output", owned=lambda p: written_as(p, args.command), overwrite=args.overwrite)
 
+def _trained_on(target: str) -> str | None:
+    "The data set a run directory (or a checkpoint in one) was trained on, from its config.yaml without torch; None: unknown"
+    d = run_config_of(target)
+    if not d or d.get("kind", "image") != "image": return None
+    return (d.get("data") if isinstance(d.get("data"), dict) else {}).get("dataset", "fashion_mnist")
+
+def _own_data(cmd: str, preset: str | None, targets: Sequence[str]) -> str | None:
+    "A default Fashion-MNIST preset on a run trained on other data gives way to the protocol's defaults (the run's own data), with a note"
+    other = [(t, ds) for t in targets if (ds := _trained_on(t)) not in (None, "fashion_mnist")]
+    if not (preset or "").startswith("fmnist") or not other: return preset
+    print(f"mssl-eval {cmd}: {other[0][0]} was trained on {other[0][1]} data: evaluating on its own data (its data.root and splits), "
+          f"not with the default preset {preset} (Fashion-MNIST); pass --preset to choose one", file=sys.stderr)
+    return None
+
 def option_runner(
     execute: Callable,            # (args, targets, conf, preset, log) -> (results dict, lines to print)
     *,
@@ -155,6 +169,7 @@ def option_runner(
         overrides = [a for a in positional if "=" in a]
         preset = args.preset
         if preset_for is not None: preset, overrides = preset_for(args, preset, overrides)
+        if args.preset is None: preset = _own_data(cmd, preset or protocol.default_preset, targets)
         conf = build_config(protocol.options, preset_table(protocol.name), preset, overrides)
         if args.dry_run:
             print(yaml.safe_dump(protocol_config(cmd, preset, conf, overrides), sort_keys=False), end=""); return 0
@@ -184,14 +199,24 @@ def _linear(args, targets, conf, preset, log):
     from mssl_workbench.evaluation.linear import run_linear
     out = run_linear(targets[0], conf, preset=preset, cache_dir=args.cache_dir, use_cache=not args.no_cache, log=log, raw_pixels=args.raw_pixels)
     raw = [] if out.get("raw_pixels") is None else [f"raw pixels, the same head: top1 last {out['raw_pixels']['top1_last']:.4f} best {out['raw_pixels']['top1_best']:.4f}"]
+    head = (f"head: batch {conf.batch_size}, {'LARS' if conf.lars else 'SGD'}, peak lr {out['peak_lr']:.4g}, {conf.epochs} epochs, "
+            + ("augmented views" if conf.augment else "cached features"))
     return out, [f"linear top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} (epoch {out['best_epoch']}, chosen on the test split as the paper's code does; report the last) "
-                 f"top5 last {out['top5_last']:.4f} best {out['top5_best']:.4f}", *raw, f"written to {out['written_to']}"]
+                 f"top5 last {out['top5_last']:.4f} best {out['top5_best']:.4f}", _data_line(out), head, *raw, f"written to {out['written_to']}"]
+
+def _data_line(out: dict) -> str:
+    "What a protocol ran on, printed with its result: sizes, the source (full set or embedded sample) and any file it could not decode"
+    skipped = out.get("skipped_files") or []
+    return (f"data: {out['n_train']} training and {out['n_val']} {out['val_split']} images from {out['data_source']}"
+            + (f"; skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}" if skipped else ""))
 
 def _knn(args, targets, conf, preset, log):
     from mssl_workbench.evaluation.linear import run_knn
     out = run_knn(targets[0], conf, preset=preset, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-    return out, [" ".join(f"{k} {out[f'k{k}']:.4f}" for k in conf.ks).join(["knn ", f" (tau {conf.temperature})"]), f"written to {out['written_to']}"]
+    return out, [" ".join(f"{k} {out[f'k{k}']:.4f}" for k in conf.ks).join(["knn ", f" (tau {conf.temperature})"]), _data_line(out),
+                 f"written to {out['written_to']}"]
 
+# %% ../../nbs/24_cli_evaluate.ipynb #9a5e423c
 def _trained_run(sp: argparse.ArgumentParser):
     "A protocol that trains (a task of the engine): one run, and `--resume auto` after a stop signal"
     _one_run(sp)
@@ -222,12 +247,13 @@ def _semisup(args, targets, conf, preset, log):
     from mssl_workbench.evaluation.finetune import run_semisup
     out = _trained(run_semisup(targets[0], conf, preset=preset, log=log, resume=args.resume))
     return out, [f"semisup {out['subset']} ({out['n_labelled']} images) top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} "
-                 f"top5 last {out['top5_last']:.4f}", f"written to {out['written_to']}"]
+                 f"top5 last {out['top5_last']:.4f}", _data_line(out), f"written to {out['written_to']}"]
 
 def _finetune(args, targets, conf, preset, log):
     from mssl_workbench.evaluation.finetune import run_finetune
     out = _trained(run_finetune(targets[0], conf, preset=preset, log=log, resume=args.resume))
-    return out, [f"finetune top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} top5 last {out['top5_last']:.4f}", f"written to {out['written_to']}"]
+    return out, [f"finetune top1 last {out['top1_last']:.4f} best {out['top1_best']:.4f} top5 last {out['top5_last']:.4f}", _data_line(out),
+                 f"written to {out['written_to']}"]
 
 def _coco_arguments(sp: argparse.ArgumentParser):
     _trained_run(sp)
@@ -258,6 +284,8 @@ def _coco_score_arguments(sp: argparse.ArgumentParser):
 def _coco_score(args) -> int:
     from mssl_workbench.evaluation.coco import coco_score, format_coco
     if not args.gt or not args.detections: raise EvalError("coco-score needs --gt GT.json and --detections DETS.json")
+    if args.run and not (Path(args.run) / "config.yaml").is_file():      # never a folder made for it: results go into a run
+        raise EvalError(f"--run {args.run}: not a run directory (no {Path(args.run) / 'config.yaml'}): pass a run directory, or drop --run")
     _check_output(args)
     scores = coco_score(args.gt, args.detections)
     out = {"kind": "coco-score", "gt": str(args.gt), "detections": str(args.detections), "scores": scores}

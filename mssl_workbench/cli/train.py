@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,9 +33,10 @@ from ..config.schema import (Config, ConfigError, Float, apply_overrides, config
 # %% auto #0
 __all__ = ['PRESETS', 'TORCHRUN_OPTIONS', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FORWARDED', 'SLURM_KEYS', 'DISK_ERRNOS',
            'get_preset', 'is_lm_preset', 'write_preset_index', 'build_parser', 'load_plugins', 'next_free_output',
-           'assemble_config', 'config_from_args', 'check_torchrun_options', 'set_parent_death_signal', 'proc_table',
-           'descendants', 'launch_torchrun', 'SlurmOptions', 'parse_slurm', 'SlurmJob', 'slurm_executor',
-           'submit_slurm', 'data_summary', 'final_linear_line', 'main', 'lm_config_from_args']
+           'newest_output', 'assemble_config', 'numbered_output', 'config_from_args', 'check_torchrun_options',
+           'launch_world_size', 'set_parent_death_signal', 'proc_table', 'descendants', 'launch_torchrun',
+           'SlurmOptions', 'parse_slurm', 'SlurmJob', 'slurm_executor', 'submit_slurm', 'data_summary',
+           'final_linear_line', 'main', 'lm_config_from_args']
 
 # %% ../../nbs/23_cli_train.ipynb #ed666468
 from ..config import presets as _presets
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--list-presets", action="store_true", help="list the presets with their sources and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar (also when $CI is set)")
-    p.add_argument("--data-summary", action="store_true", help="load Fashion-MNIST (train and test), print what was found, exit")
+    p.add_argument("--data-summary", action="store_true", help="describe the data the run would read (Fashion-MNIST, or the folders of data.root) and exit")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (on PYTHONPATH or in the current folder): your own methods and losses, "
                         "registered with register_method / register_loss; repeatable")
@@ -136,29 +138,59 @@ def next_free_output(path: str | Path) -> Path:
         candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
     return candidate
 
+def newest_output(path: str | Path) -> Path:
+    "The newest run among `path` and the numbered siblings `next_free_output` gives it (path-2, path-3, ...): the highest number that holds one"
+    from mssl_workbench.engine.rundir import RunWriter
+    path = Path(path)
+    siblings = path.parent.iterdir() if path.parent.is_dir() else ()
+    numbers = sorted((int(m[1]) for p in siblings if (m := re.fullmatch(rf"{re.escape(path.name)}-(\d+)", p.name))), reverse=True)
+    return next((p for n in numbers if RunWriter(p := path.with_name(f"{path.name}-{n}")).holds_run()), path)
+
+def _preset_backbone_kwargs(preset: dict, given: dict, d: dict) -> dict:
+    "`d` without the preset's model.backbone_kwargs when the user names another backbone but no kwargs (they fit the preset's)"
+    mine, theirs = given.get("model"), preset.get("model") or {}
+    if not isinstance(mine, dict) or mine.get("backbone", theirs.get("backbone")) == theirs.get("backbone"): return d
+    if not theirs.get("backbone_kwargs") or "backbone_kwargs" in mine: return d
+    if "LOCAL_RANK" not in os.environ:          # once, by the command the user typed (not by each torchrun process)
+        print(f"mssl-train: model.backbone={mine['backbone']} replaces the preset's {theirs.get('backbone')}: its model.backbone_kwargs "
+              f"{theirs['backbone_kwargs']} are dropped (give model.backbone_kwargs too to keep or change them)", file=sys.stderr)
+    return {**d, "model": {**d["model"], "backbone_kwargs": {}}}
+
 def assemble_config(
     args: argparse.Namespace, # the parsed mssl-train arguments
 ) -> dict:                    # the config dictionary, before its schema (image or LM: both name the run directory `output`) builds it
     "The one assembly of a run's config: preset, then --config YAML, then key=value overrides, then --output and --quiet"
-    d = get_preset(args.preset) if args.preset else {}
-    if args.config: d = merge_dicts(d, _read_config_file(Path(args.config)))
-    if not d and not args.overrides: raise ConfigError("nothing to run: give --preset NAME (see --list-presets) or --config FILE")
-    d = apply_overrides(d, args.overrides)
+    preset = get_preset(args.preset) if args.preset else {}
+    given = _read_config_file(Path(args.config)) if args.config else {}
+    if not preset and not given and not args.overrides: raise ConfigError("nothing to run: give --preset NAME (see --list-presets) or --config FILE")
+    d = apply_overrides(merge_dicts(preset, given), args.overrides)
+    d = _preset_backbone_kwargs(preset, merge_dicts(given, apply_overrides({}, args.overrides)), d)
     if args.output: d = merge_dicts(d, {"output": args.output})
     if args.quiet or os.environ.get("CI"): d = merge_dicts(d, {"train": {"quiet": True}})
     return d
 
+def numbered_output(args: argparse.Namespace, output: str) -> str:
+    "A default output (a preset's, or a run's config.yaml's) holding a run: the first numbered sibling holding none; --resume auto: the newest"
+    given = _read_config_file(Path(args.config)) if args.config else {}
+    explicit = args.output or any(o.split("=", 1)[0].strip() == "output" for o in args.overrides) or ("output" in given and "run_id" not in given)
+    if explicit or args.data_summary or "LOCAL_RANK" in os.environ: return output
+    if args.resume == "auto":                    # the run a second one of this preset went on to, not the first
+        newest = newest_output(output)
+        if str(newest) != output:
+            print(f"mssl-train: --resume auto continues the newest run of {output}, {newest} (continue another with "
+                  f"--resume auto --output {output})", file=sys.stderr)
+        return str(newest)
+    if args.resume or args.dry_run: return output
+    free = next_free_output(output)
+    if str(free) != output:
+        print(f"mssl-train: {output} holds an earlier run; this one goes to {free} "
+              f"(continue the earlier one with --resume auto --output {output})", file=sys.stderr)
+    return str(free)
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    "An image run's config from the arguments (`assemble_config`); a preset's default output that holds a run becomes a numbered sibling"
-    d = assemble_config(args)
-    explicit = args.output or any(o.split("=", 1)[0].strip() == "output" for o in args.overrides) or (args.config and "output" in d)
-    cfg = config_from_dict(d)
-    if not explicit and not args.resume and not args.dry_run and "LOCAL_RANK" not in os.environ:
-        free = next_free_output(cfg.output)
-        if str(free) != cfg.output:
-            print(f"mssl-train: {cfg.output} holds an earlier run; this one goes to {free} "
-                  f"(continue the earlier one with --resume auto --output {cfg.output})", file=sys.stderr)
-            cfg.output = str(free)
+    "An image run's config from the arguments (`assemble_config`); a default output that holds a run becomes a numbered sibling"
+    cfg = config_from_dict(assemble_config(args))
+    cfg.output = numbered_output(args, cfg.output)
     return cfg
 
 # %% ../../nbs/23_cli_train.ipynb #a4395cac
@@ -188,6 +220,16 @@ def check_torchrun_options(args: argparse.Namespace):
         parts = args.nnodes.split(":")
         if len(parts) > 2 or not all(x.isdigit() and int(x) >= 1 for x in parts): fail("nnodes", "an integer >= 1 or MIN:MAX, e.g. 2 or 1:4")
     integer("node_rank", 0); integer("master_port", 1, 65535)
+
+def launch_world_size(args: argparse.Namespace) -> int | None:
+    "The processes torchrun will start (--nproc_per_node × --nnodes, the largest of MIN:MAX); None when it decides (auto, gpu)"
+    nproc = os.cpu_count() if args.nproc_per_node == "cpu" else int(args.nproc_per_node) if (args.nproc_per_node or "").isdigit() else None
+    nodes = int((args.nnodes or "1").split(":")[-1])
+    return None if nproc is None else nproc * nodes
+
+def _is_lm(args: argparse.Namespace) -> bool:
+    "An LM run: an LM preset, or a --config file that is an LM run's own config.yaml (kind: lm)"
+    return is_lm_preset(args.preset) or (bool(args.config) and not args.preset and _read_config_file(Path(args.config)).get("kind") == "lm")
 
 # %% ../../nbs/23_cli_train.ipynb #3379222d
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
@@ -354,11 +396,18 @@ def slurm_executor(
     name: str,             # the job name, unless the options name one
     tasks: int | None=None, # tasks per node (None: the options', else one per GPU); a study cell is 1
     flag: str="--slurm",   # how messages name the options
+    before=None,           # a check to make once SLURM and submitit are known to be there (the run directory's)
 ):                         # (submitit executor, its parameters, whether to wait for the job)
     "A submitit.AutoExecutor from --slurm options: submitit's parameters, the cluster (slurm, local, debug), whether to wait"
-    import submitit
+    import shutil
     o = dict(options)
     cluster = o.pop("cluster", "slurm")
+    if cluster == "slurm" and shutil.which("sbatch") is None:      # submitit would fall back to a detached local job
+        raise ConfigError(f"{flag}: no SLURM on this host (sbatch is not on PATH): submit from a SLURM login node, "
+                          f"or add cluster=local to {flag} to run the job on this machine")
+    try: import submitit
+    except ImportError: raise ConfigError(f"{flag} needs submitit: pip install submitit") from None
+    if before is not None: before()
     wait = o.pop("wait", cluster != "slurm")
     gpus = o.pop("gpus_per_node", 0)
     params = {"nodes": o.pop("nodes", 1), "tasks_per_node": tasks or o.pop("tasks_per_node", max(1, gpus)),
@@ -370,7 +419,7 @@ def slurm_executor(
         if key in o: params[f"slurm_{key}"] = o.pop(key)
     folder = o.pop("folder", folder)
     if cluster != "slurm" and params["nodes"] > 1: raise ConfigError(f"{flag} cluster={cluster}: runs on this machine, use nodes=1")
-    try: executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)
+    try: executor = submitit.AutoExecutor(folder=folder, cluster=cluster)      # named: never auto-detected
     except RuntimeError as e: raise ConfigError(f"{flag}: {str(e).splitlines()[0]} (no sbatch here? cluster=local runs the job on this machine)") from None
     executor.update_parameters(**params)
     return executor, params, wait
@@ -382,11 +431,9 @@ def submit_slurm(
     resume: str | None=None, # the first task's --resume (requeued tasks always use "auto")
 ) -> int:                 # exit code
     "Submit the run through submitit.AutoExecutor; with wait (default for cluster=local) wait for it and report"
-    try: import submitit
-    except ImportError: raise ConfigError("--slurm needs submitit: pip install submitit") from None
-    from mssl_workbench.engine.rundir import check_run_dir
-    check_run_dir(cfg.output, resume, announce=False)      # refuse a folder that holds another run (or not the resumed one) before submitting
-    executor, params, wait = slurm_executor(options, folder=str(Path(cfg.output) / "slurm" / "%j"), name=f"mssl-{cfg.model.method}")
+    from mssl_workbench.engine.rundir import check_run_dir    # refuse a folder that holds another run (or not the resumed one) before submitting
+    executor, params, wait = slurm_executor(options, folder=str(Path(cfg.output) / "slurm" / "%j"), name=f"mssl-{cfg.model.method}",
+                                            before=lambda: check_run_dir(cfg.output, resume, announce=False))
     job = executor.submit(SlurmJob(config_to_dict(cfg), resume=resume or "auto"))
     print(f"submitted job {job.job_id} ({params['nodes']} node(s) x {params['tasks_per_node']} task(s), {params['timeout_min']} min); "
           f"logs: {job.paths.folder}; run directory: {cfg.output}; on preemption it checkpoints, requeues and continues with --resume auto",
@@ -412,10 +459,19 @@ def _finished_line(run) -> str:
     return (f"mssl-train: run already finished ({run.finished}); nothing written to {run.out_dir}: evaluate it with mssl-eval, "
             "or raise train.epochs / train.max_steps to train further")
 
-def data_summary(root=None) -> str:
-    "What the training data would be: one line per split"
+def data_summary(data=None) -> str:
+    "What the training data would be, one line per split: of a config's data section (Fashion-MNIST or folders), else Fashion-MNIST"
     from mssl_workbench.data.fashion_mnist import load_fashion_mnist
-    return "\n".join(f"{split:5s}: {load_fashion_mnist(split, root).summary()}" for split in ("train", "test"))
+    from mssl_workbench.data.folders import scan_image_folder
+    name, root = (data.dataset, data.root) if data is not None else ("fashion_mnist", None)
+    if name == "fashion_mnist": return "\n".join(f"{s:5s}: {load_fashion_mnist(s, root).summary()}" for s in ("train", "test"))
+    if root is None: raise ConfigError(f"data.dataset={name} reads files: give data.root=<folder>")
+    if name == "folder": return f"images: {len(scan_image_folder(root, labeled=False)[1])} files under {root} (unlabelled, data.dataset=folder)"
+    lines = []
+    for split in dict.fromkeys(s for s in (data.train_split, data.val_split) if s):
+        classes, samples = scan_image_folder(Path(root) / split)
+        lines.append(f"{split:5s}: {len(samples)} images in {len(classes)} classes, from {Path(root) / split} (ImageNet layout)")
+    return "\n".join(lines)
 
 def _describe_data(data: dict) -> str:
     parts = [f"{split} {v['images']} images from {v['source']}" for split in ("train", "val") if (v := data.get(split))]
@@ -446,13 +502,13 @@ def _stop_exit(run) -> int:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `mssl-train` console script"
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)          # --help and --version exit here, before torch is imported
+    args = build_parser().parse_intermixed_args(argv)   # overrides may follow flags; --help and --version exit here, before torch
     if args.list_presets:                            # from the generated index: no torch either
         for name, note in preset_notes().items(): print(f"{name:36s} {note}")
         return 0
     from mssl_workbench.engine.hooks import STOP, NonFiniteError
     from mssl_workbench.engine.rundir import check_run_dir
-    from mssl_workbench.engine.image import fit
+    from mssl_workbench.engine.image import check_world_size, fit
     worker = "LOCAL_RANK" in os.environ
     if worker and set_parent_death_signal(signal.SIGTERM) and os.getppid() == 1: return 143   # torchrun already gone
     owner = False
@@ -460,10 +516,10 @@ def main(argv: list[str] | None = None) -> int:
         load_plugins(args.plugin)
         if args.data_summary:
             cfg = config_from_args(args) if (args.preset or args.config or args.overrides) else None
-            print(data_summary(cfg.data.root if cfg else None))
+            print(data_summary(cfg.data if cfg else None))
             return 0
         check_torchrun_options(args)
-        if is_lm_preset(args.preset): return _main_lm(args, argv, worker)
+        if _is_lm(args): return _main_lm(args, argv, worker)
         slurm = parse_slurm(args.slurm) if args.slurm is not None else None
         launch = any(getattr(args, o) for o in TORCHRUN_OPTIONS) and not worker
         if slurm is not None and launch: raise ConfigError("--slurm and torchrun options exclude each other: give GPUs with --slurm gpus_per_node=N")
@@ -475,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         if slurm is not None: return submit_slurm(cfg, slurm, resume=args.resume)
         if launch:
             check_run_dir(cfg.output, args.resume, announce=False)   # one refusal here, not one per process
+            if (world := launch_world_size(args)) is not None: check_world_size(cfg.train.batch_size, world)
             return launch_torchrun(_torchrun_command(args, [*argv, "--output", cfg.output]))
         owner = STOP.install()          # a signal while data and model are built is kept for the first step
         run = fit(cfg, resume=args.resume)
@@ -514,7 +571,9 @@ def main(argv: list[str] | None = None) -> int:
 def lm_config_from_args(args: argparse.Namespace):
     "An LM preset, then --config YAML, then overrides, then --output/--quiet, as the LM chapter's config"
     from mssl_workbench.lm.config import lm_config_from_dict
-    return lm_config_from_dict(assemble_config(args))
+    cfg = lm_config_from_dict(assemble_config(args))
+    cfg.output = numbered_output(args, cfg.output)      # a second run of a preset goes next to the first, as image runs do
+    return cfg
 
 def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
     "mssl-train for a language-model preset"
@@ -525,7 +584,10 @@ def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
     if args.slurm is not None: raise ConfigError("--slurm is for image runs so far: launch LM runs with torchrun options or sbatch + torchrun")
-    if any(getattr(args, o) for o in TORCHRUN_OPTIONS) and not worker: return launch_torchrun(_torchrun_command(args, argv))
+    if any(getattr(args, o) for o in TORCHRUN_OPTIONS) and not worker:
+        from mssl_workbench.lm.train import lm_micro_batch
+        if (world := launch_world_size(args)) is not None: lm_micro_batch(cfg.train, world)   # refused once here, not by every process
+        return launch_torchrun(_torchrun_command(args, [*argv, "--output", cfg.output]))   # the numbered folder, if it moved
     owner = STOP.install()          # as for image runs: a signal while data and model are built is kept for the first step
     try: run = train_lm(cfg, resume=args.resume)
     finally:
@@ -535,7 +597,7 @@ def _main_lm(args: argparse.Namespace, argv: list[str], worker: bool) -> int:
         if run.is_main: print(_finished_line(run))
         return 0
     s = run.summary
-    if s and s.get("run_dir"):
+    if s and s.get("run_dir") and run.is_main:        # rank 0's summary only (another rank's holds its step count alone)
         acc = "n/a" if s.get("accuracy") is None else f"{100 * s['accuracy']:.1f}%"
         print(f"done: {s.get('steps')} steps in {s.get('wall_s', 0):.0f} s ({s.get('stop_reason')})")
         print(f"at step {s.get('accuracy_step')}: exact-match accuracy {acc}; hidden-state erank {s.get('erank')}, Diff-eRank {s.get('diff_erank')}")

@@ -25,10 +25,11 @@ from pydantic.dataclasses import dataclass as _pydantic_dataclass
 if typing.TYPE_CHECKING: from mssl_workbench.methods.registry import MethodSpec
 
 # %% auto #0
-__all__ = ['Float', 'Tuple', 'SCHEMA', 'PROBE_LR', 'SECTIONS', 'RENAMED', 'ConfigError', 'check', 'field_rule', 'not_allowed',
-           'unknown_key', 'describe_error', 'schema', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig',
-           'EvalConfig', 'Config', 'rename_keys', 'build_config', 'resolve_config', 'validate_config',
-           'config_from_dict', 'config_to_dict', 'merge_dicts', 'parse_value', 'apply_overrides']
+__all__ = ['Float', 'Tuple', 'FLOAT32_MAX', 'IN_FLOAT32', 'SCHEMA', 'PROBE_LR', 'SECTIONS', 'RENAMED', 'RUN_HEADER',
+           'ConfigError', 'check', 'field_rule', 'not_allowed', 'unknown_key', 'describe_error', 'schema', 'DataConfig',
+           'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'Config', 'rename_keys', 'build_config',
+           'resolve_config', 'validate_config', 'split_run_header', 'config_from_dict', 'config_to_dict', 'merge_dicts',
+           'parse_value', 'apply_overrides']
 
 # %% ../../nbs/08_config_schema.ipynb #669a81b7
 class ConfigError(ValueError):
@@ -56,6 +57,9 @@ def check(
 ) -> AfterValidator:             # for `Annotated[type, check(...)]`
     "A range rule that `Field`'s bounds cannot state"
     return AfterValidator(functools.partial(_refuse, rule=rule, ok=ok))
+
+FLOAT32_MAX = 3.4028234663852886e38   # the optimisers keep their state in float32: a rate beyond it overflows at the first step
+IN_FLOAT32 = check("a finite number that float32 holds (at most 3.4e38), e.g. 1e-3", lambda v: v <= FLOAT32_MAX)   # for rates
 
 # %% ../../nbs/08_config_schema.ipynb #31055806
 _KINDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string", tuple: "a list", dict: "a mapping"}
@@ -172,7 +176,7 @@ class ModelConfig:
 @schema(section="optim")
 class OptimConfig:
     name: Literal["sgd", "lars", "adamw"] | None = None   # None: the method's (so for every field set to None)
-    base_lr: Float | None = Field(None, gt=0)   # learning rate per 256 images of global batch
+    base_lr: Annotated[Float, IN_FLOAT32] | None = Field(None, gt=0)   # learning rate per 256 images of global batch
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"  # linear: lr = base_lr*batch/256; sqrt: base_lr*sqrt(batch/256); none: base_lr
     weight_decay: Float | None = Field(None, ge=0)
     momentum: Float | None = Field(None, ge=0, lt=1)   # SGD / LARS momentum
@@ -334,17 +338,49 @@ def validate_config(cfg: Config):
             raise ConfigError(f"optim.{key} is unset and method {cfg.model.method} gives none: set optim.{key}")
     if cfg.train.batch_size % cfg.optim.accumulate:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by optim.accumulate={cfg.optim.accumulate}")
+    if cfg.eval.knn_train_samples is not None:       # the bank's size as far as the config knows it (the data may make it smaller)
+        from mssl_workbench.core.metrics import check_knn_k
+        try: check_knn_k(cfg.eval.knn_k, cfg.eval.knn_train_samples, key="eval.knn_k",
+                         fix="lower eval.knn_k or raise eval.knn_train_samples")
+        except ValueError as e: raise ConfigError(str(e)) from None
     spec = get_method(cfg.model.method)
     try:
         check_loss_options(spec, cfg.model.loss, cfg.model.proj_dim)    # the loss's own checks, before any data or weights
         if spec.check_options is not None: spec.check_options(cfg.model.options)   # the method's builder options (e.g. M-MAE's lamda)
     except ValueError as e: raise ConfigError(str(e)) from None
 
+RUN_HEADER = ("format", "method", "kind", "run_id")   # what a run directory's config.yaml holds above its settings
+
+def split_run_header(
+    d: dict,                    # settings, or a run directory's config.yaml (its header above the settings)
+    kind: str,                  # the kind of run the caller builds: "image" or "lm"
+    *,
+    error: type = ConfigError,  # the caller's schema error
+) -> tuple[dict, str | None]:   # (the settings, the header's method: the caller checks it against its own)
+    "A run's config.yaml read as settings, for image and LM configs alike: its kind and format checked, its header dropped"
+    from mssl_workbench.engine.rundir import FORMAT
+    fmt, method, found, _ = (d.get(k) for k in RUN_HEADER)
+    if found not in (None, kind):
+        goes = {"lm": "an LM run's config.yaml goes with an lm-* preset", "image": "an image run's config.yaml goes with an image preset"}
+        raise error(f"kind: {found} — not {'an image' if kind == 'image' else 'a language-model'} run's config: "
+                    + (f"{goes[found]}, or with --config alone" if found in goes else "kind is image or lm"))
+    if fmt not in (None, FORMAT): raise error(f"format: {fmt} — this workbench reads run format {FORMAT}: drop the header line")
+    return {k: v for k, v in d.items() if k not in RUN_HEADER}, method
+
+def _without_header(d):
+    "An image run's config.yaml read as settings (`split_run_header`); the header's method stands in for model.method, or must equal it"
+    if not isinstance(d, dict) or not any(k in d for k in RUN_HEADER): return d
+    body, method = split_run_header(d, "image")
+    model = body.get("model") if isinstance(body.get("model"), dict) else {}
+    if method is not None and model.get("method", method) != method:
+        raise ConfigError(f"method: {method} contradicts model.method: {model['method']}: drop the header's method line")
+    return merge_dicts(body, {"model": {"method": method}}) if method is not None and "method" not in model else body
+
 def config_from_dict(
-    d: dict, # nested sections; missing keys keep their defaults (method-owned ones: the method's values)
+    d: dict, # nested sections (a run's config.yaml too); missing keys keep their defaults (method-owned ones: the method's values)
 ) -> Config: # resolved and validated
     "Build, resolve and validate a `Config` from nested dictionaries"
-    cfg = resolve_config(build_config(Config, d, RENAMED))
+    cfg = resolve_config(build_config(Config, _without_header(d), RENAMED))
     validate_config(cfg)
     return cfg
 

@@ -16,8 +16,8 @@ from .matrix import (alpha_req, eigenspectrum, effective_rank, gram, matrix_info
                                    rankme_cov, renyi_entropy)
 
 # %% auto #0
-__all__ = ['ALPHA_WINDOW', 'INFO_KEYS', 'extract_features', 'knn_predict', 'knn_accuracy', 'OnlineLinearProbe', 'fit_alpha',
-           'monitor_metrics', 'information_metrics']
+__all__ = ['ALPHA_WINDOW', 'INFO_KEYS', 'extract_features', 'check_knn_k', 'knn_predict', 'knn_accuracy', 'OnlineLinearProbe',
+           'fit_alpha', 'monitor_metrics', 'information_metrics']
 
 # %% ../../nbs/02_core_metrics.ipynb #3606aa79
 @torch.no_grad()
@@ -43,6 +43,16 @@ def extract_features(
     return torch.cat(out)
 
 # %% ../../nbs/02_core_metrics.ipynb #9ce80f76
+def check_knn_k(
+    k: int,               # neighbours asked for
+    bank: int,            # images in the memory bank
+    *,
+    key: str = "k",       # the option's name, as the user wrote it (eval.knn_k, ks)
+    fix: str = "lower k", # what to do about it
+) -> None:
+    "The one k-NN rule of training's monitor and `mssl-eval knn`: k may not exceed the bank (a clamp would score another classifier)"
+    if k > bank: raise ValueError(f"{key}={k} is larger than the k-NN memory bank ({bank} images): {fix}")
+
 @torch.no_grad()
 def knn_predict(
     train_features: Tensor, # (n, d)
@@ -61,8 +71,8 @@ def knn_predict(
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"knn: temperature must be a finite number > 0, got {temperature!r}")
     if len(train_features) == 0: raise ValueError("knn: the memory bank (train_features) is empty")
+    check_knn_k(k, len(train_features))
     num_classes = num_classes or int(train_labels.max()) + 1
-    k = min(k, len(train_features))
     train = F.normalize(train_features.float(), dim=1)
     preds = []
     for i in range(0, len(test_features), chunk):

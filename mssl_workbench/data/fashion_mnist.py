@@ -134,12 +134,12 @@ def load_fashion_mnist(
 ) -> ImageSplit:
     "Fashion-MNIST images (uint8, n×28×28) and int64 labels: the full set when found, else the embedded sample"
     if split not in FASHION_MNIST_FILES: raise ValueError(f"split must be one of {list(FASHION_MNIST_FILES)}, got {split!r}")
-    folder, source = find_fashion_mnist(root), None
+    folder = find_fashion_mnist(root)
     if folder is None:
         if not allow_sample:
             raise FileNotFoundError(f"full Fashion-MNIST not found (looked in $MSSL_DATA and {DEBIAN_FASHION_MNIST}): "
                                     "`apt-get install dataset-fashion-mnist`, or pass root=/set MSSL_DATA to a folder with the IDX files")
-        folder, source = SAMPLE_FASHION_MNIST, f"embedded sample ({SAMPLE_FASHION_MNIST})"
+        folder = SAMPLE_FASHION_MNIST
         if not _holds_fashion_mnist(folder):
             raise FileNotFoundError(f"embedded sample missing at {folder}: run from a clone of the repository (pip install -e .)")
     image_file, label_file = (_idx_file(folder, s) for s in FASHION_MNIST_FILES[split])
@@ -150,4 +150,8 @@ def load_fashion_mnist(
         raise IDXError(f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels: the pair does not match")
     if labels.max() >= len(FASHION_MNIST_CLASSES):
         raise IDXError(f"{label_file}: label {int(labels.max())} out of range 0-9")
-    return ImageSplit(images, labels.long(), FASHION_MNIST_CLASSES, source or str(folder))
+    return ImageSplit(images, labels.long(), FASHION_MNIST_CLASSES, _source_of(folder))
+
+def _source_of(folder: Path) -> str:
+    "Where the images came from, as runs and evaluations print it: the embedded sample by that name, however it was reached"
+    return f"embedded sample ({SAMPLE_FASHION_MNIST})" if Path(folder).resolve() == SAMPLE_FASHION_MNIST else str(folder)

@@ -271,13 +271,18 @@ class FileImageDataset(Dataset):
     def _transform(self, img: Tensor) -> Tensor:
         return worker_transform(img, mode=self.mode, size=self.size, views=self.views, crop_scale=self.crop_scale, crop_ratio=self.crop_ratio)
 
-    def __getitem__(self, i: int):
+    def next_readable(self, i: int) -> tuple[int, Tensor]:
+        "(j, decoded image j) for the first readable file from `i` on (wrapping): the one decode-or-skip path of training and evaluation"
         n = len(self.paths)
         for step in range(n):
             j = (i + step) % n
             img = self._readable(j)
-            if img is not None: return self._transform(img), self._label_list[j]
+            if img is not None: return j, img
         raise NoReadableImageError(f"no readable image left in {self.source or 'the data set'}: all {n} files failed to decode")
+
+    def __getitem__(self, i: int):
+        j, img = self.next_readable(i)          # an unreadable file: warned about once, the next readable one in its place
+        return self._transform(img), self._label_list[j]
 
 # %% ../../nbs/03b_data_folders.ipynb #7c42dec9
 def make_imagefolder(

@@ -12,23 +12,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config.schema import RENAMED, Config, ConfigError, config_to_dict
-from ..core.metrics import OnlineLinearProbe
+from ..core.metrics import OnlineLinearProbe, check_knn_k
 from ..data.augment import AUGMENTS, create_augment
 from ..data.datasets import create_dataset
 from .distributed import DistInfo, convert_batchnorm
 from .hooks import STOP_SIGNALS, Hook, run_hooks
 from .loop import RESUME_MAY_CHANGE, EngineSpec, TaskBase, Trainer, fit_task, param_groups
-from ..methods.registry import Progress, build_method_model
+from ..methods.registry import Progress, model_from_config
 
 # %% auto #0
-__all__ = ['EpochBatches', 'RunData', 'build_model', 'fit_probe_group', 'OnlineProbeTask', 'ImageTask', 'progress', 'fit']
+__all__ = ['check_world_size', 'EpochBatches', 'RunData', 'build_model', 'fit_probe_group', 'OnlineProbeTask', 'ImageTask',
+           'progress', 'fit']
 
 # %% ../../nbs/13a_engine_image.ipynb #2d587782
+def check_world_size(global_batch: int, world_size: int):
+    "The global batch splits evenly over the processes (checked by each process, and by the launcher before it starts them)"
+    if global_batch % world_size:
+        raise ConfigError(f"train.batch_size={global_batch} must be divisible by the number of processes ({world_size}): "
+                          f"change train.batch_size or --nproc_per_node")
+
 class EpochBatches:
     "Deterministic, resumable per-rank batch indices: permutation seeded by (seed, epoch), drop_last"
     def __init__(self, n: int, global_batch: int, *, seed: int = 0, rank: int = 0, world_size: int = 1):
-        if global_batch % world_size:
-            raise ConfigError(f"train.batch_size={global_batch} must be divisible by the number of processes ({world_size})")
+        check_world_size(global_batch, world_size)
         if n < global_batch:
             raise ConfigError(f"train.batch_size={global_batch} exceeds the {n} training images: lower it")
         self.n, self.global_batch, self.seed, self.rank, self.world_size = n, global_batch, seed, rank, world_size
@@ -85,6 +91,7 @@ class RunData:
         if self.labelled:
             bank = self.train_eval_view(files)
             pick = torch.randperm(len(bank), generator=g)[:cfg.eval.knn_train_samples or len(bank)].sort().values
+            check_knn_k(cfg.eval.knn_k, len(pick), key="eval.knn_k", fix=f"the training split has {len(bank)} images: lower eval.knn_k")
             self.bank_images, self.bank_labels = _stack_items(bank, pick)
 
     def train_eval_view(self, files: dict):
@@ -129,8 +136,7 @@ class RunData:
 def build_model(cfg: Config, info: DistInfo) -> nn.Module:
     "The method's model (its own builder) on the run's device, with global-batch BN when distributed and channels_last if asked"
     m = cfg.model
-    model = build_method_model(cfg.method, m, in_chans=cfg.data.in_chans, image_size=cfg.data.image_size, distributed=info.distributed)
-    model = convert_batchnorm(model, info, m.sync_bn).to(info.device)
+    model = convert_batchnorm(model_from_config(cfg, distributed=info.distributed), info, m.sync_bn).to(info.device)
     if m.channels_last: model = model.to(memory_format=torch.channels_last)
     return model
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -192,10 +193,13 @@ def load_checkpoint(
     try: state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         msg = str(e)
-        if "Weights only load failed" in msg or "weights_only" in msg:
+        if re.search(r"was not an allowed global|whose module \S+ is blocked|must be \S+ to load", msg):   # pickled code or classes
             raise CheckpointError(f"{path}: holds objects other than tensors and plain containers; refusing to load it "
                                   "(only checkpoints written by mssl-workbench are accepted)") from None
-        raise CheckpointError(f"{path}: truncated or damaged ({msg.splitlines()[0][:120]}); use an older checkpoint of the run") from None
+        inner = msg.split("WeightsUnpickler error:")[1] if "WeightsUnpickler error:" in msg else f"{type(e).__name__}: {msg}"
+        why = next((l.strip() for l in inner.splitlines() if l.strip()), type(e).__name__)
+        raise CheckpointError(f"{path}: truncated or damaged, or not a checkpoint at all (torch.load: {why[:120]}); "
+                              "use an older checkpoint of the run") from None
     if not isinstance(state, dict): raise CheckpointError(f"{path}: not a checkpoint dictionary (got {type(state).__name__})")
     return state
 
@@ -558,7 +562,7 @@ def load_trained(
 ):                      # (model in eval mode, Config, checkpoint path)
     "Rebuild a trained model from its checkpoint's stored config and load its weights"
     from mssl_workbench.config.schema import config_from_dict
-    from mssl_workbench.methods.registry import build_method_model, get_method
+    from mssl_workbench.methods.registry import model_from_config
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
@@ -569,10 +573,8 @@ def load_trained(
     else: ckpt, state = path, load_checkpoint(path)
     if "model" not in state or "config" not in state:
         raise CheckpointError(f"{ckpt}: not a training checkpoint (needs 'model' and 'config'); pass a file written by mssl-train")
-    stored = {k: v for k, v in state["config"].items() if k not in ("format", "method", "kind", "run_id")}
-    cfg = config_from_dict(stored)
-    model = build_method_model(get_method(cfg.model.method), cfg.model, in_chans=cfg.data.in_chans,
-                               image_size=cfg.data.image_size, distributed=False)
+    cfg = config_from_dict(state["config"])        # the header of a run's config, if the state holds one, is checked and dropped
+    model = model_from_config(cfg)                 # the one rebuild: backbone with its backbone_kwargs, heads, loss
     try: model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt}: weights do not fit {cfg.model.method} on {cfg.model.backbone} "

@@ -30,9 +30,10 @@ if typing.TYPE_CHECKING: from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['option_schema', 'Device', 'CropScale', 'Sizes', 'Steps', 'TimmOptimizer', 'TimmPolicy', 'FEATURE_CACHE_VERSION',
-           'EvalError', 'resolve_checkpoint', 'random_init_run', 'write_eval', 'OptionError', 'check_options',
-           'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare', 'classification_transforms', 'split_loader',
-           'split_features', 'file_sha256', 'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData']
+           'FMNIST_SEARCHED', 'EvalError', 'run_config_of', 'resolve_checkpoint', 'random_init_run', 'write_eval',
+           'OptionError', 'check_options', 'build_config', 'LabelledSplit', 'load_split', 'tensor_prepare',
+           'classification_transforms', 'split_loader', 'split_features', 'file_sha256', 'check_cache_dir',
+           'feature_cache_key', 'cached_split_features', 'EvalRuntime', 'EvalData']
 
 # %% ../../nbs/15_evaluation_common.ipynb #993e8c50
 def _no_grad(fn: Callable) -> Callable:
@@ -50,12 +51,23 @@ def _checkpoints_of(run_dir: Path) -> list[Path]:
     "Newest first: the run's intact checkpoints, from its manifest (runs.checkpoint_paths)"
     return checkpoint_paths(run_dir)
 
-def _refuse_lm_run(p: Path, run_dir: Path):
+def _run_dir_of(p: Path) -> Path:
+    "The run directory of a run directory, or of a checkpoint in it (RUN/checkpoints/step_*.pt)"
+    return p if p.is_dir() else (p.parent.parent if p.parent.name == "checkpoints" else p.parent)
+
+def run_config_of(p: str | Path) -> dict:
+    "The config.yaml of the run `p` is (or holds the checkpoint `p`), read without torch; {} when there is none or it is damaged"
+    run_dir = _run_dir_of(Path(p).expanduser())
+    try: d = read_config(run_dir) if (run_dir / "config.yaml").is_file() else {}
+    except RunDirError: return {}
+    return d if isinstance(d, dict) else {}
+
+def _refuse_lm_run(p: Path):
     "A language-model run given to an image evaluation: name the command that scores it"
-    try: kind = read_config(run_dir).get("kind") if (run_dir / "config.yaml").is_file() else None
-    except RunDirError: return
-    if kind == "lm": raise EvalError(f"{p}: a language-model run (kind: lm in {run_dir / 'config.yaml'}); this command evaluates "
-                                     f"image runs: score it with mssl-eval gsm8k {run_dir}")
+    if run_config_of(p).get("kind") == "lm":
+        run_dir = _run_dir_of(p)
+        raise EvalError(f"{p}: a language-model run (kind: lm in {run_dir / 'config.yaml'}); this command evaluates "
+                        f"image runs: score it with mssl-eval gsm8k {run_dir}")
 
 # %% ../../nbs/15_evaluation_common.ipynb #1aa0f2d0
 def resolve_checkpoint(
@@ -63,7 +75,7 @@ def resolve_checkpoint(
 ) -> tuple[Path, Path]:      # (checkpoint, run directory the results go to)
     "The checkpoint to evaluate and the run directory that receives eval/<kind>.json"
     p = Path(run_or_ckpt).expanduser()
-    _refuse_lm_run(p, p if p.is_dir() else (p.parent.parent if p.parent.name == "checkpoints" else p.parent))
+    _refuse_lm_run(p)
     if p.is_dir():
         found = _checkpoints_of(p)
         if not found and (damage := checkpoint_damage(p)):
@@ -89,11 +101,10 @@ def random_init_run(
 ) -> Path:                # the step-0 checkpoint
     "A run directory holding the untrained (random-init) model of `config`: the baseline every evaluation needs"
     import torch
-    from mssl_workbench.methods.registry import build_method_model, get_method
-    stored = {k: v for k, v in config.items() if k not in ("format", "method", "kind", "run_id")}
-    cfg = config_from_dict({**stored, "output": str(run_dir)})
+    from mssl_workbench.methods.registry import model_from_config
+    cfg = config_from_dict({**config, "output": str(run_dir)})      # a run's config.yaml too: its header is checked and dropped
     torch.manual_seed(cfg.train.seed)
-    model = build_method_model(get_method(cfg.model.method), cfg.model, in_chans=cfg.data.in_chans, image_size=cfg.data.image_size, distributed=False)
+    model = model_from_config(cfg)
     d = config_to_dict(cfg)
     w = RunWriter(run_dir).start(d, method=cfg.model.method)
     return w.save_checkpoint(0, {"model": model.state_dict(), "config": d, "step": 0, "epoch": 0})
@@ -188,20 +199,53 @@ class LabelledSplit:
     images: Tensor | None = None            # (n, C, H, W) uint8 (in-memory data sets)
     paths: list[str] | None = None          # image files (file-backed data sets)
     source: str = ""
+    skipped: tuple = ()                     # unreadable files left out of this split (they were in the folder)
+    _files: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
     def __len__(self): return len(self.labels)
     def subset(self, idx: Tensor) -> "LabelledSplit":
         import torch
         idx = torch.as_tensor(idx)
         return LabelledSplit(self.labels[idx], self.classes, None if self.images is None else self.images[idx],
-                             None if self.paths is None else [self.paths[i] for i in idx.tolist()], self.source)
+                             None if self.paths is None else [self.paths[i] for i in idx.tolist()], self.source, self.skipped)
+    def files(self, in_chans: int):
+        "The split's files as training reads them (`FileImageDataset`): its decode-or-skip path and its warning, once per file"
+        from mssl_workbench.data.folders import FileImageDataset, NoReadableImageError
+        if in_chans not in self._files:
+            try: self._files[in_chans] = FileImageDataset(list(zip(self.paths, self.labels.tolist())), self.classes, mode="eval",
+                                                         in_chans=in_chans, source=self.source)
+            except NoReadableImageError as e: raise EvalError(str(e)) from None
+        return self._files[in_chans]
+    def unreadable(self) -> list[str]:
+        "Files of this split that could not be decoded: left out (`skipped`) or, in training loaders, replaced"
+        return sorted(set(self.skipped) | {p for f in self._files.values() for p in f.skipped_files})
+    def without(self, rows: Sequence[int]) -> "LabelledSplit":
+        "This split without `rows` (files that could not be decoded), which it records as skipped"
+        import torch
+        rows = sorted({int(r) for r in rows})
+        if not rows: return self
+        kept = self.subset(torch.tensor(sorted(set(range(len(self))) - set(rows)), dtype=torch.long))
+        kept.skipped = self.skipped + tuple(self.paths[i] for i in rows)
+        return kept
     @property
     def names(self) -> list[str]:
         "Image names (file names; for in-memory sets the index as a string)"
         return [os.path.basename(p) for p in self.paths] if self.paths is not None else [str(i) for i in range(len(self))]
 
+# %% ../../nbs/15_evaluation_common.ipynb #231d200a
 def _data_source(cfg, dataset: str | None, root: str | None) -> tuple[str, str | None]:
+    "(data set, root): the run's unless given; root=search and root=full look for Fashion-MNIST only"
     name = dataset or cfg.data.dataset
+    if root in ("search", "full") and name != "fashion_mnist":
+        raise EvalError(f"root={root} looks for Fashion-MNIST, but the data set is {name}: drop root= to use the run's "
+                        f"data.root ({cfg.data.root}), or pass root=<folder>")
     if root == "search": return name, None
+    if root == "full":
+        from mssl_workbench.data.fashion_mnist import DEBIAN_FASHION_MNIST, find_fashion_mnist
+        if (found := find_fashion_mnist()) is None:
+            raise EvalError(f"root=full (this preset's) needs the full Fashion-MNIST, which is not installed (looked in $MSSL_DATA and {DEBIAN_FASHION_MNIST}): "
+                            "apt-get install dataset-fashion-mnist (or MSSL_DATA=<folder>, or root=<folder>), or use --preset fmnist-sample "
+                            "on the run's own data")
+        return name, str(found)
     return name, (cfg.data.root if root is None else root)
 
 def load_split(
@@ -209,7 +253,7 @@ def load_split(
     split: str,                 # split name: train, test, val
     *,
     dataset: str | None = None, # None: the run's data set
-    root: str | None = None,    # None: the run's root; "search": the full Fashion-MNIST wherever it is installed
+    root: str | None = None,    # None: the run's root; "search": the full Fashion-MNIST where installed, else the embedded sample; "full": only the full set
     fraction: float | None = None, # keep a stratified, seeded fraction
     seed: int = 0,
 ) -> LabelledSplit:
@@ -269,45 +313,43 @@ def classification_transforms(
     val = v2.Compose([v2.Resize(resize or round(size * 256 / 224), antialias=True), v2.CenterCrop(size), *tail])
     return train, val
 
-class _FileSet:                                   # a map-style data set: DataLoader needs only __len__ and __getitem__
-    "Image files decoded and transformed per item (DataLoader workers)"
-    def __init__(self, paths, labels, transform, in_chans): self.paths, self.labels, self.t, self.c = paths, labels, transform, in_chans
-    def __len__(self): return len(self.paths)
+# %% ../../nbs/15_evaluation_common.ipynb #33dba415
+class _SplitSet:                                  # a map-style data set: DataLoader needs only __len__ and __getitem__
+    "(transformed image, label, index of the image read) per item; files go through training's decode-or-skip path"
+    def __init__(self, split: LabelledSplit, transform, in_chans: int):
+        self.s, self.t, self.c = split, transform, in_chans
+        self.files = split.files(in_chans) if split.paths is not None else None
+    def __len__(self): return len(self.s)
     def __getitem__(self, i):
-        from mssl_workbench.data.folders import decode_image_file
-        return self.t(decode_image_file(self.paths[i], self.c)), int(self.labels[i])
-
-class _TensorSet:
-    "In-memory uint8 images transformed per item"
-    def __init__(self, images, labels, transform, in_chans): self.x, self.y, self.t, self.c = images, labels, transform, in_chans
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i):
-        x = self.x[i]
+        if self.files is not None: j, x = self.files.next_readable(i)   # unreadable: warned once, the next readable file read
+        else: j, x = i, self.s.images[i]
         if x.shape[0] == 1 and self.c == 3: x = x.expand(3, -1, -1)
-        return self.t(x), int(self.y[i])
+        return self.t(x), int(self.s.labels[j]), j
 
 def split_loader(split: LabelledSplit, transform, in_chans: int, *, batch_size: int, shuffle: bool = False,
                  num_workers: int = 0, seed: int = 0) -> torch.utils.data.DataLoader:
-    "A DataLoader of (float image, label) with `transform` applied per image"
+    "A DataLoader of (float image, label, index read) with `transform` applied per image; an unreadable file is replaced"
     import torch
-    ds = _FileSet(split.paths, split.labels, transform, in_chans) if split.paths is not None else _TensorSet(split.images, split.labels, transform, in_chans)
     g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=g,
-                                       drop_last=False, persistent_workers=False)
+    return torch.utils.data.DataLoader(_SplitSet(split, transform, in_chans), batch_size=batch_size, shuffle=shuffle,
+                                       num_workers=num_workers, generator=g, drop_last=False, persistent_workers=False)
 
 @_no_grad
 def split_features(model: nn.Module, cfg, split: LabelledSplit, *, batch_size: int = 512, device="cpu",
-                   num_workers: int = 0, embed: bool = False) -> Tensor:
-    "(n, F) online-backbone features (`embed=True`: projector output) of a split, deterministic view (no augmentation)"
+                   num_workers: int = 0, embed: bool = False) -> tuple[Tensor, LabelledSplit]:
+    "(n, F) online-backbone features (`embed=True`: projector output), deterministic view, and the split they are of (unreadable files left out)"
     import torch
     from mssl_workbench.core.metrics import extract_features
     fn = model.embed if embed else model.features
     if split.images is not None:
-        return extract_features(fn, split.images, prepare=tensor_prepare(cfg), batch_size=batch_size, device=device)
+        return extract_features(fn, split.images, prepare=tensor_prepare(cfg), batch_size=batch_size, device=device), split
     _, val_t = classification_transforms(cfg.data.image_size, cfg.data.in_chans)
     model.eval()
-    out = [fn(x.to(device)).float().cpu() for x, _ in split_loader(split, val_t, cfg.data.in_chans, batch_size=batch_size, num_workers=num_workers)]
-    return torch.cat(out)
+    out, used = [], []
+    for x, _, j in split_loader(split, val_t, cfg.data.in_chans, batch_size=batch_size, num_workers=num_workers):
+        out.append(fn(x.to(device)).float().cpu()); used.append(j)
+    read = torch.cat(used) == torch.arange(len(split))       # row i read file i; else file i was unreadable and another read
+    return torch.cat(out)[read], split.without((~read).nonzero()[:, 0].tolist())
 
 # %% ../../nbs/15_evaluation_common.ipynb #13d30b6c
 FEATURE_CACHE_VERSION = 1
@@ -323,6 +365,15 @@ def _cache_dir(cache_dir: str | Path | None) -> Path:
     base = cache_dir or os.environ.get("MSSL_CACHE") or Path.home() / ".cache" / "mssl_workbench"
     return Path(base) / "features" if cache_dir is None else Path(cache_dir)
 
+def check_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    "The feature cache folder, refused before any work when it (or a folder above it) is a file"
+    path = _cache_dir(cache_dir)
+    blocked = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        what = f"--cache-dir {cache_dir}" if cache_dir else f"MSSL_CACHE={os.environ['MSSL_CACHE']}" if os.environ.get("MSSL_CACHE") else str(path)
+        raise EvalError(f"{what}: {blocked} is a file, not a folder: point it at a folder, or pass --no-cache")
+    return path
+
 def feature_cache_key(checkpoint_sha: str, spec: dict) -> str:
     "Cache key: the checkpoint's content hash and the JSON of everything else the features depend on"
     return hashlib.sha256(json.dumps({"v": FEATURE_CACHE_VERSION, "ckpt": checkpoint_sha, **spec}, sort_keys=True).encode()).hexdigest()[:32]
@@ -334,25 +385,30 @@ def cached_split_features(
     cache_dir: str | Path | None = None, # default $MSSL_CACHE/features
     use_cache: bool = True,
     **kwargs,                     # split_features options (batch_size, device, num_workers, embed)
-) -> tuple[Tensor, str]:          # ((n, F) features, "hit" | "miss" | "off")
+) -> tuple[Tensor, LabelledSplit, str]: # ((n', F) features, the split they are of (unreadable files out), "hit" | "miss" | "off")
     "split_features with an on-disk cache keyed by checkpoint content and `spec`"
     import torch
-    if not use_cache: return split_features(model, cfg, split, **kwargs), "off"
+    if not use_cache: return (*split_features(model, cfg, split, **kwargs), "off")
     spec = {**spec, "n": len(split), "image_size": cfg.data.image_size, "in_chans": cfg.data.in_chans, "embed": kwargs.get("embed", False)}
-    path = _cache_dir(cache_dir) / f"{feature_cache_key(checkpoint_sha, spec)}.pt"
+    path = check_cache_dir(cache_dir) / f"{feature_cache_key(checkpoint_sha, spec)}.pt"
     if path.is_file():
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
-            if entry["n"] == len(split) and torch.equal(entry["labels"], split.labels): return entry["features"], "hit"
+            kept = split.without(entry.get("skipped_rows", torch.zeros(0)).tolist())   # the files found unreadable when it was made
+            if entry["n"] == len(split) and torch.equal(entry["labels"], kept.labels): return entry["features"], kept, "hit"
         except Exception: pass                                  # unreadable or foreign entry: recompute
-    feats = split_features(model, cfg, split, **kwargs)
+    feats, kept = split_features(model, cfg, split, **kwargs)
+    rows = torch.tensor([split.paths.index(p) for p in kept.skipped[len(split.skipped):]], dtype=torch.long)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"features": feats, "labels": split.labels.clone(), "n": len(split), "spec": json.dumps(spec)}, tmp)
+    torch.save({"features": feats, "labels": kept.labels.clone(), "n": len(split), "spec": json.dumps(spec), "skipped_rows": rows}, tmp)
     os.replace(tmp, path)
-    return feats, "miss"
+    return feats, kept, "miss"
 
 # %% ../../nbs/15_evaluation_common.ipynb #c498d560
+FMNIST_SEARCHED = ("full Fashion-MNIST where installed, else the embedded 10,000-image sample (root=search; the printed data "
+                   "line names which)")   # what a preset with root=search runs on, in its note
+
 @option_schema
 class EvalRuntime:
     "Where and how an evaluation runs"
@@ -365,7 +421,7 @@ class EvalRuntime:
 class EvalData(EvalRuntime):
     "Which labelled data an evaluation uses; unset fields mean the run's own"
     dataset: str | None = None       # None: the run's data set
-    root: str | None = None          # None: the run's data.root; "search": full Fashion-MNIST where installed
+    root: str | None = None          # None: the run's data.root; "search": full Fashion-MNIST where installed, else the sample; "full": only the full set
     train_split: str = "train"
     val_split: str | None = None     # None: the run's data.val_split (test for Fashion-MNIST, val for ImageNet)
     train_fraction: Float | None = Field(None, gt=0, le=1)  # use a stratified fraction of the training split (quick checks)
@@ -373,6 +429,12 @@ class EvalData(EvalRuntime):
 
 def _default_val_split(cfg, given: str | None) -> str:
     return given or getattr(cfg.data, "val_split", None) or ("test" if cfg.data.dataset == "fashion_mnist" else "val")
+
+def _data_fields(train: LabelledSplit, val: LabelledSplit, val_name: str) -> dict:
+    "What a result records of the data it ran on: sizes (images read), the validation split, the source, the files it could not decode"
+    n = lambda s: len(s) - len(set(s.paths or ()) & set(s.unreadable()))   # an undecodable file still listed (a loader replaced it) counts as none
+    return {"n_train": n(train), "n_val": n(val), "val_split": val_name, "data_source": train.source,
+            "skipped_files": sorted(set(train.unreadable()) | set(val.unreadable()))}
 
 def _header(kind: str, preset, conf, ckpt: Path, cfg, sha: str) -> dict:
     return {"kind": kind, "preset": preset, "options": json.loads(json.dumps(asdict(conf))), "checkpoint": str(ckpt),

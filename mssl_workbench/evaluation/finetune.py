@@ -16,7 +16,7 @@ from typing import Sequence
 
 from .common import (
     EvalData,
-    EvalError, EvalRuntime, LabelledSplit, _default_val_split, _device, _header, _load_trained, _mean_std, _no_grad,
+    EvalError, EvalRuntime, LabelledSplit, _SplitSet, _data_fields, _default_val_split, _device, _header, _load_trained, _mean_std, _no_grad,
     classification_transforms, file_sha256, load_split, resolve_checkpoint, split_features, split_loader, write_eval)
 from .linear import topk_accuracy
 from ..engine.contract import stopped
@@ -33,7 +33,7 @@ __all__ = ['SEMISUP_PRESETS', 'FINETUNE_PRESETS', 'SemisupConfig', 'semisup_indi
 from pydantic import Field
 from ..config.presets import register_presets
 from ..config.schema import Float
-from .common import CropScale, TimmOptimizer, TimmPolicy, option_schema   # the option schemas' family (configuration chapter)
+from .common import FMNIST_SEARCHED, CropScale, TimmOptimizer, TimmPolicy, option_schema   # the option schemas' family (configuration chapter)
 
 @option_schema
 class SemisupConfig(EvalRuntime):
@@ -58,9 +58,11 @@ _IMNET = dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_
 _SEMISUP_UNVERIFIED = "unverified: Matrix-SSL/MEC publish no semi-supervised script, so their protocol may differ"
 SEMISUP_PRESETS: dict[str, tuple[dict, str]] = register_presets("semisup", {
     "fmnist-1pct": (dict(root="search", percent=1.0, val_split="test", crop_scale=[0.25, 1.0]),
-                    "CPU: 1% of full Fashion-MNIST (600 images, stratified, seed 0), Barlow Twins' 1% learning rates" + "; " + _SEMISUP_UNVERIFIED),
+                    f"CPU: 1% of the train split (600 images of full Fashion-MNIST, stratified, seed 0) of {FMNIST_SEARCHED}, Barlow Twins' "
+                    "1% learning rates; " + _SEMISUP_UNVERIFIED),
     "fmnist-10pct": (dict(root="search", percent=10.0, val_split="test", crop_scale=[0.25, 1.0]),
-                     "CPU: 10% of full Fashion-MNIST (6,000 images), Barlow Twins' learning rates" + "; " + _SEMISUP_UNVERIFIED),
+                     f"CPU: 10% of the train split (6,000 images of full Fashion-MNIST) of {FMNIST_SEARCHED}, Barlow Twins' learning rates; "
+                     + _SEMISUP_UNVERIFIED),
     "imagenet-barlow-1pct": (dict(_IMNET, percent=1.0, subset_file="data/imagenet/1percent.txt", lr_backbone=0.005, lr_head=0.5),
                              "GPU: Barlow Twins README (facebookresearch/barlowtwins): 20 ep, lr backbone 0.005 / head 0.5, wd 0" + "; " + _SEMISUP_UNVERIFIED),
     "imagenet-barlow-10pct": (dict(_IMNET, percent=10.0, subset_file="data/imagenet/10percent.txt", lr_backbone=0.005, lr_head=0.5),
@@ -110,7 +112,7 @@ class _AugBatches:
         if self.aug is None:
             loader = split_loader(self.split, self.transform, self.cfg.data.in_chans, batch_size=self.batch_size, shuffle=True,
                                   num_workers=self.num_workers, seed=self.seed + epoch)
-            yield from itertools.islice((b for b in loader if len(b[0]) >= 2), start, None)
+            yield from itertools.islice((b[:2] for b in loader if len(b[0]) >= 2), start, None)   # (images, labels): an unreadable file replaced
             return
         order = torch.randperm(len(self.split), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
         for i in range(start * self.batch_size, len(order), self.batch_size):
@@ -120,9 +122,9 @@ class _AugBatches:
 @_no_grad
 def _classifier_accuracy(net: nn.Module, cfg, split: LabelledSplit, device, batch_size: int, num_workers: int) -> tuple[float, float]:
     was = net.training; net.eval()
-    logits = split_features(_AsFeatures(net), cfg, split, batch_size=batch_size, device=device, num_workers=num_workers)
+    logits, split = split_features(_AsFeatures(net), cfg, split, batch_size=batch_size, device=device, num_workers=num_workers)
     net.train(was)
-    return tuple(topk_accuracy(logits, split.labels))
+    return tuple(topk_accuracy(logits, split.labels))   # over the readable images (an unreadable one is left out, with a warning)
 
 class _AsFeatures:
     "Expose a classifier as `.features` for split_features (`eval()` reaches the classifier)"
@@ -189,7 +191,7 @@ def run_semisup(run_or_ckpt, sc: SemisupConfig, *, preset: str | None = None, lo
     out = {**_header(kind, preset, sc, ckpt, cfg, sha), "protocol": "fine-tune backbone + linear head (Barlow Twins / VICReg evaluate.py)",
            "subset": how, "n_labelled": len(sub), "per_class": torch.bincount(sub.labels, minlength=len(train.classes)).tolist(),
            "top1_last": history[-1]["top1"], "top5_last": history[-1]["top5"], "top1_best": best["top1"], "top5_best": best["top5"],
-           "best_epoch": best["epoch"], "n_val": len(val), "val_split": val_name, "history": history, "wall_s": round(time.perf_counter() - t0, 2)}
+           "best_epoch": best["epoch"], **_data_fields(sub, val, val_name), "history": history, "wall_s": round(time.perf_counter() - t0, 2)}
     if write: out["written_to"] = str(write_eval(run_dir, kind, out))
     return out
 
@@ -228,26 +230,22 @@ FINETUNE_PRESETS: dict[str, tuple[dict, str]] = register_presets("finetune", {
                            "pooling is not applied here: the head pools as the backbone was built"),
     "fmnist": (dict(root="search", val_split="test", epochs=5, batch_size=256, lr=1e-3, warmup_epochs=1.0, layer_decay=0.75,
                     drop_path=0.0, mixup=0.2, cutmix=0.0, auto_augment="rand-m5-mstd0.5", reprob=0.0),
-               "CPU: a 5-epoch version of the recipe on full Fashion-MNIST (lighter Mixup/RandAugment for 28 px)"),
+               f"CPU: a 5-epoch version of the recipe (lighter Mixup/RandAugment for 28 px) on {FMNIST_SEARCHED}"),
 })
 
 # %% ../../nbs/18_evaluation_finetune.ipynb #d0ce9454
-class _TimmTransformSet:                          # map-style, as _FileSet
-    "uint8 tensors or files -> PIL RGB -> a timm transform -> (C, S, S) float, gray averaged back to 1 channel"
-    def __init__(self, split: LabelledSplit, transform, in_chans: int): self.s, self.t, self.c = split, transform, in_chans
-    def __len__(self): return len(self.s)
-    def __getitem__(self, i):
-        from mssl_workbench.data.folders import decode_image_file
+class _TimmTransform:
+    "uint8 RGB tensor -> PIL -> a timm transform -> (C, S, S) float, gray averaged back to 1 channel"
+    def __init__(self, transform, in_chans: int): self.t, self.c = transform, in_chans
+    def __call__(self, x):
         from torchvision.transforms.v2.functional import to_pil_image
-        x = self.s.images[i] if self.s.images is not None else decode_image_file(self.s.paths[i], 3)
-        if x.shape[0] == 1: x = x.expand(3, -1, -1)
         y = self.t(to_pil_image(x))
-        return (y.mean(0, keepdim=True) if self.c == 1 else y), int(self.s.labels[i])
+        return y.mean(0, keepdim=True) if self.c == 1 else y
 
 def finetune_model(model: nn.Module, cfg, num_classes: int, *, drop_path: float = 0.0) -> nn.Module:
     "The online backbone rebuilt as a timm classifier (drop path set), pre-trained weights loaded, new head"
     from torch import nn
-    from mssl_workbench.methods.backbones import create_backbone
+    from mssl_workbench.methods.registry import backbone_from_config
     bb = getattr(model, "backbone", None)
     enc = getattr(model, "encoder", None)
     if bb is None and enc is not None and hasattr(enc, "reset_classifier") and hasattr(enc, "blocks"):
@@ -261,10 +259,9 @@ def finetune_model(model: nn.Module, cfg, num_classes: int, *, drop_path: float 
                 if hasattr(blk, name): setattr(blk, name, DropPath(rate) if rate > 0 else nn.Identity())
         return net
     if bb is None: raise EvalError("the model has neither a `backbone` nor a ViT `encoder`: cannot fine-tune it")
-    kw = {"drop_path_rate": drop_path} if drop_path else {}
-    try: fresh = create_backbone(cfg.model.backbone, in_chans=cfg.data.in_chans, small_input=cfg.model.small_input, **kw)
-    except TypeError: fresh = create_backbone(cfg.model.backbone, in_chans=cfg.data.in_chans, small_input=cfg.model.small_input)
-    fresh.load_state_dict(bb.state_dict())
+    try: fresh = backbone_from_config(cfg.model, in_chans=cfg.data.in_chans, **({"drop_path_rate": drop_path} if drop_path else {}))
+    except ValueError as e: raise EvalError(f"{e}; fine-tune it with drop_path=0" if drop_path else str(e)) from None
+    fresh.load_state_dict(bb.state_dict())       # the run's own network (its backbone_kwargs): the weights fit
     net = fresh.model
     net.reset_classifier(num_classes)
     return net
@@ -289,8 +286,8 @@ class FinetuneTask(EvalTask):
             fm, fs = FASHION_MNIST_MEAN[0], FASHION_MNIST_STD[0]
             base_tf = tf; tf = lambda im: ((base_tf(im) * sd + mu) - fm) / fs
         self.shuffle = torch.Generator().manual_seed(fc.seed)
-        self.loader = torch.utils.data.DataLoader(_TimmTransformSet(train, tf, cfg.data.in_chans), batch_size=fc.batch_size, shuffle=True,
-                                                  num_workers=fc.num_workers, drop_last=len(train) > fc.batch_size, generator=self.shuffle)
+        self.loader = torch.utils.data.DataLoader(_SplitSet(train, _TimmTransform(tf, cfg.data.in_chans), 3), batch_size=fc.batch_size,
+                                                  shuffle=True, num_workers=fc.num_workers, drop_last=len(train) > fc.batch_size, generator=self.shuffle)
         self.epoch_shuffle = self.shuffle.get_state()
         self.mix = Mixup(mixup_alpha=fc.mixup, cutmix_alpha=fc.cutmix, label_smoothing=fc.label_smoothing, num_classes=self.C) if (fc.mixup or fc.cutmix) else None
         self.crit = SoftTargetCrossEntropy() if self.mix else (LabelSmoothingCrossEntropy(fc.label_smoothing) if fc.label_smoothing else nn.CrossEntropyLoss())
@@ -318,7 +315,7 @@ class FinetuneTask(EvalTask):
         return itertools.islice(iter(self.loader), start, None)
     def inputs(self, batch, run):
         import torch.nn.functional as F
-        x, y = (t.to(run.info.device) for t in batch)
+        x, y = (t.to(run.info.device) for t in batch[:2])   # (images, labels, index read): an unreadable file replaced, as in training
         if self.mix is not None and len(x) % 2 == 0: x, y = self.mix(x, y)
         elif self.mix is not None: y = F.one_hot(y, self.C).float()
         return x, y
@@ -351,7 +348,7 @@ def run_finetune(run_or_ckpt, fc: FinetuneConfig, *, preset: str | None = None, 
     history, best = records.history, records.best
     out = {**_header("finetune", preset, fc, ckpt, cfg, sha), "protocol": "end-to-end fine-tuning (MAE recipe via timm)",
            "peak_lr": task.peak_lr, "top1_last": history[-1]["top1"], "top5_last": history[-1]["top5"], "top1_best": best["top1"],
-           "top5_best": best["top5"], "best_epoch": best["epoch"], "n_train": len(train), "n_val": len(val), "history": history,
+           "top5_best": best["top5"], "best_epoch": best["epoch"], **_data_fields(train, val, val_name), "history": history,
            "wall_s": round(time.perf_counter() - t0, 2)}
     if write: out["written_to"] = str(write_eval(run_dir, "finetune", out))
     return out

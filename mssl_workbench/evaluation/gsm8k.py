@@ -152,9 +152,9 @@ def gsm8k_run(
     from mssl_workbench.lm.config import lm_config_from_dict
     try:
         if args.dry_run:
-            cfg = None
-            if args.model and Path(args.model).is_dir() and (Path(args.model) / "config.yaml").is_file():
-                cfg = lm_config_from_dict(_runs.read_config(args.model))
+            run_dir = _run_dir_of(Path(args.model)) if args.model else None    # a run directory or one of its checkpoints
+            if run_dir is not None: _refuse_image_run(Path(args.model), run_dir)
+            cfg = lm_config_from_dict(_runs.read_config(run_dir)) if run_dir is not None else None
             print(yaml.safe_dump(gsm8k_protocol(cfg, protocol=args.protocol, template=args.template, max_new_tokens=args.max_new_tokens,
                                                 batch_size=args.batch_size, model=args.model, data=args.data), sort_keys=False), end="")
             return 0

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from .common import (
     EvalData, EvalError,
-    LabelledSplit, _data_source, _default_val_split, _device, _header, _load_trained, _no_grad, cached_split_features,
+    LabelledSplit, _data_fields, _data_source, _default_val_split, _device, _header, _load_trained, _no_grad, cached_split_features, check_cache_dir,
     classification_transforms, file_sha256, load_split, resolve_checkpoint, split_loader, tensor_prepare, write_eval)
 # torch, and data, eval, matrix and methods (which import it), are imported inside the functions that compute, so that
 # `mssl-eval --help` and every subcommand's --help and --list-presets start without torch (tests/test_light_imports.py)
@@ -28,7 +28,7 @@ __all__ = ['LINEAR_PRESETS', 'KNN_PRESETS', 'LinearConfig', 'linear_head', 'line
 from pydantic import Field
 from ..config.presets import register_presets
 from ..config.schema import Float
-from .common import CropScale, Sizes, option_schema   # the option schemas' family (configuration chapter)
+from .common import FMNIST_SEARCHED, CropScale, Sizes, option_schema   # the option schemas' family (configuration chapter)
 
 @option_schema
 class LinearConfig(EvalData):
@@ -50,14 +50,16 @@ class LinearConfig(EvalData):
     def peak_lr(self) -> float: return self.lr * self.batch_size / self.lr_batch
 
 LINEAR_PRESETS: dict[str, tuple[dict, str]] = register_presets("linear", {
-    "fmnist-fast": (dict(root="search", augment=False, val_split="test"),
-                    "CPU: official head/optimiser/schedule on cached features of full Fashion-MNIST (no augmentation), seconds"),
+    "fmnist-fast": (dict(root="full", augment=False, val_split="test"),
+                    "CPU: official head/optimiser/schedule (batch 4,096, LARS) on cached features of full Fashion-MNIST (no "
+                    "augmentation), seconds; refused where only the embedded sample is installed (use fmnist-sample there)"),
     "fmnist-sample": (dict(augment=False, batch_size=256, lars=False, lr=0.1, lr_batch=256, epochs=50),
                       "CPU: the run's own data (e.g. the embedded 10,000-image sample): the official BN + Linear head and cosine "
                       "schedule on cached features at batch 256 with plain SGD; at 4,096 with LARS such a set gets 2 steps an epoch "
                       "and the head barely moves (54% where this reaches 79%), seconds"),
-    "fmnist-aug": (dict(root="search", augment=True, val_split="test", epochs=10, batch_size=1024, crop_scale=[0.25, 1.0]),
-                   "CPU: the official recipe with RandomResizedCrop(28, 0.25-1)+flip, 10 epochs (minutes)"),
+    "fmnist-aug": (dict(root="full", augment=True, val_split="test", epochs=10, batch_size=1024, crop_scale=[0.25, 1.0]),
+                   "CPU: the official recipe with RandomResizedCrop(28, 0.25-1)+flip, 10 epochs on full Fashion-MNIST (minutes); "
+                   "refused where only the embedded sample is installed"),
     "imagenet-official": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", augment=True, epochs=100,
                                batch_size=4096, lr=0.48, num_workers=10, device="cuda"),
                           "GPU: Matrix-SSL/MEC main_lincls (frozen online ResNet-50, BN+Linear head, LARS SGD lr 0.48@4096, 100 ep cosine); reports best"),
@@ -176,7 +178,7 @@ def _augmented_batches(model, cfg, split: LabelledSplit, lc: LinearConfig, devic
     train_t, _ = classification_transforms(size, C, crop_scale=tuple(lc.crop_scale))
     def epoch(e: int):
         loader = split_loader(split, train_t, C, batch_size=lc.batch_size, shuffle=True, num_workers=lc.num_workers, seed=lc.seed + e)
-        for x, y in loader:
+        for x, y, _ in loader:                   # an unreadable file: another image and its label, as in training
             with torch.no_grad(): f = _chunked(model.features, x.to(device), lc.feature_batch)
             yield f, y
     return epoch
@@ -197,6 +199,7 @@ def run_linear(
 ) -> dict:
     "The linear protocol on a trained run: returns (and writes) top-1/top-5 at the last and the best epoch"
     t0 = time.perf_counter()
+    if use_cache: check_cache_dir(cache_dir)         # a cache path that is a file: refused before any feature is computed
     ckpt, run_dir = resolve_checkpoint(run_or_ckpt)
     device = _device(lc.device)
     model, cfg = _load_trained(ckpt, device=str(device))
@@ -205,23 +208,22 @@ def run_linear(
     val_name = _default_val_split(cfg, lc.val_split)
     train = load_split(cfg, lc.train_split, dataset=lc.dataset, root=lc.root, fraction=lc.train_fraction, seed=lc.seed)
     val = load_split(cfg, val_name, dataset=lc.dataset, root=lc.root, fraction=lc.val_fraction, seed=lc.seed)
-    fkw = dict(batch_size=lc.feature_batch, device=device, num_workers=lc.num_workers)
+    fkw = dict(batch_size=lc.feature_batch, device=device, num_workers=lc.num_workers, cache_dir=cache_dir, use_cache=use_cache)
     spec = lambda s, fr: {"data": list(src), "split": s, "fraction": fr, "seed": lc.seed}
-    vf, vstate = cached_split_features(model, cfg, val, checkpoint_sha=sha, spec=spec(val_name, lc.val_fraction), cache_dir=cache_dir, use_cache=use_cache, **fkw)
+    vf, val, vstate = cached_split_features(model, cfg, val, checkpoint_sha=sha, spec=spec(val_name, lc.val_fraction), **fkw)
     num_classes, num_features = len(train.classes), vf.shape[1]
     if lc.augment:
         batches, tstate = _augmented_batches(model, cfg, train, lc, device), "augmented (not cached)"
     else:
-        tf, tstate = cached_split_features(model, cfg, train, checkpoint_sha=sha, spec=spec(lc.train_split, lc.train_fraction), cache_dir=cache_dir, use_cache=use_cache, **fkw)
+        tf, train, tstate = cached_split_features(model, cfg, train, checkpoint_sha=sha, spec=spec(lc.train_split, lc.train_fraction), **fkw)
         batches = _feature_batches(tf, train.labels, lc.batch_size, lc.seed)
     res = train_linear_head(batches, vf, val.labels, num_features=num_features, num_classes=num_classes, lc=lc, device=device, log=log)
     out = {**_header("linear", preset, lc, ckpt, cfg, sha),
            "protocol": "official Matrix-SSL/MEC linear probe" + ("" if lc.augment else " on cached features (fast path: no augmentation)"),
            "top1_last": res["top1_last"], "top5_last": res["top5_last"], "top1_best": res["top1_best"], "top5_best": res["top5_best"],
            "best_epoch": res["best_epoch"], "reported": "top1_last (the best epoch is chosen on the test split; the official code reports it, kept as top1_best)",
-           "peak_lr": lc.peak_lr, "n_train": len(train), "n_val": len(val), "train_split": lc.train_split, "val_split": val_name,
-           "data_source": train.source, "feature_cache": {"train": tstate, "val": vstate}, "history": res["history"],
-           "wall_s": round(time.perf_counter() - t0, 2)}
+           "peak_lr": lc.peak_lr, "train_split": lc.train_split, **_data_fields(train, val, val_name),
+           "feature_cache": {"train": tstate, "val": vstate}, "history": res["history"], "wall_s": round(time.perf_counter() - t0, 2)}
     if raw_pixels: out["raw_pixels"] = raw_pixel_linear(cfg, train, val, lc, device=device)
     if write: out["written_to"] = str(write_eval(run_dir, "linear", out))
     return out
@@ -253,16 +255,23 @@ class KnnConfig(EvalData):
     temperature: Float = Field(0.07, gt=0)
 
 KNN_PRESETS: dict[str, tuple[dict, str]] = register_presets("knn", {
-    "fmnist": (dict(root="search", val_split="test"), "CPU: full Fashion-MNIST train (60k) as memory bank, test (10k) as queries"),
+    "fmnist": (dict(root="search", val_split="test"), f"CPU: train split as memory bank, test split as queries, of {FMNIST_SEARCHED}"),
     "imagenet": (dict(dataset="imagefolder", root="data/imagenet", val_split="val", num_workers=10, device="cuda"),
                  "GPU: ImageNet train as memory bank, val as queries (k=20, 200; tau=0.07)"),
 })
+
+def _check_ks(kc: KnnConfig, bank: int):
+    "Training's k-NN rule (`check_knn_k`) for every k of `ks`"
+    from mssl_workbench.core.metrics import check_knn_k
+    try: check_knn_k(max(kc.ks), bank, key=f"ks={list(kc.ks)}: k", fix="lower ks or raise train_fraction")
+    except ValueError as e: raise EvalError(str(e)) from None
 
 def run_knn(run_or_ckpt, kc: KnnConfig, *, preset: str | None = None, cache_dir=None, use_cache: bool = True,
             write: bool = True) -> dict:
     "Offline weighted k-NN accuracy (k = kc.ks, τ = kc.temperature) on the full splits"
     from mssl_workbench.core.metrics import knn_accuracy
     t0 = time.perf_counter()
+    if use_cache: check_cache_dir(cache_dir)         # a cache path that is a file: refused before any feature is computed
     ckpt, run_dir = resolve_checkpoint(run_or_ckpt)
     device = _device(kc.device)
     model, cfg = _load_trained(ckpt, device=str(device))
@@ -270,17 +279,15 @@ def run_knn(run_or_ckpt, kc: KnnConfig, *, preset: str | None = None, cache_dir=
     val_name = _default_val_split(cfg, kc.val_split)
     train = load_split(cfg, kc.train_split, dataset=kc.dataset, root=kc.root, fraction=kc.train_fraction, seed=kc.seed)
     val = load_split(cfg, val_name, dataset=kc.dataset, root=kc.root, fraction=kc.val_fraction, seed=kc.seed)
-    if max(kc.ks) > len(train):
-        raise EvalError(f"ks={list(kc.ks)}: k={max(kc.ks)} is larger than the memory bank ({len(train)} training images): "
-                        f"lower ks or raise train_fraction")
+    _check_ks(kc, len(train))                        # before any feature: the bank as listed
     fkw = dict(batch_size=kc.feature_batch, device=device, num_workers=kc.num_workers, cache_dir=cache_dir, use_cache=use_cache)
     spec = lambda s, fr: {"data": list(src), "split": s, "fraction": fr, "seed": kc.seed}
-    tf, ts = cached_split_features(model, cfg, train, checkpoint_sha=sha, spec=spec(kc.train_split, kc.train_fraction), **fkw)
-    vf, vs = cached_split_features(model, cfg, val, checkpoint_sha=sha, spec=spec(val_name, kc.val_fraction), **fkw)
+    tf, train, ts = cached_split_features(model, cfg, train, checkpoint_sha=sha, spec=spec(kc.train_split, kc.train_fraction), **fkw)
+    vf, val, vs = cached_split_features(model, cfg, val, checkpoint_sha=sha, spec=spec(val_name, kc.val_fraction), **fkw)
+    _check_ks(kc, len(train))                        # and as read (unreadable files left out)
     accs = {f"k{k}": knn_accuracy(tf, train.labels, vf, val.labels, k=k, temperature=kc.temperature, num_classes=len(train.classes))
             for k in kc.ks}
     out = {**_header("knn", preset, kc, ckpt, cfg, sha), "protocol": "weighted cosine k-NN (Wu et al. 2018), full splits",
-           **accs, "n_train": len(train), "n_val": len(val), "val_split": val_name, "data_source": train.source,
-           "feature_cache": {"train": ts, "val": vs}, "wall_s": round(time.perf_counter() - t0, 2)}
+           **accs, **_data_fields(train, val, val_name), "feature_cache": {"train": ts, "val": vs}, "wall_s": round(time.perf_counter() - t0, 2)}
     if write: out["written_to"] = str(write_eval(run_dir, "knn", out))
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from .common import (
     EvalError, _data_source,
-    _device, _load_trained, _no_grad, _read_eval, _step_of, load_split, resolve_checkpoint, tensor_prepare, write_eval)
+    _device, _load_trained, _no_grad, _read_eval, _step_of, load_split, resolve_checkpoint, run_config_of, tensor_prepare, write_eval)
 # torch, and data, eval, matrix and methods (which import it), are imported inside the functions that compute, so that
 # `mssl-eval --help` and every subcommand's --help and --list-presets start without torch (tests/test_light_imports.py)
 if typing.TYPE_CHECKING: from torch import Tensor, nn
@@ -72,7 +73,7 @@ def selection_regret(
 from pydantic import Field
 from ..config.presets import register_presets
 from ..config.schema import Float
-from .common import Device, option_schema   # the option schemas' family (configuration chapter)
+from .common import FMNIST_SEARCHED, Device, option_schema   # the option schemas' family (configuration chapter)
 from typing import Literal
 
 @option_schema
@@ -93,7 +94,8 @@ class SelectConfig:
 
 _LIDAR_UNVERIFIED = "LiDAR delta=1e-4, eps=1e-8 are stable-pretraining's values (reptrix uses others): unverified against the paper"
 SELECT_PRESETS: dict[str, tuple[dict, str]] = register_presets("select", {
-    "fmnist": (dict(root="search", lidar_images=1000, lidar_views=8), "CPU: RankMe on 25,600 training images, LiDAR on 1,000 images x 8 views; " + _LIDAR_UNVERIFIED),
+    "fmnist": (dict(root="search", lidar_images=1000, lidar_views=8),
+               f"CPU: RankMe on up to 25,600 training images, LiDAR on 1,000 images x 8 views, of {FMNIST_SEARCHED}; " + _LIDAR_UNVERIFIED),
     "imagenet": (dict(dataset="imagefolder", root="data/imagenet", lidar_images=1000, lidar_views=50, device="cuda"),
                  "GPU: RankMe on 25,600 images, LiDAR on 1,000 images x 50 views (the paper's q); " + _LIDAR_UNVERIFIED),
 })
@@ -173,8 +175,12 @@ def info_columns(run_dir: str | Path, space: str = "embedding") -> dict:
 def run_select(paths: Sequence[str | Path], sc: SelectConfig, *, preset: str | None = None, log=print, write: bool = True) -> dict:
     "Rank runs by RankMe and LiDAR; Kendall τ and regret against the linear / k-NN accuracies the runs have"
     if not paths: raise EvalError("select needs at least one RUN_DIR")
+    lm = [p for p in paths if run_config_of(p).get("kind") == "lm"]     # `select runs/*` meets LM runs: left out, with a note
+    if len(lm) == len(paths): raise EvalError(f"select: no image run among {', '.join(map(str, paths))}: each is a language-model run "
+                                              f"(score it with mssl-eval gsm8k {paths[0]}); select ranks image runs")
+    for p in lm: print(f"mssl-eval select: skipping {p}: a language-model run (score it with mssl-eval gsm8k {p})", file=sys.stderr)
     entries = []
-    for p in paths:
+    for p in (p for p in paths if p not in lm):
         ckpt, run_dir = resolve_checkpoint(p)
         model, cfg = _load_trained(ckpt, device=str(_device(sc.device)))
         crit = selection_criteria(model, cfg, sc)

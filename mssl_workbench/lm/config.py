@@ -11,8 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ..config.presets import register_presets
-from ..config.schema import ConfigError, Float, Tuple, build_config, check, merge_dicts, schema
-from ..engine import rundir as _runs
+from ..config.schema import IN_FLOAT32, ConfigError, Float, Tuple, build_config, check, merge_dicts, schema, split_run_header
 from .data import ARITH_DISJOINT, DATA_FORMATS, GSM8K_PROTOCOLS, LM_ARCHS, PROMPT_TEMPLATES, LMInputError
 # torch-free (`mssl-train --list-presets` and the preset registry import this module): the MCE constructions and
 # logarithms are spelled in the annotations below and checked against `objectives.mce` (which imports torch) in the tests
@@ -69,7 +68,7 @@ class LMLossConfig:
 
 @schema(section="optim", error=LMConfigError)
 class LMOptimConfig:
-    base_lr: Float = Field(1e-3, gt=0)     # AdamW's peak learning rate, as given (no batch-size scaling)
+    base_lr: Annotated[Float, IN_FLOAT32] = Field(1e-3, gt=0)   # AdamW's peak learning rate, as given (no batch-size scaling)
     weight_decay: Float = Field(0.0, ge=0)
     betas: Annotated[Tuple, check("two numbers in [0, 1)", _betas)] = (0.9, 0.999)
     warmup_ratio: Float = Field(0.03, ge=0, lt=1)  # linear warm-up over this fraction of the run's steps, then cosine
@@ -134,10 +133,7 @@ def validate_lm_config(cfg: LMConfig) -> LMConfig:
 # %% ../../nbs/14a_lm_config.ipynb #bfac01a9
 def lm_config_from_dict(d: dict) -> LMConfig:
     "Build and validate an LMConfig from nested dictionaries (a run's config.yaml too: its format, kind and method are checked, old key names read as the new ones)"
-    d = dict(d or {})
-    fmt, method, kind, _ = (d.pop(k, None) for k in ("format", "method", "kind", "run_id"))   # a run directory's header
-    if kind not in (None, "lm"): raise LMConfigError(f"kind={kind!r}: this is not an LM config (kind must be 'lm')")
-    if fmt not in (None, _runs.FORMAT): raise LMConfigError(f"format={fmt!r}: this workbench reads run format {_runs.FORMAT}")
+    d, method = split_run_header(dict(d or {}), "lm", error=LMConfigError)   # a run directory's header: the image config's reading
     cfg = validate_lm_config(build_config(LMConfig, d, LM_RENAMED, error=LMConfigError))
     if method not in (None, cfg.method): raise LMConfigError(f"method={method!r} contradicts loss.mce={cfg.loss.mce!r} (method {cfg.method})")
     return cfg

@@ -234,7 +234,9 @@ def read_examples(
     if format not in DATA_FORMATS: raise LMInputError(f"data.format={format!r} is not one of {', '.join(DATA_FORMATS)}")
     p = Path(path)
     if not p.is_file(): raise LMInputError(f"data file {path} not found: pass a JSON-lines file with question/answer or query/response records")
-    text = p.read_text(encoding="utf-8")
+    try: text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LMInputError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}): save it as UTF-8 JSON lines") from None
     if text.lstrip().startswith("["):
         try: records = json.loads(text)
         except json.JSONDecodeError as e: raise LMInputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None

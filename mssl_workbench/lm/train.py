@@ -29,7 +29,7 @@ from .config import LM_RENAMED, LMConfig, validate_lm_config
 
 # %% auto #0
 __all__ = ['LM_RESUME_MAY_CHANGE', 'hidden_state_ranks', 'representation_erank', 'diff_erank', 'generate_greedy', 'build_lm',
-           'lm_spec', 'LMTask', 'LMEval', 'LMSummary', 'lm_hooks', 'fit_lm', 'train_lm']
+           'lm_spec', 'lm_micro_batch', 'LMTask', 'LMEval', 'LMSummary', 'lm_hooks', 'fit_lm', 'train_lm']
 
 # %% ../../nbs/14b_lm_train.ipynb #275070c7
 def hidden_state_ranks(
@@ -156,6 +156,13 @@ def lm_spec(cfg: LMConfig) -> EngineSpec:
         fix="lower optim.base_lr or loss.gamma", log_keys=("answer_tokens", "grad_norm", "tokens_per_s"),
         keys={"max_steps": "train.max_steps", "precision": "train.precision"})
 
+def lm_micro_batch(t, world_size: int) -> int:
+    "Sequences per forward pass of each process; `LMInputError` when train.batch_size does not split over micro-batches × processes"
+    micro = t.micro_batch_size or t.batch_size // world_size
+    if micro < 1 or t.batch_size % (micro * world_size):
+        raise LMInputError(f"train.batch_size={t.batch_size} must be a multiple of train.micro_batch_size={micro} × {world_size} processes")
+    return micro
+
 class _LMData:
     "The data side of `LMTask` (a mixin): the examples, the micro-batches of each step and process, collation"
     def _build_data(self, info: DistInfo):
@@ -163,9 +170,7 @@ class _LMData:
         self.train_examples, self.test_examples = _examples(cfg, "train"), _examples(cfg, "test")
         self.train_data, self.train_stats = encode_examples(self.tokenizer, self.train_examples, template=cfg.data.template, max_len=cfg.model.max_len)
         self.test_overlap = count_overlap(self.train_examples, self.test_examples)
-        micro = t.micro_batch_size or t.batch_size // info.world_size
-        if micro < 1 or t.batch_size % (micro * info.world_size):
-            raise LMInputError(f"train.batch_size={t.batch_size} must be a multiple of train.micro_batch_size={micro} × {info.world_size} processes")
+        micro = lm_micro_batch(t, info.world_size)
         self.micro, self.n_micro = micro, t.batch_size // micro
         self.accumulate = self.n_micro // info.world_size
         self.steps_per_epoch = len(self.train_data) // t.batch_size

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import timm
 import torch
@@ -15,8 +16,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 # %% auto #0
-__all__ = ['resnet10t_mini', 'resnet10t_mini_nopool', 'Backbone', 'create_backbone', 'projection_mlp', 'prediction_mlp',
-           'momentum_schedule', 'ema_update_']
+__all__ = ['resnet10t_mini', 'resnet10t_mini_nopool', 'timm_model', 'Backbone', 'create_backbone', 'projection_mlp',
+           'prediction_mlp', 'momentum_schedule', 'ema_update_']
 
 # %% ../../nbs/05_methods_backbones.ipynb #708cb2d8
 def resnet10t_mini(pretrained: bool=False, **kwargs) -> ResNet:
@@ -56,6 +57,15 @@ def _small_stem(model: nn.Module, name: str) -> str:
     raise ValueError(f"small_input is not supported for {name!r} ({type(model).__name__}): "
                      "supported families are ResNet, ViT, ConvNeXt and models with a conv_stem (EfficientNet, MobileNet)")
 
+def timm_model(name: str, in_chans: int, **kwargs) -> nn.Module:
+    "timm.create_model without classifier and weights; an option the model does not take is one ValueError line naming it"
+    try: return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    except TypeError as e:
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if bad: raise ValueError(f"backbone {name!r} does not take the option {bad.group(1)!r} (model.backbone_kwargs): "
+                                 f"remove it, or name an option of timm's {name}") from None
+        raise ValueError(f"backbone {name!r} rejects model.backbone_kwargs={kwargs} ({str(e).splitlines()[0][:120]}): fix or remove them") from None
+
 class Backbone(nn.Module):
     "A timm model without classifier: forward (B, C, H, W) -> pooled features (B, num_features)"
     def __init__(self, model: nn.Module, name: str, num_features: int, stem: str=""):
@@ -77,12 +87,12 @@ def create_backbone(
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         raise ValueError(f"unknown timm model {name!r}: see timm.list_models(); similar names: {close}")
-    model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    model = timm_model(name, in_chans, **kwargs)
     stem = ""
     if small_input:
         if isinstance(model, VisionTransformer):
             vit_kw = dict(patch_size=4, img_size=32, dynamic_img_size=True, dynamic_img_pad=True)
-            model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **{**vit_kw, **kwargs})
+            model = timm_model(name, in_chans, **{**vit_kw, **kwargs})
             stem = "4x4 patches, 32-px position embedding resized to the input"
         else: stem = _small_stem(model, name)
     dim = getattr(model, "head_hidden_size", None) or model.num_features

@@ -27,6 +27,7 @@ __all__ = ['REGULARIZERS', 'GRAD_SEMANTICS', 'OFFICIAL_LAMDA', 'OFFICIAL_WORLD_S
            'create_mae_encoder', 'create_mae_model']
 
 # %% ../../nbs/07_methods_mae.ipynb #c1ffe701
+from .backbones import timm_model
 from .registry import MethodModel, MethodSpec, StepOutput, optim_recipe, register_method
 
 # %% ../../nbs/07_methods_mae.ipynb #3e4f0a0d
@@ -401,9 +402,10 @@ def create_mae_encoder(
     if not timm.is_model(name):
         raise ValueError(f"unknown timm model {name!r}: choose a ViT from timm.list_models('vit_*'), e.g. {timm.list_models('vit_*')[:4]}")
     extra = {"patch_size": patch_size} if patch_size else {}
-    try: model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, img_size=image_size, **extra, **kwargs)
-    except TypeError as e:   # e.g. a CNN given img_size=
-        raise ValueError(f"{name!r} is not a timm VisionTransformer (timm.create_model: {e}): MAE needs a vit_* model") from None
+    try: model = timm_model(name, in_chans, img_size=image_size, **extra, **kwargs)
+    except ValueError as e:   # a CNN given img_size=, or an option of model.backbone_kwargs the ViT does not take
+        if "'img_size'" not in str(e): raise
+        raise ValueError(f"{name!r} is not a timm VisionTransformer (it takes no img_size): MAE needs a vit_* model") from None
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"{name!r} builds a {type(model).__name__}, not a timm VisionTransformer: MAE needs a vit_* model")
     p = model.patch_embed.patch_size[0]

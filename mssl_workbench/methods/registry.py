@@ -24,7 +24,8 @@ from .backbones import (Backbone, create_backbone, ema_update_, momentum_schedul
 __all__ = ['HEAD_KEYS', 'TEACHER_KEYS', 'OPTIM_KEYS', 'RUN_SET_LOSS_KEYS', 'FMNIST_SCALED', 'optim_recipe', 'heads', 'teacher',
            'MethodSpec', 'register_method', 'list_methods', 'get_method', 'StepOutput', 'Progress', 'MethodModel',
            'loss_inputs', 'SSLModel', 'MoCoModel', 'MECModel', 'model_defaults', 'loss_options', 'check_loss_options',
-           'create_pair_model', 'build_method_model', 'create_model', 'fmnist_preset', 'imagenet_presets']
+           'create_pair_model', 'build_method_model', 'model_from_config', 'backbone_from_config', 'create_model',
+           'fmnist_preset', 'imagenet_presets']
 
 # %% ../../nbs/06_methods_registry.ipynb #3efb2ded
 HEAD_KEYS = ("proj_layers", "proj_hidden", "proj_dim", "proj_hidden_bn", "proj_last_bn", "pred_hidden")
@@ -319,7 +320,7 @@ def create_pair_model(
 ) -> SSLModel:
     "Backbone, projector, predictor, teacher and loss of a two-branch method, in the record's model class"
     m = model_cfg
-    bb = create_backbone(m.backbone, in_chans=in_chans, small_input=m.small_input, **(getattr(m, "backbone_kwargs", None) or {}))
+    bb = backbone_from_config(m, in_chans=in_chans)
     projector = projection_mlp(bb.num_features, m.proj_hidden, m.proj_dim, m.proj_layers,
                                hidden_bn=m.proj_hidden_bn, last_bn=m.proj_last_bn)
     predictor = prediction_mlp(m.proj_dim, m.pred_hidden) if m.pred_hidden else None
@@ -337,6 +338,25 @@ def build_method_model(
 ) -> MethodModel:
     "Call the method's builder"
     return spec.builder(spec, model_cfg, in_chans=in_chans, image_size=image_size, distributed=distributed)
+
+def model_from_config(
+    cfg,                     # a resolved run `Config` (its model and data sections)
+    *,
+    distributed: bool=False, # gather the loss's batch statistics over processes
+) -> MethodModel:
+    "The model a run's config describes: the one rebuild that training, `load_trained` and every evaluation use"
+    return build_method_model(get_method(cfg.model.method), cfg.model, in_chans=cfg.data.in_chans,
+                              image_size=cfg.data.image_size, distributed=distributed)
+
+def backbone_from_config(
+    model_cfg,       # resolved model fields (backbone, small_input, backbone_kwargs)
+    *,
+    in_chans: int,   # input channels
+    **extra,         # timm options over model.backbone_kwargs (fine-tuning's drop_path_rate)
+) -> Backbone:
+    "The run's backbone as its config describes it — `model.backbone` with its `backbone_kwargs` — never the name alone"
+    kwargs = {**(getattr(model_cfg, "backbone_kwargs", None) or {}), **extra}
+    return create_backbone(model_cfg.backbone, in_chans=in_chans, small_input=model_cfg.small_input, **kwargs)
 
 def create_model(
     method: str,                 # a registered method

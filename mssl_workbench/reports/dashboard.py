@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from ..core.metrics import fit_alpha
 from ..engine.rundir import RUN_FILES, SPACES, RunDirError, RunRecord, read_run
-from .spectrum import INFO_LABELS, METRIC_LABELS, nonfinite_notes, run_styles, summary_html, summary_rows
+from .spectrum import INFO_LABELS, METRIC_LABELS, checked_run, nonfinite_notes, run_styles, summary_html, summary_rows
 
 # %% auto #0
 __all__ = ['TABLE_CSS', 'find_runs', 'FigurePanel', 'Dashboard']
@@ -77,21 +77,19 @@ class FigurePanel:
         key = json.dumps(out["data"], sort_keys=True)
         if key != self._sent: self.widget.outputs, self._sent = (out,), key
 
+def _panel_reads(run: RunRecord):
+    "Everything the panels read from a run (as draw_epoch, draw_metrics and draw_info do)"
+    for space in SPACES:
+        summary_rows([run], space=space)
+        for epoch in run.spectrum_epochs(space):
+            values = run.spectrum(epoch, space)
+            if len(values) and (values > 0).any(): fit_alpha(values)
+        for metric in METRIC_LABELS: run.monitor(metric, space)
+        for key in INFO_LABELS: run.info(key, space)
+
 def _readable(path: Path) -> RunRecord:
-    "`read_run`, then everything the panels read from the run, so that a damaged run fails here (RunDirError naming it), not mid-drawing"
-    try:
-        run = read_run(path)
-        for space in SPACES:
-            summary_rows([run], space=space)
-            for epoch in run.spectrum_epochs(space):   # as draw_epoch uses a spectrum
-                values = run.spectrum(epoch, space)
-                if len(values) and (values > 0).any(): fit_alpha(values)
-            for metric in METRIC_LABELS: run.monitor(metric, space)
-            for key in INFO_LABELS: run.info(key, space)
-        return run
-    except RunDirError: raise
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
-        raise RunDirError(f"{path}: damaged ({type(e).__name__}: {e})") from None
+    "`read_run` and the panels' reads, so that a damaged run fails here (RunDirError naming it), not mid-drawing: `mssl-spectrum`'s check"
+    return checked_run(path, reads=_panel_reads)
 
 def _run_label(root: Path, path: Path) -> str:
     "A run's name in the picker: its path under root, with '⚠ collapsed at step N' when its summary.json says so"
@@ -270,6 +268,9 @@ class _DashboardDrawing:
                 runs = self.runs
                 skipped = [f"{r.name}/{log}.jsonl: {n} damaged line(s) skipped" for r in runs for log, n in r.skipped.items()]
                 skipped += [f"skipped {Path(p).name}: {why}" for p, why in self.skipped_runs.items()] + nonfinite_notes(runs)
+                if not self.runs_select.options:   # an empty (or wrong) root: say so, and where runs come from
+                    skipped = [f"no runs found under {self.root}: pass the folder that holds your run directories (e.g. runs/), "
+                               f"or train one there: mssl-train --preset quickstart --output {self.root / 'quickstart'}"]
                 self.status.value = f"<span style='color:#a60'>{'; '.join(skipped)}</span>" if skipped else ""
             except (RunDirError, OSError) as e:
                 self.status.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"

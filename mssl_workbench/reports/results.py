@@ -25,7 +25,7 @@ __all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'MAE_PRESET_LAMDA', 'MAE_NAME
            'setting_cells', 'setting_rows', 'per_seed', 'waiting', 'budget_rows', 'budget_table', 'fig_budget',
            'arm_changes', 'arm_rows', 'arm_table', 'ssl_orderings', 'mae_orderings', 'lm_orderings', 'orderings',
            'ordering_lines', 'orderings_table', 'verdict_table', 'verdict_changes', 'changes_table', 'progress',
-           'progress_line']
+           'progress_line', 'seed_timing', 'seed_timing_summary', 'seed_timing_table']
 
 # %% ../../nbs/22_reports_results.ipynb #898afbb9
 def load_cells(
@@ -681,3 +681,29 @@ def progress_line(cells: list[dict]) -> str:
     "One line: each new family's finished and planned cells, `waiting for k cells` where some are missing"
     return "; ".join(f"{p['part']}: {p['have']} of {p['planned']} cells" + (f" ({waiting(p['have'], p['planned'])})" if p["have"] < p["planned"] else "")
                      for p in progress(cells)) + "."
+
+# %% ../../nbs/22_reports_results.ipynb #151d002c
+def seed_timing(cells: list[dict], family: str="ssl") -> list[dict]:
+    "Per (row, rate, threads) with seed 0 and another seed: seed 0's training seconds and every other seed's ratio to it"
+    groups: dict = {}
+    for c in of_family(cells, family):
+        if c.get("train_s"): groups.setdefault((c["method"], c["lr"], c.get("threads")), {})[c["seed"]] = c
+    return [{"method": m, "lr": lr, "threads": th, "seed0_s": g[0]["train_s"], "when": g[0].get("finished", "")[:10],
+             "ratios": {s: g[s]["train_s"] / g[0]["train_s"] for s in sorted(g) if s}}
+            for (m, lr, th), g in sorted(groups.items(), key=lambda kv: (kv[0][2] or 0, kv[0][0], kv[0][1])) if 0 in g and len(g) > 1]
+
+def seed_timing_summary(rows: list[dict]) -> list[dict]:
+    "Per thread count: rows, and the smallest and largest ratio of a later seed's training seconds to seed 0's"
+    out = {}
+    for r in rows:
+        o = out.setdefault(r["threads"], {"threads": r["threads"], "rows": 0, "lo": math.inf, "hi": -math.inf})
+        o["rows"] += 1; o["lo"] = min(o["lo"], *r["ratios"].values()); o["hi"] = max(o["hi"], *r["ratios"].values())
+    return [out[k] for k in sorted(out, key=lambda t: t or 0)]
+
+def seed_timing_table(cells: list[dict]) -> str:
+    "Markdown: seed 0's training seconds and each later seed's ratio to it, per row, rate and thread count"
+    lines = ["| row | rate | threads | seed 0 trained | seed 0 s | later seeds ÷ seed 0 |", "|---|---|---|---|---|---|"]
+    for r in seed_timing(cells):
+        lines.append(f"| {r['method']} | {r['lr']:g} | {r['threads']} | {r['when']} | {r['seed0_s']:.0f} | "
+                     + ", ".join(f"s{s} {x:.2f}" for s, x in r["ratios"].items()) + " |")
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ import math
 import sys
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import plotly.graph_objects as go
@@ -29,7 +30,8 @@ from ..engine.rundir import (LOGS, MONITOR_KEYS, SPACES, OutputError, RunDirErro
 __all__ = ['METHOD_COLORS', 'DASHES', 'METRIC_LABELS', 'INFO_LABELS', 'extend_synthetic_run', 'make_synthetic_run',
            'method_color', 'run_styles', 'fig_eigenspectrum', 'fig_rank_metrics', 'fig_information',
            'explained_variance', 'fig_explained_variance', 'fig_compare_spectra', 'fig_loss_terms', 'summary_rows',
-           'nonfinite_notes', 'summary_html', 'report_figures', 'write_report', 'is_spectrum_report', 'main']
+           'nonfinite_notes', 'summary_html', 'report_figures', 'write_report', 'checked_run', 'is_spectrum_report',
+           'main']
 
 # %% ../../nbs/20_reports_spectrum.ipynb #eb092bfa
 @contextlib.contextmanager
@@ -490,6 +492,24 @@ table.mssl-summary{{border-collapse:collapse}} .mssl-summary td,.mssl-summary th
 
 _GENERATOR = '<meta name="generator" content="mssl-spectrum">'
 
+def checked_run(
+    path: str | Path,   # a run directory
+    *,
+    reads: Callable,    # what a reader takes from the run (the report's figures, the dashboard's panels): run -> anything
+) -> RunRecord:
+    "`read_run`, then `reads(run)`, so that a hand-damaged log fails here as one RunDirError naming the run, not mid-drawing"
+    try:
+        run = read_run(path)
+        reads(run)
+        return run
+    except RunDirError: raise
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise RunDirError(f"{path}: damaged ({type(e).__name__}: {str(e)[:160]}); fix or remove the damaged lines") from None
+
+def _report_reads(space: str) -> Callable:
+    "Everything `write_report` reads from one run"
+    return lambda run: (summary_rows([run], space=space), nonfinite_notes([run]), report_figures([run], space=space))
+
 def is_spectrum_report(
     path: str | Path, # an existing file
 ) -> bool:
@@ -514,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         check_output(args.output, flag="-o", owned=is_spectrum_report, overwrite=args.overwrite)   # before any run is read
-        out = write_report([read_run(r) for r in args.runs], args.output, space=args.space, title=args.title)
+        runs = [checked_run(r, reads=_report_reads(args.space)) for r in args.runs]     # a damaged log: named, as the dashboard does
+        out = write_report(runs, args.output, space=args.space, title=args.title)
     except (RunDirError, OutputError, FileNotFoundError, OSError) as e:
         print(f"mssl-spectrum: error: {e}", file=sys.stderr)
         return 2
