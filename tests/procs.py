@@ -1,6 +1,7 @@
 """Process helpers shared by the multi-process tests: a free loopback port and gloo workers spawned with a deadline."""
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch.multiprocessing as mp
@@ -22,3 +23,14 @@ def spawn_workers(worker, world: int, timeout_s: float, *args):
             for p in ctx.processes:
                 if p.is_alive(): p.terminate()
             pytest.fail(f"the {world} gloo workers did not finish within {timeout_s} s")
+
+
+def our_processes(marker: str) -> list[int]:
+    "Live processes whose command line mentions `marker` (the test's own folder)"
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit(): continue
+        try: cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError: continue
+        if marker in cmd: pids.append(int(d.name))
+    return pids

@@ -21,6 +21,7 @@ def load_study():
 
 study = load_study()
 TOY = ["--budget", "toy", "--family", "ssl", "--only", "matrix_ssl", "simclr"]
+from procs import our_processes                                                           # noqa: E402
 from mssl_workbench.study.cells import extend_sweep, preset_lr, recipe_key, write_cell   # noqa: E402
 from mssl_workbench.study.run import comparable, differences, measured                  # noqa: E402
 
@@ -43,17 +44,6 @@ def runner(out: Path, *extra: str, **kw):
 
 def cell_files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.glob("toy/ssl/*.json"))}
-
-
-def our_processes(marker: str) -> list[int]:
-    "Live processes whose command line mentions `marker` (the test's own folder)"
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit(): continue
-        try: cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError: continue
-        if marker in cmd: pids.append(int(d.name))
-    return pids
 
 
 def test_sweep_then_seeds_at_the_chosen_lr(tmp_path):

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from console import BIN, ENV, one_line
+from procs import our_processes
 from mssl_workbench.cli.train import descendants
 from mssl_workbench.data.folders import make_imagefolder
 from mssl_workbench.engine.rundir import read_run
@@ -87,17 +88,6 @@ def wait_for(condition, proc, what: str, timeout: float = 300):
         assert proc.poll() is None, f"the study ended before {what}: {proc.stdout.read()[-3000:]}"
         assert time.monotonic() - t0 < timeout, f"no {what} after {timeout} s"
         time.sleep(0.1)
-
-
-def our_processes(marker: str) -> list[int]:
-    "Live processes whose command line mentions `marker` (the test's own folder)"
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit(): continue
-        try: cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError: continue
-        if marker in cmd: pids.append(int(d.name))
-    return pids
 
 
 def test_console_script_is_declared():
