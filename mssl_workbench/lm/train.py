@@ -22,14 +22,14 @@ from ..engine.loop import EngineSpec, MicroBatches, TaskBase, Trainer, fit_task,
 from ..core.matrix import effective_rank, eigenspectrum, erank_from_values, rankme
 from ..objectives.mce import MatrixCrossEntropyLMLoss
 from .data import (ARITH_DISJOINT, CharTokenizer, Example, HFTokenizer, LMInputError, _arith_examples, _as_examples,
-                                    check_model_dir, collate, count_overlap, encode_examples, eval_prompt, evaluate_answers,
-                                    load_causal_lm, make_arith_split, model_context, read_examples, tiny_lm_config)
+                                    check_model_dir, collate, count_overlap, encode_example, encode_examples, eval_prompt, evaluate_answers,
+                                    format_prompt, load_causal_lm, make_arith_split, model_context, read_examples, tiny_lm_config)
 from ..config.schema import config_to_dict
 from .config import LM_RENAMED, LMConfig, validate_lm_config
 
 # %% auto #0
-__all__ = ['LM_RESUME_MAY_CHANGE', 'hidden_state_ranks', 'representation_erank', 'diff_erank', 'generate_greedy', 'build_lm',
-           'lm_spec', 'lm_micro_batch', 'LMTask', 'LMEval', 'LMSummary', 'lm_hooks', 'fit_lm', 'train_lm']
+__all__ = ['LM_RESUME_MAY_CHANGE', 'hidden_state_ranks', 'representation_erank', 'diff_erank', 'generate_greedy', 'answer_ce',
+           'build_lm', 'lm_spec', 'lm_micro_batch', 'LMTask', 'LMEval', 'LMSummary', 'lm_hooks', 'fit_lm', 'train_lm']
 
 # %% ../../nbs/14b_lm_train.ipynb #275070c7
 def hidden_state_ranks(
@@ -91,6 +91,37 @@ def generate_greedy(
         texts += [tokenizer.decode(row[T:].tolist()) for row in out.cpu()]
     model.train(was_training)
     return texts, {"truncated_prompts": truncated}
+
+# %% ../../nbs/14b_lm_train.ipynb #55c5d3cb
+@torch.no_grad()
+def answer_ce(
+    model: nn.Module,          # a causal LM
+    tokenizer,                 # CharTokenizer or HFTokenizer
+    examples: list[Example],   # problems with their reference answers
+    *,
+    template: str,             # the training prompt template (data.template)
+    max_len: int,              # model.max_len: the training encoding's truncation
+    batch_size: int=32,        # sequences per forward pass
+) -> dict:                     # answer_ce (nats/token over all answer tokens), per_problem (nats/token; None: dropped), tokens
+    "Teacher-forced mean cross-entropy of the reference answers given their prompts, over the training loss's tokens; eval mode, float32"
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    enc = [encode_example(tokenizer, format_prompt(e.question, template), e.answer, max_len)[0] for e in examples]
+    kept = [x for x in enc if x is not None]
+    if not kept: raise LMInputError(f"every one of {len(examples)} examples has a prompt longer than max_len={max_len}: raise model.max_len")
+    sums, counts = [], []
+    for start in range(0, len(kept), batch_size):
+        b = {k: v.to(device) for k, v in collate(kept[start:start + batch_size], tokenizer.pad_id).items()}
+        targets = b["labels"][:, 1:]                  # position t predicts token t + 1; -100 on prompt and padding
+        with torch.autocast(device.type, enabled=False):
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits[:, :-1].float()
+            nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")   # (B, T − 1), 0 where the label is -100
+        sums.append(nll.double().sum(1).cpu()); counts.append((targets != -100).sum(1).cpu())
+    model.train(was_training)
+    s, n = torch.cat(sums), torch.cat(counts)
+    per = iter((s / n).tolist())
+    return {"answer_ce": float(s.sum() / n.sum()), "per_problem": [None if x is None else next(per) for x in enc], "tokens": int(n.sum())}
 
 # %% ../../nbs/14b_lm_train.ipynb #52b716c3
 def _all_sum(t: Tensor, d: DistInfo) -> Tensor:
@@ -329,8 +360,19 @@ def _generations(run: Trainer, prompts: list[str]) -> tuple[dict, dict]:
         stats = {"truncated_prompts": sum(g[1] for g in gathered)}
     return dict(pairs), stats
 
+def _answer_ces(run: Trainer) -> dict:
+    "`answer_ce` of the test problems (per problem too) and of as many training problems (a fixed sample): the generalisation gap"
+    task, t0 = run.task, time.time()
+    model = run.train_model if task.cfg.train.fsdp else run.model   # every process computes it (FSDP: all run each forward)
+    kw = dict(template=task.cfg.data.template, max_len=task.cfg.model.max_len, batch_size=task.cfg.eval.batch_size)
+    test = answer_ce(model, task.tokenizer, task.test_examples, **kw)
+    pick = torch.randperm(len(task.train_examples), generator=torch.Generator().manual_seed(0))[:len(task.test_examples)].tolist()
+    train = answer_ce(model, task.tokenizer, [task.train_examples[i] for i in pick], **kw)
+    return {"test_answer_ce": test["answer_ce"], "train_answer_ce": train["answer_ce"], "test_answer_tokens": test["tokens"],
+            "test_answer_ce_per_problem": [x if x is None else round(x, 6) for x in test["per_problem"]], "answer_ce_s": round(time.time() - t0, 2)}
+
 def _evaluate(run: Trainer) -> dict | None:
-    "GSM8K-style accuracy on the test examples (split over processes), generations saved; plus the monitors (rank 0 writes)"
+    "GSM8K-style accuracy on the test examples (split over processes), generations saved; the answer CE; the monitors (rank 0 writes)"
     task, e = run.task, run.task.cfg.eval
     examples = task.test_examples
     prompts = [eval_prompt(x.question, task.cfg.data.template, e.protocol) for x in examples]
@@ -340,10 +382,12 @@ def _evaluate(run: Trainer) -> dict | None:
         out_path = run.out_dir / "eval" / f"generations_step_{run.step:08d}.jsonl"
         result = evaluate_answers(examples, [generations[i] for i in range(len(examples))], prompts=prompts, out_path=out_path, protocol=e.protocol)
         result.update(stats, step=run.step, generations=str(out_path))
-    monitor = _monitor(run)
+    monitor, ces = _monitor(run), _answer_ces(run)
     if run.is_main:
+        result.update(ces)
         run.writer.append("epochs", {"epoch": run.step // run.steps_per_epoch, "step": run.step, "loss": run.last.get("loss"),
-                                     "accuracy": result["accuracy"], "monitor": {"hidden": monitor}})
+                                     "accuracy": result["accuracy"], **{k: ces[k] for k in ("test_answer_ce", "train_answer_ce")},
+                                     "monitor": {"hidden": monitor}})
         run.writer.write_eval("gsm8k", {**result, "data": task.cfg.data.test, "template": task.cfg.data.template})
         run.last_eval = {**result, "monitor": monitor}
     return result
@@ -391,7 +435,8 @@ class LMSummary(Hook):
             "preset": cfg.preset, "method": cfg.method, "kind": "lm", "steps": run.step, "total_steps": run.total_steps,
             "epochs_done": run.step // run.steps_per_epoch, "stop_reason": run.stop_reason, "wall_s": round(time.time() - self.t0, 1),
             "final_loss": last.get("loss"), "final_terms": last.get("terms"), "final_loss_step": run.step if last else None,
-            "accuracy": ev.get("accuracy"), "accuracy_step": ev.get("step"), "eval": {k: v for k, v in ev.items() if k != "monitor"} or None,
+            "accuracy": ev.get("accuracy"), "accuracy_step": ev.get("step"), "test_answer_ce": ev.get("test_answer_ce"),
+            "train_answer_ce": ev.get("train_answer_ce"), "eval": {k: v for k, v in ev.items() if k != "monitor"} or None,
             **{k: (ev.get("monitor") or {}).get(k) for k in ("erank", "rankme", "diff_erank")}, "monitor_step": ev.get("step"),
             "data": {**task.train_stats, "train_sequences": len(task.train_data), "test_examples": len(task.test_examples),
                      **task.test_overlap},
