@@ -42,7 +42,9 @@ Families
   preset's generated arithmetic task, seeds 0–2; exact-match accuracy on its 200 test problems, answer CE, hidden
   erank. Every one of those test problems also occurs in training, so the second edition adds the same three
   configurations (`gen-*`, seeds 0–4) on `lm-arith2-ce`: three-step problems whose test problems are held out of
-  training by construction, so exact match measures generalisation; each cell records the overlap (0). lm-overhead: `benchmarks/lm_mce.py overhead` (every shape it defines; the 7B shapes by FLOPs).
+  training by construction, so exact match measures generalisation; each cell records the overlap (0), and the
+  teacher-forced answer CE (nats/token, `lm.train.answer_ce`) on the test problems (per problem too) and on as many
+  training problems, a continuous companion of the bimodal exact match. lm-overhead: `benchmarks/lm_mce.py overhead` (every shape it defines; the 7B shapes by FLOPs).
 - protocol: one quickstart run (train/test, seed 0) through every protocol the README lists: linear fast path and
   the official protocol (augmented, LARS, 100 epochs), semi-supervised 1% and 10%, k-NN at k = 20 and 200.
 - lever: cells that test an explanation the results chapter gives for a row below its baseline (the paper form's
@@ -194,6 +196,8 @@ LM_CONFIGS = [("ce", "lm-arith-ce", []), ("mce-embedding", "lm-arith-mce", []),
 LM_GEN_CONFIGS = [("gen-ce", "lm-arith2-ce", []), ("gen-mce-embedding", "lm-arith2-mce", []),
                   ("gen-mce-batch", "lm-arith2-mce", ["loss.mce=batch"])]
 LM_GEN_SEEDS = (0, 1, 2, 3, 4)
+# what the held-out cells record beyond the first edition's: named in their key, so the cells computed without it re-run
+LM_GEN_RECORDS = ("test_answer_ce", "train_answer_ce", "test_answer_ce_per_problem")
 
 
 class Lm(Family):
@@ -219,7 +223,8 @@ class Lm(Family):
         # the preset hashed in the key names of the release that ran the committed cells (train.out_dir, optim.lr, loss.lamda,
         # loss.mu; LM_RENAMED inverted): the renames change no number, so they leave those cells done
         first_names = rename_keys(get_preset(cell.preset), {new: old for old, new in LM_RENAMED.items()}, notice=lambda line: None)
-        return {"preset": first_names, "overrides": list(cell.overrides)}
+        return {"preset": first_names, "overrides": list(cell.overrides),
+                **({"records": list(LM_GEN_RECORDS)} if cell.method.startswith("gen-") else {})}
 
     def run(self, study, cell, workdir, env, *, resume=False):
         "One language-model run of the preset (CE or CE + MCE); its summary: exact match on the test problems, CE, ranks"
@@ -230,13 +235,16 @@ class Lm(Family):
         except CellFailed as e:
             return {"failed": True, "exit": e.code, "failed_command": e.command, "error": e.message, "command": shown(tc)}
         s = json.loads((run_dir / "summary.json").read_text())
-        keep = ("accuracy", "steps", "final_terms", "erank", "rankme", "diff_erank", "wall_s", "train_s")
-        return {**{k: s.get(k) for k in keep}, "no_prediction": (s.get("eval") or {}).get("no_prediction"),
-                "protocol": (s.get("eval") or {}).get("protocol"),
+        keep = ("accuracy", "test_answer_ce", "train_answer_ce", "steps", "final_terms", "erank", "rankme", "diff_erank", "wall_s", "train_s")
+        ev = s.get("eval") or {}
+        return {**{k: s.get(k) for k in keep},
+                **{k: ev.get(k) for k in ("no_prediction", "protocol", "test_answer_tokens", "test_answer_ce_per_problem")},
                 **{k: (s.get("data") or {}).get(k) for k in ("test_answers_seen_in_train", "test_problems_seen_in_train")},
                 "command": shown(tc)}
 
-    def summary(self, r): return f"exact match {100 * r['accuracy']:.1f}%, CE {r['final_terms']['ce']:.3f}, {r['wall_s']:.0f} s"
+    def summary(self, r):
+        held = f", test answer CE {r['test_answer_ce']:.3f}" if r.get("test_answer_ce") is not None else ""
+        return f"exact match {100 * r['accuracy']:.1f}%, CE {r['final_terms']['ce']:.3f}{held}, {r['wall_s']:.0f} s"
 
 
 def script_hash(path: Path) -> str:
