@@ -411,7 +411,7 @@ def table(study: Study) -> str:
     from mssl_workbench.reports import results as R
     cells = R.load_cells(study.out, study.budget.name)
     return "\n\n".join([R.ssl_table(R.ssl_summary(cells), R.baseline_summary(cells)), R.family_table(cells, "mae", R.MAE_COLUMNS),
-                        R.family_table(R.lm_rows(cells), "lm", R.LM_COLUMNS), R.overhead_table(cells), R.protocol_table(cells),
+                        R.family_table(R.lm_rows(cells), "lm", R.LM_COLUMNS), R.lm_answer_ce_table(cells), R.overhead_table(cells), R.protocol_table(cells),
                         R.selection_table(cells), R.lever_table(cells), R.orderings_table(cells)])
 
 

@@ -25,7 +25,7 @@ __all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'MAE_PRESET_LAMDA', 'MAE_NAME
            'setting_cells', 'setting_rows', 'per_seed', 'waiting', 'budget_rows', 'budget_table', 'fig_budget',
            'arm_changes', 'arm_rows', 'arm_table', 'ssl_orderings', 'mae_orderings', 'lm_orderings', 'orderings',
            'ordering_lines', 'orderings_table', 'verdict_table', 'verdict_changes', 'changes_table', 'progress',
-           'progress_line', 'seed_timing', 'seed_timing_summary', 'seed_timing_table']
+           'progress_line', 'lm_answer_ce_table', 'seed_timing', 'seed_timing_summary', 'seed_timing_table']
 
 # %% ../../nbs/22_reports_results.ipynb #898afbb9
 def load_cells(
@@ -681,6 +681,23 @@ def progress_line(cells: list[dict]) -> str:
     "One line: each new family's finished and planned cells, `waiting for k cells` where some are missing"
     return "; ".join(f"{p['part']}: {p['have']} of {p['planned']} cells" + (f" ({waiting(p['have'], p['planned'])})" if p["have"] < p["planned"] else "")
                      for p in progress(cells)) + "."
+
+# %% ../../nbs/22_reports_results.ipynb #144fcea8
+def lm_answer_ce_table(cells: list[dict]) -> str:
+    "Markdown: the held-out task's answer CE (nats/token; test, training, their gap) per configuration, and CE + MCE − CE on test, seed-paired [95%]"
+    val = lambda m, k: {c["seed"]: c[k] for c in of_family(cells, "lm") if c["method"] == f"gen-{m}" and c.get(k) is not None}
+    reading = {"holds": "higher with MCE", "reversed": "lower with MCE"}
+    head = ("| configuration | seeds | test answer CE | training answer CE | test − training | test: CE + MCE − CE [95%] | seed pairs | reading |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for m in LM_CONFIGS:
+        test, train = val(m, "test_answer_ce"), val(m, "train_answer_ce")
+        gap = [test[s] - train[s] for s in sorted(test.keys() & train.keys())]
+        d = paired_difference(test, val("ce", "test_answer_ce")) if m != "ce" else {"n": "", "verdict": ""}
+        diff = "" if m == "ce" else "–" if not d["n"] else f"{d['mean']:+.3f}" + (f" [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d["lo"] is not None else "")
+        lines.append(f"| gen-{m} | {len(test)} | {fmt(mean_sd(list(test.values())), 1, 3)} | {fmt(mean_sd(list(train.values())), 1, 3)} | "
+                     f"{fmt(mean_sd(gap), 1, 3)} | {diff} | {d['n']} | {reading.get(d['verdict'], d['verdict'])} |")
+    return head + "\n".join(lines)
 
 # %% ../../nbs/22_reports_results.ipynb #151d002c
 def seed_timing(cells: list[dict], family: str="ssl") -> list[dict]:
