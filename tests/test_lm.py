@@ -83,6 +83,8 @@ def test_two_gloo_processes_equal_one(tmp_path, mce):
         torch.testing.assert_close(sa["model"][k], sb["model"][k], rtol=1e-4, atol=1e-5)
     assert b.summary["world_size"] == 2 and a.summary["world_size"] == 1
     assert b.evals["gsm8k"]["n"] == a.evals["gsm8k"]["n"] == 6      # the evaluation was split over both ranks and gathered
+    for k in ("test_answer_ce", "train_answer_ce"):                  # every rank computes the answer CE of the same weights
+        assert b.summary[k] == pytest.approx(a.summary[k], rel=1e-4) and a.summary[k] > 0
 
 
 @pytest.mark.parametrize("mce", [None, "embedding"])
