@@ -197,7 +197,7 @@ LM_GEN_CONFIGS = [("gen-ce", "lm-arith2-ce", []), ("gen-mce-embedding", "lm-arit
                   ("gen-mce-batch", "lm-arith2-mce", ["loss.mce=batch"])]
 LM_GEN_SEEDS = (0, 1, 2, 3, 4)
 # what the held-out cells record beyond the first edition's: named in their key, so the cells computed without it re-run
-LM_GEN_RECORDS = ("test_answer_ce", "train_answer_ce", "test_answer_ce_per_problem")
+LM_GEN_RECORDS = ("test_answer_ce", "train_answer_ce", "test_answer_ce_per_problem", "test_digit_ce", "train_digit_ce")
 
 
 class Lm(Family):
@@ -235,15 +235,15 @@ class Lm(Family):
         except CellFailed as e:
             return {"failed": True, "exit": e.code, "failed_command": e.command, "error": e.message, "command": shown(tc)}
         s = json.loads((run_dir / "summary.json").read_text())
-        keep = ("accuracy", "test_answer_ce", "train_answer_ce", "steps", "final_terms", "erank", "rankme", "diff_erank", "wall_s", "train_s")
+        keep = ("accuracy", "test_answer_ce", "train_answer_ce", "test_digit_ce", "train_digit_ce", "steps", "final_terms", "erank", "rankme", "diff_erank", "wall_s", "train_s")
         ev = s.get("eval") or {}
         return {**{k: s.get(k) for k in keep},
-                **{k: ev.get(k) for k in ("no_prediction", "protocol", "test_answer_tokens", "test_answer_ce_per_problem")},
+                **{k: ev.get(k) for k in ("no_prediction", "protocol", "test_answer_tokens", "test_digit_tokens", "test_answer_ce_per_problem")},
                 **{k: (s.get("data") or {}).get(k) for k in ("test_answers_seen_in_train", "test_problems_seen_in_train")},
                 "command": shown(tc)}
 
     def summary(self, r):
-        held = f", test answer CE {r['test_answer_ce']:.3f}" if r.get("test_answer_ce") is not None else ""
+        held = f", test answer CE {r['test_answer_ce']:.3f} (digits {r['test_digit_ce']:.3f})" if r.get("test_answer_ce") is not None else ""
         return f"exact match {100 * r['accuracy']:.1f}%, CE {r['final_terms']['ce']:.3f}{held}, {r['wall_s']:.0f} s"
 
 

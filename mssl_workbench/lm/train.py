@@ -28,8 +28,9 @@ from ..config.schema import config_to_dict
 from .config import LM_RENAMED, LMConfig, validate_lm_config
 
 # %% auto #0
-__all__ = ['LM_RESUME_MAY_CHANGE', 'hidden_state_ranks', 'representation_erank', 'diff_erank', 'generate_greedy', 'answer_ce',
-           'build_lm', 'lm_spec', 'lm_micro_batch', 'LMTask', 'LMEval', 'LMSummary', 'lm_hooks', 'fit_lm', 'train_lm']
+__all__ = ['LM_RESUME_MAY_CHANGE', 'ANSWER_CE_KEYS', 'hidden_state_ranks', 'representation_erank', 'diff_erank',
+           'generate_greedy', 'answer_ce', 'build_lm', 'lm_spec', 'lm_micro_batch', 'LMTask', 'LMEval', 'LMSummary',
+           'lm_hooks', 'fit_lm', 'train_lm']
 
 # %% ../../nbs/14b_lm_train.ipynb #275070c7
 def hidden_state_ranks(
@@ -102,7 +103,7 @@ def answer_ce(
     template: str,             # the training prompt template (data.template)
     max_len: int,              # model.max_len: the training encoding's truncation
     batch_size: int=32,        # sequences per forward pass
-) -> dict:                     # answer_ce (nats/token over all answer tokens), per_problem (nats/token; None: dropped), tokens
+) -> dict:                     # answer_ce (nats/token over all answer tokens), digit_ce (over those holding a digit), per_problem (nats/token; None: dropped), tokens
     "Teacher-forced mean cross-entropy of the reference answers given their prompts, over the training loss's tokens; eval mode, float32"
     was_training = model.training
     model.eval()
@@ -110,7 +111,8 @@ def answer_ce(
     enc = [encode_example(tokenizer, format_prompt(e.question, template), e.answer, max_len)[0] for e in examples]
     kept = [x for x in enc if x is not None]
     if not kept: raise LMInputError(f"every one of {len(examples)} examples has a prompt longer than max_len={max_len}: raise model.max_len")
-    sums, counts = [], []
+    digit = torch.tensor([any(c.isdigit() for c in tokenizer.decode([i])) for i in range(tokenizer.vocab_size)], device=device)
+    sums, counts, dsum, dn = [], [], 0.0, 0
     for start in range(0, len(kept), batch_size):
         b = {k: v.to(device) for k, v in collate(kept[start:start + batch_size], tokenizer.pad_id).items()}
         targets = b["labels"][:, 1:]                  # position t predicts token t + 1; -100 on prompt and padding
@@ -118,10 +120,12 @@ def answer_ce(
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits[:, :-1].float()
             nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")   # (B, T − 1), 0 where the label is -100
         sums.append(nll.double().sum(1).cpu()); counts.append((targets != -100).sum(1).cpu())
+        d = (targets != -100) & digit[targets.clamp(min=0)]
+        dsum += float(nll.double()[d].sum()); dn += int(d.sum())
     model.train(was_training)
     s, n = torch.cat(sums), torch.cat(counts)
     per = iter((s / n).tolist())
-    return {"answer_ce": float(s.sum() / n.sum()), "per_problem": [None if x is None else next(per) for x in enc], "tokens": int(n.sum())}
+    return {"answer_ce": float(s.sum() / n.sum()), "digit_ce": dsum / dn if dn else None, "digit_tokens": dn, "per_problem": [None if x is None else next(per) for x in enc], "tokens": int(n.sum())}
 
 # %% ../../nbs/14b_lm_train.ipynb #52b716c3
 def _all_sum(t: Tensor, d: DistInfo) -> Tensor:
@@ -360,6 +364,8 @@ def _generations(run: Trainer, prompts: list[str]) -> tuple[dict, dict]:
         stats = {"truncated_prompts": sum(g[1] for g in gathered)}
     return dict(pairs), stats
 
+ANSWER_CE_KEYS = ("test_answer_ce", "train_answer_ce", "test_digit_ce", "train_digit_ce")   # the means a run's epochs and summary carry
+
 def _answer_ces(run: Trainer) -> dict:
     "`answer_ce` of the test problems (per problem too) and of as many training problems (a fixed sample): the generalisation gap"
     task, t0 = run.task, time.time()
@@ -369,6 +375,7 @@ def _answer_ces(run: Trainer) -> dict:
     pick = torch.randperm(len(task.train_examples), generator=torch.Generator().manual_seed(0))[:len(task.test_examples)].tolist()
     train = answer_ce(model, task.tokenizer, [task.train_examples[i] for i in pick], **kw)
     return {"test_answer_ce": test["answer_ce"], "train_answer_ce": train["answer_ce"], "test_answer_tokens": test["tokens"],
+            "test_digit_ce": test["digit_ce"], "train_digit_ce": train["digit_ce"], "test_digit_tokens": test["digit_tokens"],
             "test_answer_ce_per_problem": [x if x is None else round(x, 6) for x in test["per_problem"]], "answer_ce_s": round(time.time() - t0, 2)}
 
 def _evaluate(run: Trainer) -> dict | None:
@@ -386,7 +393,7 @@ def _evaluate(run: Trainer) -> dict | None:
     if run.is_main:
         result.update(ces)
         run.writer.append("epochs", {"epoch": run.step // run.steps_per_epoch, "step": run.step, "loss": run.last.get("loss"),
-                                     "accuracy": result["accuracy"], **{k: ces[k] for k in ("test_answer_ce", "train_answer_ce")},
+                                     "accuracy": result["accuracy"], **{k: ces[k] for k in ANSWER_CE_KEYS},
                                      "monitor": {"hidden": monitor}})
         run.writer.write_eval("gsm8k", {**result, "data": task.cfg.data.test, "template": task.cfg.data.template})
         run.last_eval = {**result, "monitor": monitor}
@@ -435,8 +442,8 @@ class LMSummary(Hook):
             "preset": cfg.preset, "method": cfg.method, "kind": "lm", "steps": run.step, "total_steps": run.total_steps,
             "epochs_done": run.step // run.steps_per_epoch, "stop_reason": run.stop_reason, "wall_s": round(time.time() - self.t0, 1),
             "final_loss": last.get("loss"), "final_terms": last.get("terms"), "final_loss_step": run.step if last else None,
-            "accuracy": ev.get("accuracy"), "accuracy_step": ev.get("step"), "test_answer_ce": ev.get("test_answer_ce"),
-            "train_answer_ce": ev.get("train_answer_ce"), "eval": {k: v for k, v in ev.items() if k != "monitor"} or None,
+            "accuracy": ev.get("accuracy"), "accuracy_step": ev.get("step"), **{k: ev.get(k) for k in ANSWER_CE_KEYS},
+            "eval": {k: v for k, v in ev.items() if k != "monitor"} or None,
             **{k: (ev.get("monitor") or {}).get(k) for k in ("erank", "rankme", "diff_erank")}, "monitor_step": ev.get("step"),
             "data": {**task.train_stats, "train_sequences": len(task.train_data), "test_examples": len(task.test_examples),
                      **task.test_overlap},

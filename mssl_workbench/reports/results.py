@@ -17,8 +17,8 @@ from .spectrum import METHOD_COLORS
 # %% auto #0
 __all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'MAE_PRESET_LAMDA', 'MAE_NAMES', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'T975',
            'SETTINGS', 'LONG_PLAN', 'PUBLISHED_ROWS', 'PUBLISHED_SEEDS', 'LM_TASKS', 'RIVALS', 'MAE_ORDERINGS',
-           'MAE_SETTINGS', 'STUDY_SEEDS', 'LM_GEN_SEEDS', 'LM_CONFIGS', 'load_cells', 'last_epoch', 'of_family',
-           'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table', 'headline_table',
+           'MAE_SETTINGS', 'STUDY_SEEDS', 'LM_GEN_SEEDS', 'LM_CONFIGS', 'ANSWER_CE_METRICS', 'load_cells', 'last_epoch',
+           'of_family', 'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table', 'headline_table',
            'fig_linear_by_method', 'fig_sweep', 'fig_trajectories', 'fig_accuracy_rank', 'fig_spectra', 'family_table',
            'mae_lamda', 'mae_choice', 'mae_lamda_table', 'lm_rows', 'overhead_table', 'protocol_table',
            'selection_table', 'lever_table', 'lever_base', 'lever_deltas', 'lever_delta_table', 'paired_difference',
@@ -683,17 +683,21 @@ def progress_line(cells: list[dict]) -> str:
                      for p in progress(cells)) + "."
 
 # %% ../../nbs/22_reports_results.ipynb #144fcea8
-def lm_answer_ce_table(cells: list[dict]) -> str:
-    "Markdown: the held-out task's answer CE (nats/token; test, training, their gap) per configuration, and CE + MCE − CE on test, seed-paired [95%]"
+ANSWER_CE_METRICS = {"answer_ce": "answer CE", "digit_ce": "digit CE"}
+"The teacher-forced metrics a held-out cell records (`lm.train.answer_ce`): over every answer token, and over those holding a digit"
+
+def lm_answer_ce_table(cells: list[dict], metric: str="answer_ce") -> str:
+    "Markdown: the held-out task's `metric` (nats/token; test, training, their gap) per configuration, and CE + MCE − CE on test, seed-paired [95%]"
+    name = ANSWER_CE_METRICS[metric]
     val = lambda m, k: {c["seed"]: c[k] for c in of_family(cells, "lm") if c["method"] == f"gen-{m}" and c.get(k) is not None}
     reading = {"holds": "higher with MCE", "reversed": "lower with MCE"}
-    head = ("| configuration | seeds | test answer CE | training answer CE | test − training | test: CE + MCE − CE [95%] | seed pairs | reading |\n"
+    head = (f"| configuration | seeds | test {name} | training {name} | test − training | test: CE + MCE − CE [95%] | seed pairs | reading |\n"
             "|---|---|---|---|---|---|---|---|\n")
     lines = []
     for m in LM_CONFIGS:
-        test, train = val(m, "test_answer_ce"), val(m, "train_answer_ce")
+        test, train = val(m, f"test_{metric}"), val(m, f"train_{metric}")
         gap = [test[s] - train[s] for s in sorted(test.keys() & train.keys())]
-        d = paired_difference(test, val("ce", "test_answer_ce")) if m != "ce" else {"n": "", "verdict": ""}
+        d = paired_difference(test, val("ce", f"test_{metric}")) if m != "ce" else {"n": "", "verdict": ""}
         diff = "" if m == "ce" else "–" if not d["n"] else f"{d['mean']:+.3f}" + (f" [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d["lo"] is not None else "")
         lines.append(f"| gen-{m} | {len(test)} | {fmt(mean_sd(list(test.values())), 1, 3)} | {fmt(mean_sd(list(train.values())), 1, 3)} | "
                      f"{fmt(mean_sd(gap), 1, 3)} | {diff} | {d['n']} | {reading.get(d['verdict'], d['verdict'])} |")
