@@ -15,63 +15,17 @@ import plotly.graph_objects as go
 from .spectrum import METHOD_COLORS
 
 # %% auto #0
-__all__ = ['PLAN_FILE', 'SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'MAE_PRESET_LAMDA', 'MAE_NAMES', 'LM_COLUMNS', 'PROTOCOL_KEYS',
-           'T975', 'SETTINGS', 'LM_TASKS', 'RIVALS', 'MAE_ORDERINGS', 'MAE_SETTINGS', 'PROGRESS_PARTS', 'load_cells',
-           'last_epoch', 'of_family', 'load_plan', 'plan_seeds', 'choose_lr', 'mean_sd', 'fmt', 'ssl_summary',
-           'baseline_summary', 'ssl_table', 'headline_table', 'fig_linear_by_method', 'fig_sweep', 'fig_trajectories',
-           'fig_accuracy_rank', 'fig_spectra', 'family_table', 'mae_lamda', 'mae_choice', 'mae_lamda_table', 'lm_rows',
-           'overhead_table', 'protocol_table', 'selection_table', 'lever_table', 'lever_base', 'lever_deltas',
-           'lever_delta_table', 'paired_difference', 'setting_cells', 'setting_rows', 'per_seed', 'waiting',
-           'budget_rows', 'budget_table', 'fig_budget', 'arm_changes', 'arm_rows', 'arm_table', 'ssl_orderings',
-           'mae_orderings', 'lm_orderings', 'orderings', 'ordering_lines', 'orderings_table', 'verdict_table',
-           'verdict_changes', 'changes_table', 'progress', 'progress_line', 'seed_timing', 'seed_timing_summary',
-           'seed_timing_table']
-
-# %% ../../nbs/22_reports_results.ipynb #898afbb9
-def load_cells(
-    folder: str | Path, # a study folder (results/study)
-    budget: str="e20",  # the budget's sub-folder
-) -> list[dict]:        # one dict per cell file, with `file` (its path relative to `folder`) added
-    "Every committed cell of a study budget (an empty list before the first one)"
-    folder, rows = Path(folder), []
-    for p in sorted((folder / budget).glob("*/*.json")):
-        try: row = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{p}: not a study cell ({e}); delete it and rerun benchmarks/study.py to redo the cell") from None
-        rows.append({**last_epoch(row), "file": str(p.relative_to(folder))})
-    return rows
-
-def last_epoch(row: dict) -> dict:
-    "A cell with `linear` = the head's last test epoch and `linear_best` = its maximum over test epochs (first-edition cells stored the maximum as `linear`)"
-    if "linear_best" in row or "linear_last" not in row: return row
-    return {**row, "linear": row["linear_last"], "linear_best": row.get("linear")}
-
-def of_family(cells: list[dict], family: str, ok: bool=True) -> list[dict]:
-    "The cells of one family (only those that did not fail when `ok`)"
-    return [c for c in cells if c.get("family") == family and not (ok and c.get("failed"))]
-
-PLAN_FILE = "plan.json"
-"The study's plan in its folder: written by `mssl-study run` and `--dry-run` (`study.cells.write_plan`)"
-
-def load_plan(
-    folder: str | Path, # a study folder (results/study)
-) -> dict:              # {"cells": [{family, method, seed, lr, budget, file}], "waiting": [{family, method, seeds}], ...}
-    "The study's plan as the runner last wrote it"
-    p = Path(folder) / PLAN_FILE
-    try: return json.loads(p.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{p}: no plan; write it with `mssl-study run <study file> --dry-run` "
-                                "(the project's study: python benchmarks/study.py --dry-run)") from None
-
-def plan_seeds(
-    plan: dict,  # a study's plan (`load_plan`)
-    family: str, # one family of it: long, published, lm, mae, ...
-) -> dict[str, tuple[int, ...]]: # row -> its planned seeds (rows in the plan's order)
-    "Each row of one family of the plan with its seeds: the cells it lists (rate known) and the seeds that wait for a rate"
-    out: dict[str, set] = {}
-    for c in plan["cells"] + plan["waiting"]:
-        if c["family"] == family: out.setdefault(c["method"], set()).update(c["seeds"] if "seeds" in c else [c["seed"]])
-    return {m: tuple(sorted(s)) for m, s in out.items()}
+__all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'MAE_PRESET_LAMDA', 'MAE_NAMES', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'T975',
+           'SETTINGS', 'LM_TASKS', 'RIVALS', 'MAE_ORDERINGS', 'MAE_SETTINGS', 'PLAN_FILE', 'PROGRESS_PARTS',
+           'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table', 'headline_table',
+           'fig_linear_by_method', 'fig_sweep', 'fig_trajectories', 'fig_accuracy_rank', 'fig_spectra', 'family_table',
+           'mae_lamda', 'mae_choice', 'mae_lamda_table', 'lm_rows', 'overhead_table', 'protocol_table',
+           'selection_table', 'lever_table', 'lever_base', 'lever_deltas', 'lever_delta_table', 'paired_difference',
+           'setting_cells', 'setting_rows', 'per_seed', 'waiting', 'budget_rows', 'budget_table', 'fig_budget',
+           'arm_changes', 'arm_rows', 'arm_table', 'ssl_orderings', 'mae_orderings', 'lm_orderings', 'orderings',
+           'ordering_lines', 'orderings_table', 'verdict_table', 'verdict_changes', 'changes_table', 'load_cells',
+           'last_epoch', 'of_family', 'load_plan', 'plan_seeds', 'progress', 'progress_line', 'seed_timing',
+           'seed_timing_summary', 'seed_timing_table']
 
 # %% ../../nbs/22_reports_results.ipynb #2104ae34
 def choose_lr(
@@ -679,6 +633,52 @@ def changes_table(cells: list[dict], before: str="20 epochs, shared", after: str
     side = lambda o: f"{_interval(o)}, {_count(o['n'], 'pair')}: {o['verdict']}"
     return head + "\n".join(f"| {r['claim']} | {side(r['before'])} | {side(r['after'])} | {r['reading']} | "
                             f"{side(r['change']).replace('holds', 'Matrix-SSL gains').replace('reversed', 'Matrix-SSL loses')} |" for r in verdict_changes(cells, before, after, plan))
+
+# %% ../../nbs/22_reports_results.ipynb #898afbb9
+def load_cells(
+    folder: str | Path, # a study folder (results/study)
+    budget: str="e20",  # the budget's sub-folder
+) -> list[dict]:        # one dict per cell file, with `file` (its path relative to `folder`) added
+    "Every committed cell of a study budget (an empty list before the first one)"
+    folder, rows = Path(folder), []
+    for p in sorted((folder / budget).glob("*/*.json")):
+        try: row = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{p}: not a study cell ({e}); delete it and rerun benchmarks/study.py to redo the cell") from None
+        rows.append({**last_epoch(row), "file": str(p.relative_to(folder))})
+    return rows
+
+def last_epoch(row: dict) -> dict:
+    "A cell with `linear` = the head's last test epoch and `linear_best` = its maximum over test epochs (first-edition cells stored the maximum as `linear`)"
+    if "linear_best" in row or "linear_last" not in row: return row
+    return {**row, "linear": row["linear_last"], "linear_best": row.get("linear")}
+
+def of_family(cells: list[dict], family: str, ok: bool=True) -> list[dict]:
+    "The cells of one family (only those that did not fail when `ok`)"
+    return [c for c in cells if c.get("family") == family and not (ok and c.get("failed"))]
+
+PLAN_FILE = "plan.json"
+"The study's plan in its folder: written by `mssl-study run` and `--dry-run` (`study.cells.write_plan`)"
+
+def load_plan(
+    folder: str | Path, # a study folder (results/study)
+) -> dict:              # {"cells": [{family, method, seed, lr, budget, file}], "waiting": [{family, method, seeds}], ...}
+    "The study's plan as the runner last wrote it"
+    p = Path(folder) / PLAN_FILE
+    try: return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no plan; write it with `mssl-study run <study file> --dry-run` "
+                                "(the project's study: python benchmarks/study.py --dry-run)") from None
+
+def plan_seeds(
+    plan: dict,  # a study's plan (`load_plan`)
+    family: str, # one family of it: long, published, lm, mae, ...
+) -> dict[str, tuple[int, ...]]: # row -> its planned seeds (rows in the plan's order)
+    "Each row of one family of the plan with its seeds: the cells it lists (rate known) and the seeds that wait for a rate"
+    out: dict[str, set] = {}
+    for c in plan["cells"] + plan["waiting"]:
+        if c["family"] == family: out.setdefault(c["method"], set()).update(c["seeds"] if "seeds" in c else [c["seed"]])
+    return {m: tuple(sorted(s)) for m, s in out.items()}
 
 # %% ../../nbs/22_reports_results.ipynb #4097c45b
 PROGRESS_PARTS = (("100 epochs", "long", None), ("as-published arm", "published", None),
