@@ -182,37 +182,39 @@ def cli_eval(*args: str) -> list[str]:
 
 
 def baseline_rows(split: list[str], workdir: Path) -> dict[str, dict]:
-    "Raw pixels (k-NN + the fast-path linear head on the pixels) and the quickstart's backbone at random init"
+    "Raw pixels (k-NN + the linear protocol's head on the pixels: `raw_pixel_linear`) and the quickstart's backbone at random init"
     from mssl_workbench.cli.train import get_preset
     from mssl_workbench.config.schema import apply_overrides, config_from_dict
-    from mssl_workbench.data.datasets import create_dataset
-    from mssl_workbench.data.augment import FASHION_MNIST_MEAN, FASHION_MNIST_STD
     from mssl_workbench.core.metrics import extract_features, knn_accuracy, monitor_metrics
     from mssl_workbench.cli.evaluate import LINEAR_PRESETS, LinearConfig, _feature_batches, random_init_run, train_linear_head, _load_trained
+    from mssl_workbench.evaluation.common import load_split, tensor_prepare
+    from mssl_workbench.evaluation.linear import raw_pixel_linear
     preset = apply_overrides(get_preset("quickstart"), split)
     cfg = config_from_dict(preset)
-    bank = create_dataset("fashion_mnist", root=cfg.data.root, split=cfg.data.train_split)
-    held = create_dataset("fashion_mnist", root=cfg.data.root, split=cfg.data.val_split)
-    prep = lambda x: (x.float() / 255 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]
+    bank, held = load_split(cfg, cfg.data.train_split), load_split(cfg, cfg.data.val_split)
+    prep = tensor_prepare(cfg)                   # the normalised input training used (the run's mean and std)
     lc = LinearConfig(**LINEAR_PRESETS["fmnist-sample"][0])
     rows = {}
-    def row(name, bf, hf, note, erank=None):
+    def row(name, bf, hf, head, note, erank=None):
+        "k-NN on the features, then `head()`: the linear head's {top1_best, top1_last}"
         load0, t0 = load_average(), time.perf_counter()
         knn = knn_accuracy(bf, bank.labels, hf, held.labels, k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature)
-        res = train_linear_head(_feature_batches(bf, bank.labels, lc.batch_size, lc.seed), hf, held.labels,
-                                num_features=bf.shape[1], num_classes=10, lc=lc)
+        res = head()
         return {"lever": name, "group": "baseline", "overrides": split, "note": note, "seed": 0,
                 "split": "train_fit / train_holdout (validation)" if split else "train / test", "epochs": 0, "steps": 0,
                 "train_s": 0.0, "knn": knn, "linear": res["top1_best"], "linear_last": res["top1_last"], "erank": erank,
                 "commit": git_commit(), "torch": torch.__version__, "load_start": load0, "load_end": load_average(),
                 "wall_s": round(time.perf_counter() - t0, 1)}
     flat = lambda ds: prep(ds.images).flatten(1)
-    rows["raw-pixels"] = row("raw-pixels", flat(bank), flat(held), "standardised raw pixels (the baseline mssl-train prints)")
+    rows["raw-pixels"] = row("raw-pixels", flat(bank), flat(held), lambda: raw_pixel_linear(cfg, bank, held, lc),
+                             "standardised raw pixels (the baseline mssl-train prints)")
     ckpt = random_init_run(Path(tempfile.mkdtemp(prefix="random-init-", dir=workdir)) / "run", preset)
     model, _ = _load_trained(ckpt, device="cpu")
     feats = lambda ds: extract_features(model.features, ds.images, prepare=prep)
     bf, hf = feats(bank), feats(held)
-    rows["random-init"] = row("random-init", bf, hf, "the quickstart backbone, untrained (seed 0)", erank=monitor_metrics(hf)[0]["erank"])
+    head = lambda: train_linear_head(_feature_batches(bf, bank.labels, lc.batch_size, lc.seed), hf, held.labels,
+                                     num_features=bf.shape[1], num_classes=len(bank.classes), lc=lc)
+    rows["random-init"] = row("random-init", bf, hf, head, "the quickstart backbone, untrained (seed 0)", erank=monitor_metrics(hf)[0]["erank"])
     return rows
 
 

@@ -374,6 +374,7 @@ class Lever(Family):
         return [c for c in cells if c is not None]
     def round(self, study, cell): return 4 if cell.seed == 0 else 6
     def names(self, study): return [n for n, *_ in LEVERS]
+    def waiting(self, study): return {n: (0,) for n, *_ in LEVERS if n in AT_CHOSEN_RATE and self.cell(study, n) is None}   # the plan: for the rate
     def evals(self, study, cell, run_dir):
         mae = cell.preset.startswith("fmnist-") and cell.preset[len("fmnist-"):] in MAE_METHODS
         return without_select(study, cell, run_dir) if mae else study.protocol_commands(run_dir)

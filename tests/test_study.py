@@ -165,6 +165,9 @@ def test_toy_study_resume_kill_and_changed_recipe(tmp_path, monkeypatch):
     p = runner(out); log, _ = p.communicate(timeout=120)
     assert p.returncode == 0 and "0 cell(s) written" in log, log
     assert cell_files(out) == files
+    # the run wrote the whole study's plan (every family, whatever --family/--only chose): the two cells among them
+    plan = json.loads((out / "plan.json").read_text())
+    assert {f"toy/ssl/{n}" for n in files} <= {c["file"] for c in plan["cells"]} and {c["family"] for c in plan["cells"]} > {"ssl"}, plan
 
     # a changed recipe (an extra override on one method) redoes that cell only
     monkeypatch.setattr(study, "SSL_METHODS", [(r, m, e + ["model.loss.order=2"] if r == "matrix_ssl" else e) for r, m, e in study.SSL_METHODS])
@@ -186,3 +189,9 @@ def test_verify_compares_first_edition_cells_in_todays_vocabulary():
     new = {"linear": last, "linear_last": last, "linear_best": best, "knn": 0.7, "val_linear_last": 0.6, "wall_s": 2.0}
     assert differences(*comparable(old, new)) == []
     assert differences(*comparable(old, {**new, "knn": 0.71})) == ["knn: 0.7 -> 0.71"]
+
+
+def test_committed_plan_is_the_runners():
+    "results/study/plan.json (which the results chapter reads) is the plan `python benchmarks/study.py --dry-run` writes now"
+    committed = json.loads((ROOT / "results" / "study" / "plan.json").read_text())
+    assert study.project_study("e20").plan() == committed, "results/study/plan.json is stale: run python benchmarks/study.py --dry-run and commit it"

@@ -31,6 +31,7 @@ def check_folder(
     claim: bool=False,          # write (or refresh) the marker: this study's file
 ):
     "Refuse an output folder that holds another study, or files mssl-study did not write; with `claim`, mark it as this study's"
+    from mssl_workbench.reports.results import PLAN_FILE
     out, name = study.out, study.sf.name
     if not study.marker: return
     marker = out / MARKER
@@ -38,7 +39,7 @@ def check_folder(
         other = (yaml.safe_load(marker.read_text(encoding="utf-8")) or {}).get("name")
         if other != name:
             raise StudyError(f"output {out} holds study {other!r}, not {name!r}: set output: to another folder (or name: {other} to continue that study)")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (not out.is_dir() or any(p.name != PLAN_FILE for p in out.iterdir())):   # a dry run's plan is ours
         raise StudyError(f"output {out} holds files mssl-study did not write: set output: to a new or empty folder")
     if claim:
         from mssl_workbench.engine.rundir import atomic_write
@@ -94,10 +95,12 @@ def run_command(
     on_written=None, table_text=None, log=print,
 ) -> int:                           # exit code
     "mssl-study run: --table, --dry-run, --verify, or run the cells not done (local or SLURM executor)"
+    from mssl_workbench.study.cells import write_plan
     from mssl_workbench.study.run import LocalExecutor, SlurmExecutor, run_study, verify
     check_names(study, families, rows)
     if table: log((table_text or tables)(study)); return 0
     check_folder(study, claim=not dry)
+    write_plan(study)                # the plan as the runner knows it now (the results chapter reads it)
     if dry: dry_run(study, families, rows, log); return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if executor == "slurm" and not verify_n:
@@ -108,6 +111,7 @@ def run_command(
         if verify_n: return verify(study, study.cells(families, rows), work, verify_n, on_written=on_written, log=log)
         ex = LocalExecutor(study, work, parallel, resume=resume)
     run_study(study, ex, families=families, rows=rows, max_minutes=max_minutes, rerun=rerun, pause=pause, on_written=on_written, log=log)
+    write_plan(study)                # the plan grown with the results: the seeds after a sweep, its edge extensions
     return 0
 
 def check_names(study, families, rows):

@@ -16,39 +16,16 @@ from .spectrum import METHOD_COLORS
 
 # %% auto #0
 __all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'MAE_PRESET_LAMDA', 'MAE_NAMES', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'T975',
-           'SETTINGS', 'LONG_PLAN', 'PUBLISHED_ROWS', 'PUBLISHED_SEEDS', 'LM_TASKS', 'RIVALS', 'MAE_ORDERINGS',
-           'MAE_SETTINGS', 'STUDY_SEEDS', 'LM_GEN_SEEDS', 'LM_CONFIGS', 'ANSWER_CE_METRICS', 'load_cells', 'last_epoch',
-           'of_family', 'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table', 'headline_table',
-           'fig_linear_by_method', 'fig_sweep', 'fig_trajectories', 'fig_accuracy_rank', 'fig_spectra', 'family_table',
-           'mae_lamda', 'mae_choice', 'mae_lamda_table', 'lm_rows', 'overhead_table', 'protocol_table',
-           'selection_table', 'lever_table', 'lever_base', 'lever_deltas', 'lever_delta_table', 'paired_difference',
-           'setting_cells', 'setting_rows', 'per_seed', 'waiting', 'budget_rows', 'budget_table', 'fig_budget',
-           'arm_changes', 'arm_rows', 'arm_table', 'ssl_orderings', 'mae_orderings', 'lm_orderings', 'orderings',
-           'ordering_lines', 'orderings_table', 'verdict_table', 'verdict_changes', 'changes_table', 'progress',
-           'progress_line', 'lm_answer_ce_table', 'seed_timing', 'seed_timing_summary', 'seed_timing_table']
-
-# %% ../../nbs/22_reports_results.ipynb #898afbb9
-def load_cells(
-    folder: str | Path, # a study folder (results/study)
-    budget: str="e20",  # the budget's sub-folder
-) -> list[dict]:        # one dict per cell file, with `file` (its path relative to `folder`) added
-    "Every committed cell of a study budget (an empty list before the first one)"
-    folder, rows = Path(folder), []
-    for p in sorted((folder / budget).glob("*/*.json")):
-        try: row = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{p}: not a study cell ({e}); delete it and rerun benchmarks/study.py to redo the cell") from None
-        rows.append({**last_epoch(row), "file": str(p.relative_to(folder))})
-    return rows
-
-def last_epoch(row: dict) -> dict:
-    "A cell with `linear` = the head's last test epoch and `linear_best` = its maximum over test epochs (first-edition cells stored the maximum as `linear`)"
-    if "linear_best" in row or "linear_last" not in row: return row
-    return {**row, "linear": row["linear_last"], "linear_best": row.get("linear")}
-
-def of_family(cells: list[dict], family: str, ok: bool=True) -> list[dict]:
-    "The cells of one family (only those that did not fail when `ok`)"
-    return [c for c in cells if c.get("family") == family and not (ok and c.get("failed"))]
+           'SETTINGS', 'LM_TASKS', 'RIVALS', 'MAE_ORDERINGS', 'MAE_SETTINGS', 'ANSWER_CE_METRICS', 'PLAN_FILE',
+           'PROGRESS_PARTS', 'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table',
+           'headline_table', 'fig_linear_by_method', 'fig_sweep', 'fig_trajectories', 'fig_accuracy_rank',
+           'fig_spectra', 'family_table', 'mae_lamda', 'mae_choice', 'mae_lamda_table', 'lm_rows', 'overhead_table',
+           'protocol_table', 'selection_table', 'lever_table', 'lever_base', 'lever_deltas', 'lever_delta_table',
+           'paired_difference', 'setting_cells', 'setting_rows', 'per_seed', 'waiting', 'budget_rows', 'budget_table',
+           'fig_budget', 'arm_changes', 'arm_rows', 'arm_table', 'ssl_orderings', 'mae_orderings', 'lm_orderings',
+           'orderings', 'ordering_lines', 'orderings_table', 'verdict_table', 'verdict_changes', 'changes_table',
+           'lm_answer_ce_rows', 'lm_answer_ce_table', 'load_cells', 'last_epoch', 'of_family', 'load_plan',
+           'plan_seeds', 'progress', 'progress_line', 'seed_timing', 'seed_timing_summary', 'seed_timing_table']
 
 # %% ../../nbs/22_reports_results.ipynb #2104ae34
 def choose_lr(
@@ -435,13 +412,6 @@ def _interval(o: dict) -> str:
 SETTINGS = {"20 epochs, shared": "ssl", "100 epochs, shared": "long", "20 epochs, published": "published"}
 "A two-view setting's name -> the family of its cells"
 
-LONG_PLAN = {"matrix_ssl": 3, "simclr": 3, "mec": 2, "vicreg": 2, "byol": 2, "barlow_twins": 2}
-"The 100-epoch rows and their number of seeds (benchmarks/study.py's LONG_ROWS; the test below reads the script)"
-
-PUBLISHED_ROWS = tuple(m for m in SSL_ORDER if m != "matrix_ssl_paper")
-PUBLISHED_SEEDS = (0, 1, 2)
-"The as-published arm: every two-view row but the paper form, seeds 0–2 (benchmarks/study.py's PUBLISHED_ROWS)"
-
 def setting_cells(
     cells: list[dict], # the study's cells
     family: str,       # ssl | long | published (a value of SETTINGS)
@@ -453,12 +423,16 @@ def setting_cells(
         if _same_rate(c.get("lr"), rates.get(c["method"])): out.setdefault(c["method"], []).append(c)
     return {m: sorted(out[m], key=lambda c: c["seed"]) for m in sorted(out, key=_row_order)}
 
-def setting_rows(cells: list[dict], setting: str) -> list[str]:
-    "The rows a setting plans: every swept row (20 epochs, shared), LONG_PLAN's (100 epochs), PUBLISHED_ROWS (published)"
+def setting_rows(
+    cells: list[dict],        # the study's cells
+    setting: str,             # a key of SETTINGS
+    plan: dict | None=None,   # the study's plan (`load_plan`): the rows of the 100-epoch and published settings
+) -> list[str]:
+    "The rows a setting plans: every swept row (20 epochs, shared), else the rows the plan gives the setting's family"
     family = SETTINGS[setting]
-    if family == "long": return list(LONG_PLAN)
-    if family == "published": return list(PUBLISHED_ROWS)
-    return [r["method"] for r in ssl_summary(cells)]
+    if family == "ssl": return [r["method"] for r in ssl_summary(cells)]
+    if plan is None: raise ValueError(f"setting_rows({setting!r}): pass the study's plan (load_plan), which names the setting's rows")
+    return list(plan_seeds(plan, family))
 
 def per_seed(rows: dict[str, list[dict]], method: str | None, key: str="linear") -> dict:
     "seed -> the value of `key` in a row's cells (empty when the row has none)"
@@ -475,30 +449,30 @@ def waiting(have: int, planned: int) -> str:
 # %% ../../nbs/22_reports_results.ipynb #e2ee7818
 def budget_rows(
     cells: list[dict],     # the study's cells
-    plan: dict=LONG_PLAN,  # row -> the number of 100-epoch seeds planned
+    seeds: dict,           # row -> its 100-epoch seeds planned (`plan_seeds(plan, "long")`)
     budgets: tuple=((20, "ssl"), (100, "long")),  # (epochs, family) of the first budget and the later one (mssl-study: its own)
 ) -> list[dict]:           # per row: rate, {20, 100: seeds, linear, knn}, the paired 100 − 20 differences, what is missing
-    "Per row of `plan`: linear and k-NN (test, mean ± sd) at 20 and 100 epochs at the chosen rate, and their seed-paired gain"
+    "Per row of `seeds`: linear and k-NN (test, mean ± sd) at 20 and 100 epochs at the chosen rate, and their seed-paired gain"
     (e0, f0), (e1, f1) = budgets
     short, long, tried = setting_cells(cells, f0), setting_cells(cells, f1), setting_cells(cells, f1, ok=False)
     rates = {r["method"]: r["lr"] for r in ssl_summary(cells)}
     out = []
-    for m, n in plan.items():
-        row = {"method": m, "lr": rates.get(m), "planned": n, "failed": len(tried.get(m, [])) - len(long.get(m, [])),
+    for m, planned in seeds.items():
+        row = {"method": m, "lr": rates.get(m), "planned": tuple(planned), "failed": len(tried.get(m, [])) - len(long.get(m, [])),
                "superseded": len([c for c in of_family(cells, f1, ok=False) if c["method"] == m]) - len(tried.get(m, []))}
         for epochs, rows in ((e0, short), (e1, long)):
             row[epochs] = {"seeds": sorted(per_seed(rows, m)), **{k: mean_sd(list(per_seed(rows, m, k).values())) for k in ("linear", "knn")}}
         row["gain"] = {k: paired_difference(per_seed(long, m, k), per_seed(short, m, k)) for k in ("linear", "knn")}
-        row["waiting"] = waiting(len(tried.get(m, [])), n) if rates.get(m) is not None else f"waiting for the {e0}-epoch sweep"
+        row["waiting"] = waiting(len(tried.get(m, [])), len(planned)) if rates.get(m) is not None else f"waiting for the {e0}-epoch sweep"
         out.append(row)
     return out
 
-def budget_table(cells: list[dict], plan: dict=LONG_PLAN) -> str:
+def budget_table(cells: list[dict], seeds: dict) -> str:
     "Markdown: per row, linear and k-NN at 20 and 100 epochs (test, last epoch, mean ± sd, seeds) and the paired gain 100 − 20 [95%]"
     head = ("| method | rate | seeds (20 / 100 epochs) | linear %, 20 epochs | linear %, 100 epochs | k-NN %, 20 epochs | k-NN %, 100 epochs "
             "| 100 − 20, linear [95%] | 100 − 20, k-NN [95%] | note |\n|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
-    for r in budget_rows(cells, plan):
+    for r in budget_rows(cells, seeds):
         note = "; ".join(filter(None, [r["waiting"], f"{r['failed']} failed" if r["failed"] else "",
                                        f"{r['superseded']} at a superseded rate" if r["superseded"] else ""]))
         lr = "–" if r["lr"] is None else f"{r['lr']:g}"
@@ -509,14 +483,14 @@ def budget_table(cells: list[dict], plan: dict=LONG_PLAN) -> str:
 # %% ../../nbs/22_reports_results.ipynb #8b06ea79
 def fig_budget(
     cells: list[dict],    # the study's cells
-    metric: str="linear", # linear | knn
-    plan: dict=LONG_PLAN, # the rows to draw
+    metric: str,          # linear | knn
+    seeds: dict,          # the rows to draw: row -> its planned seeds at the later budget (`budget_rows`)
     budgets: tuple=((20, "ssl"), (100, "long")),  # (epochs, family) of the two budgets (`budget_rows`)
     xtitle: str="epochs of the 8,000 train_fit images",
 ) -> go.Figure:
-    "Test accuracy (mean over seeds, bars: their sd) against the training budget in epochs, one line per row of `plan`"
+    "Test accuracy (mean over seeds, bars: their sd) against the training budget in epochs, one line per row of `seeds`"
     fig, label = go.Figure(), {"linear": "linear", "knn": "k-NN"}[metric]
-    for r in budget_rows(cells, plan, budgets):
+    for r in budget_rows(cells, seeds, budgets):
         pts = [(e, *r[e][metric]) for e, _ in budgets if r[e]["seeds"]]
         if not pts: continue
         fig.add_scatter(x=[e for e, _, _ in pts], y=[100 * m for _, m, _ in pts], mode="lines+markers", name=r["method"],
@@ -534,28 +508,27 @@ def arm_changes(shared: dict, published: dict) -> str:
 
 def arm_rows(
     cells: list[dict],              # the study's cells
-    rows: tuple=PUBLISHED_ROWS,     # the rows of the arm
-    seeds: tuple=PUBLISHED_SEEDS,   # the seeds planned per row
+    seeds: dict,                    # row -> its planned published seeds (`plan_seeds(plan, "published")`)
 ) -> list[dict]:                    # per row: rate, the two arms' seeds and linear accuracy, the paired difference, the changes
     "Per row: the shared and the as-published arm at the chosen rate (test linear, mean ± sd) and their seed-paired difference published − shared"
     shared, pub, tried = setting_cells(cells, "ssl"), setting_cells(cells, "published"), setting_cells(cells, "published", ok=False)
     rates, out = {r["method"]: r["lr"] for r in ssl_summary(cells)}, []
-    for m in rows:
+    for m, planned in seeds.items():
         a, b = per_seed(pub, m), per_seed(shared, m)
         pair = next(((s, p) for p in pub.get(m, []) for s in shared.get(m, []) if s["seed"] == p["seed"]), None)
         out.append({"method": m, "lr": rates.get(m), "shared": {"seeds": sorted(b), "linear": mean_sd(list(b.values()))},
                     "published": {"seeds": sorted(a), "linear": mean_sd(list(a.values())), "knn": mean_sd(list(per_seed(pub, m, "knn").values()))},
                     "difference": paired_difference(a, b), "changes": arm_changes(*pair) if pair else "",
-                    "waiting": waiting(len(tried.get(m, [])), len(seeds)) if rates.get(m) is not None else "waiting for the 20-epoch sweep"})
+                    "waiting": waiting(len(tried.get(m, [])), len(planned)) if rates.get(m) is not None else "waiting for the 20-epoch sweep"})
     return out
 
-def arm_table(cells: list[dict], rows: tuple=PUBLISHED_ROWS, seeds: tuple=PUBLISHED_SEEDS) -> str:
+def arm_table(cells: list[dict], seeds: dict) -> str:
     "Markdown: per row, the shared and the published arm (test linear, mean ± sd, seeds) and published − shared, seed-paired [95%]"
     head = ("| method | rate | seeds (shared / published) | linear %, shared | linear %, published | k-NN %, published "
             "| published − shared [95%] | reading | what the published arm changes |\n|---|---|---|---|---|---|---|---|---|\n")
     reading = {"holds": "published higher", "reversed": "shared higher"}
     lines = []
-    for r in arm_rows(cells, rows, seeds):
+    for r in arm_rows(cells, seeds):
         d, lr = r["difference"], "–" if r["lr"] is None else f"{r['lr']:g}"
         read = "; ".join(filter(None, [reading.get(d["verdict"], d["verdict"]) + (f" ({_count(d['n'], 'pair')})" if d["n"] > 1 else ""), r["waiting"]]))
         lines.append(f"| {r['method']} | {lr} | {len(r['shared']['seeds'])} / {len(r['published']['seeds'])} | {fmt(r['shared']['linear'])} | "
@@ -592,10 +565,11 @@ def ssl_orderings(
     rivals: list | None=None,  # the rows to compare with (None: every other row the setting plans)
     *, ref: str="matrix_ssl",  # the row claimed ahead
     family: str | None=None,   # the setting's cells (None: SETTINGS[setting]); mssl-study names its own settings
+    plan: dict | None=None,    # the study's plan: the rows of a 100-epoch or published setting when `rivals` is None
 ) -> list[dict]:               # one ordering per rival
     "`ref` ≥ each rival in one setting, seed-paired on the test split's linear accuracy (last epoch)"
     rows = setting_cells(cells, family or SETTINGS[setting])
-    rivals = [m for m in setting_rows(cells, setting) if m != ref] if rivals is None else rivals
+    rivals = [m for m in setting_rows(cells, setting, plan) if m != ref] if rivals is None else rivals
     return [_ordering(f"{_name(ref)} ≥ {_name(m)}", setting, per_seed(rows, ref), per_seed(rows, m), "linear") for m in rivals]
 
 def mae_orderings(cells: list[dict]) -> list[dict]:
@@ -628,20 +602,21 @@ def orderings_table(cells: list[dict]) -> str:
     "Markdown: the papers' orderings in every setting"
     return ordering_lines(orderings(cells))
 
-def verdict_table(cells: list[dict], setting: str) -> str:
-    "Markdown: Matrix-SSL against every other row of one setting"
-    return ordering_lines(ssl_orderings(cells, setting))
+def verdict_table(cells: list[dict], setting: str, plan: dict | None=None) -> str:
+    "Markdown: Matrix-SSL against every other row of one setting (the plan names the rows of the 100-epoch and published ones)"
+    return ordering_lines(ssl_orderings(cells, setting, plan=plan))
 
 # %% ../../nbs/22_reports_results.ipynb #dfd3d64f
 def verdict_changes(
     cells: list[dict],                 # the study's cells
     before: str="20 epochs, shared",   # the reference setting
     after: str="100 epochs, shared",   # the setting to compare with it
+    plan: dict | None=None,            # the study's plan (the rows of `after`)
     *, ref: str="matrix_ssl",          # the row claimed ahead
 ) -> list[dict]:                       # per row `after` plans: claim, both orderings, reading
     "Matrix-SSL against each row of `after`, in `before` and in `after`: the two paired differences, whether the verdict is the same,"
     " and the change of the difference between the settings (per seed, over the seeds both settings share)"
-    rivals, out = [m for m in setting_rows(cells, after) if m != ref], []
+    rivals, out = [m for m in setting_rows(cells, after, plan) if m != ref], []
     gap = lambda rows, m: {s: v - w for s, v in per_seed(rows, ref).items() for t, w in per_seed(rows, m).items() if s == t}
     rb, ra = setting_cells(cells, SETTINGS[before]), setting_cells(cells, SETTINGS[after])
     for m, b, a in zip(rivals, ssl_orderings(cells, before, rivals, ref=ref), ssl_orderings(cells, after, rivals, ref=ref)):
@@ -652,56 +627,113 @@ def verdict_changes(
         out.append({"claim": b["claim"], "before": b, "after": a, "reading": reading, "change": paired_difference(gap(ra, m), gap(rb, m))})
     return out
 
-def changes_table(cells: list[dict], before: str="20 epochs, shared", after: str="100 epochs, shared") -> str:
+def changes_table(cells: list[dict], before: str="20 epochs, shared", after: str="100 epochs, shared", plan: dict | None=None) -> str:
     "Markdown: Matrix-SSL against each row of `after`: the paired difference [95%] and verdict in both settings, and the difference's change"
     head = f"| ordering | {before} [95%] | {after} [95%] | reading | change of the difference [95%] |\n|---|---|---|---|---|\n"
     side = lambda o: f"{_interval(o)}, {_count(o['n'], 'pair')}: {o['verdict']}"
     return head + "\n".join(f"| {r['claim']} | {side(r['before'])} | {side(r['after'])} | {r['reading']} | "
-                            f"{side(r['change']).replace('holds', 'Matrix-SSL gains').replace('reversed', 'Matrix-SSL loses')} |" for r in verdict_changes(cells, before, after))
-
-# %% ../../nbs/22_reports_results.ipynb #4097c45b
-STUDY_SEEDS = (0, 1, 2)
-"The budget's seeds: the published arm's and every MAE row's (benchmarks/study.py's BUDGETS['e20'])"
-LM_GEN_SEEDS = (0, 1, 2, 3, 4)
-LM_CONFIGS = ("ce", "mce-embedding", "mce-batch")
-"The held-out task's seeds and configurations (benchmarks/study.py's LM_GEN_SEEDS and LM_GEN_CONFIGS, prefixed `gen-`)"
-
-def progress(cells: list[dict]) -> list[dict]:
-    "The second edition's new families: part, cells finished (failed ones included) and cells planned"
-    long, pub = setting_cells(cells, "long", ok=False), setting_cells(cells, "published", ok=False)
-    gen = {(c["method"], c["seed"]) for c in of_family(cells, "lm", ok=False) if c["method"] in {f"gen-{k}" for k in LM_CONFIGS}}
-    mae = of_family(cells, "mae", ok=False)
-    return [{"part": "100 epochs", "have": sum(min(len(long.get(m, [])), n) for m, n in LONG_PLAN.items()), "planned": sum(LONG_PLAN.values())},
-            {"part": "as-published arm", "have": sum(min(len(pub.get(m, [])), len(STUDY_SEEDS)) for m in PUBLISHED_ROWS),
-             "planned": len(PUBLISHED_ROWS) * len(STUDY_SEEDS)},
-            {"part": "held-out language-model task", "have": len(gen), "planned": len(LM_CONFIGS) * len(LM_GEN_SEEDS)},
-            {"part": "MAE rows and λ grids", "have": len(mae), "planned": len({c["method"] for c in mae}) * len(STUDY_SEEDS)}]
-
-def progress_line(cells: list[dict]) -> str:
-    "One line: each new family's finished and planned cells, `waiting for k cells` where some are missing"
-    return "; ".join(f"{p['part']}: {p['have']} of {p['planned']} cells" + (f" ({waiting(p['have'], p['planned'])})" if p["have"] < p["planned"] else "")
-                     for p in progress(cells)) + "."
+                            f"{side(r['change']).replace('holds', 'Matrix-SSL gains').replace('reversed', 'Matrix-SSL loses')} |" for r in verdict_changes(cells, before, after, plan))
 
 # %% ../../nbs/22_reports_results.ipynb #144fcea8
 ANSWER_CE_METRICS = {"answer_ce": "answer CE", "digit_ce": "digit CE"}
 "The teacher-forced metrics a held-out cell records (`lm.train.answer_ce`): over every answer token, and over those holding a digit"
 
+def lm_answer_ce_rows(cells: list[dict], metric: str="answer_ce") -> list[dict]:
+    "Per held-out configuration (`gen-*` cells, CE first): seed -> test and training `metric`, the gaps, and CE + MCE − CE on test, seed-paired"
+    val = lambda m, k: {c["seed"]: c[k] for c in of_family(cells, "lm") if c["method"] == m and c.get(k) is not None}
+    methods = sorted({c["method"] for c in of_family(cells, "lm") if c["method"].startswith("gen-")}, key=lambda m: (m != "gen-ce", m))
+    rows = []
+    for m in methods:
+        test, train = val(m, f"test_{metric}"), val(m, f"train_{metric}")
+        rows.append({"method": m, "test": test, "train": train, "gap": [test[s] - train[s] for s in sorted(test.keys() & train.keys())],
+                     "vs_ce": None if m == "gen-ce" else paired_difference(test, val("gen-ce", f"test_{metric}"))})
+    return rows
+
 def lm_answer_ce_table(cells: list[dict], metric: str="answer_ce") -> str:
     "Markdown: the held-out task's `metric` (nats/token; test, training, their gap) per configuration, and CE + MCE − CE on test, seed-paired [95%]"
-    name = ANSWER_CE_METRICS[metric]
-    val = lambda m, k: {c["seed"]: c[k] for c in of_family(cells, "lm") if c["method"] == f"gen-{m}" and c.get(k) is not None}
-    reading = {"holds": "higher with MCE", "reversed": "lower with MCE"}
+    name, reading = ANSWER_CE_METRICS[metric], {"holds": "higher with MCE", "reversed": "lower with MCE"}
     head = (f"| configuration | seeds | test {name} | training {name} | test − training | test: CE + MCE − CE [95%] | seed pairs | reading |\n"
             "|---|---|---|---|---|---|---|---|\n")
     lines = []
-    for m in LM_CONFIGS:
-        test, train = val(m, f"test_{metric}"), val(m, f"train_{metric}")
-        gap = [test[s] - train[s] for s in sorted(test.keys() & train.keys())]
-        d = paired_difference(test, val("ce", f"test_{metric}")) if m != "ce" else {"n": "", "verdict": ""}
-        diff = "" if m == "ce" else "–" if not d["n"] else f"{d['mean']:+.3f}" + (f" [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d["lo"] is not None else "")
-        lines.append(f"| gen-{m} | {len(test)} | {fmt(mean_sd(list(test.values())), 1, 3)} | {fmt(mean_sd(list(train.values())), 1, 3)} | "
-                     f"{fmt(mean_sd(gap), 1, 3)} | {diff} | {d['n']} | {reading.get(d['verdict'], d['verdict'])} |")
+    for r in lm_answer_ce_rows(cells, metric):
+        d = r["vs_ce"] or {"n": "", "verdict": ""}
+        diff = "" if r["vs_ce"] is None else "–" if not d["n"] else f"{d['mean']:+.3f}" + (f" [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d["lo"] is not None else "")
+        lines.append(f"| {r['method']} | {len(r['test'])} | {fmt(mean_sd(list(r['test'].values())), 1, 3)} | {fmt(mean_sd(list(r['train'].values())), 1, 3)} | "
+                     f"{fmt(mean_sd(r['gap']), 1, 3)} | {diff} | {d['n']} | {reading.get(d['verdict'], d['verdict'])} |")
     return head + "\n".join(lines)
+
+
+# %% ../../nbs/22_reports_results.ipynb #898afbb9
+def load_cells(
+    folder: str | Path, # a study folder (results/study)
+    budget: str="e20",  # the budget's sub-folder
+) -> list[dict]:        # one dict per cell file, with `file` (its path relative to `folder`) added
+    "Every committed cell of a study budget (an empty list before the first one)"
+    folder, rows = Path(folder), []
+    for p in sorted((folder / budget).glob("*/*.json")):
+        try: row = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{p}: not a study cell ({e}); delete it and rerun benchmarks/study.py to redo the cell") from None
+        rows.append({**last_epoch(row), "file": str(p.relative_to(folder))})
+    return rows
+
+def last_epoch(row: dict) -> dict:
+    "A cell with `linear` = the head's last test epoch and `linear_best` = its maximum over test epochs (first-edition cells stored the maximum as `linear`)"
+    if "linear_best" in row or "linear_last" not in row: return row
+    return {**row, "linear": row["linear_last"], "linear_best": row.get("linear")}
+
+def of_family(cells: list[dict], family: str, ok: bool=True) -> list[dict]:
+    "The cells of one family (only those that did not fail when `ok`)"
+    return [c for c in cells if c.get("family") == family and not (ok and c.get("failed"))]
+
+PLAN_FILE = "plan.json"
+"The study's plan in its folder: written by `mssl-study run` and `--dry-run` (`study.cells.write_plan`)"
+
+def load_plan(
+    folder: str | Path, # a study folder (results/study)
+) -> dict:              # {"cells": [{family, method, seed, lr, budget, file}], "waiting": [{family, method, seeds}], ...}
+    "The study's plan as the runner last wrote it"
+    p = Path(folder) / PLAN_FILE
+    try: return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no plan; write it with `mssl-study run <study file> --dry-run` "
+                                "(the project's study: python benchmarks/study.py --dry-run)") from None
+
+def plan_seeds(
+    plan: dict,  # a study's plan (`load_plan`)
+    family: str, # one family of it: long, published, lm, mae, ...
+) -> dict[str, tuple[int, ...]]: # row -> its planned seeds (rows in the plan's order)
+    "Each row of one family of the plan with its seeds: the cells it lists (rate known) and the seeds that wait for a rate"
+    out: dict[str, set] = {}
+    for c in plan["cells"] + plan["waiting"]:
+        if c["family"] == family: out.setdefault(c["method"], set()).update(c["seeds"] if "seeds" in c else [c["seed"]])
+    return {m: tuple(sorted(s)) for m, s in out.items()}
+
+# %% ../../nbs/22_reports_results.ipynb #4097c45b
+PROGRESS_PARTS = (("100 epochs", "long", None), ("as-published arm", "published", None),
+                  ("held-out language-model task", "lm", "gen-"), ("MAE rows and λ grids", "mae", None))
+"The second edition's new parts: (name, family, the rows' prefix)"
+
+def progress(
+    cells: list[dict], # the study's cells
+    plan: dict,        # the study's plan (`load_plan`)
+) -> list[dict]:       # per part: part, have, planned
+    "The second edition's new families: part, planned cells finished (failed ones included) and cells planned (the study's plan)"
+    out = []
+    for part, family, prefix in PROGRESS_PARTS:
+        seeds = {m: s for m, s in plan_seeds(plan, family).items() if prefix is None or m.startswith(prefix)}
+        if family in ("long", "published"): tried = setting_cells(cells, family, ok=False)     # at the chosen rate
+        else:
+            tried = {}
+            for c in of_family(cells, family, ok=False): tried.setdefault(c["method"], []).append(c)
+        have = sum(len({c["seed"] for c in tried.get(m, [])} & set(s)) for m, s in seeds.items())
+        out.append({"part": part, "have": have, "planned": sum(len(s) for s in seeds.values())})
+    return out
+
+def progress_line(cells: list[dict], plan: dict) -> str:
+    "One line: each new family's finished and planned cells, `waiting for k cells` where some are missing"
+    return "; ".join(f"{p['part']}: {p['have']} of {p['planned']} cells" + (f" ({waiting(p['have'], p['planned'])})" if p["have"] < p["planned"] else "")
+                     for p in progress(cells, plan)) + "."
 
 # %% ../../nbs/22_reports_results.ipynb #151d002c
 def seed_timing(cells: list[dict], family: str="ssl") -> list[dict]:

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mssl_workbench
-from ..reports.results import choose_lr
+from ..reports.results import PLAN_FILE, choose_lr
 from .schema import SAMPLE, StudyBudget, StudyError, StudyFile, StudyMethod, row_overrides, PROTOCOL_KINDS
 
 # %% auto #0
-__all__ = ['RUNNER_VERSION', 'Cell', 'read_cell', 'write_cell', 'image_key', 'recipe_key', 'source_hash', 'Family',
-           'extend_sweep', 'Arm', 'LaterBudget', 'Selection', 'default_families', 'data_tokens', 'Study', 'preset_lr']
+__all__ = ['RUNNER_VERSION', 'PLAN_NOTE', 'Cell', 'read_cell', 'write_cell', 'image_key', 'recipe_key', 'source_hash', 'Family',
+           'extend_sweep', 'Arm', 'LaterBudget', 'Selection', 'default_families', 'data_tokens', 'Study', 'preset_lr',
+           'plan_text', 'write_plan']
 
 # %% ../../nbs/25a_study_cells.ipynb #8cd9e0f2
 RUNNER_VERSION = 1          # bump when what a cell measures changes (it invalidates every cell)
@@ -96,6 +97,7 @@ class Family:
     def evals(self, study: Study, cell: Cell, run_dir: str) -> dict[str, list[str]]: return study.protocol_commands(run_dir)
     def pending(self, study: Study, rows: list[str] | None) -> list[tuple[str, float]]: return []   # (what waits, its minutes)
     def names(self, study: Study) -> list[str]: return []      # the rows it adds to the study's methods (for --only)
+    def waiting(self, study: Study) -> dict[str, tuple[int, ...]]: return {}   # row -> its seeds whose rate is not chosen yet (the plan)
     def done(self, study: Study, cell: Cell) -> bool:
         r = read_cell(cell.path(study.out))
         return r is not None and r.get("recipe_key") == recipe_key(study, cell)
@@ -168,6 +170,16 @@ class Arm(Family):
                 for m in self.rows(study) if (rows is None or m.name in rows) and not self.followed(study, m.name)
                 and study.chosen_lr(self.name, m.name) is None]
 
+    def waiting(self, study: Study) -> dict[str, tuple[int, ...]]:
+        "row -> the seeds that wait for its rate: a followed row's base seeds until the followed arm chose, an own row's other seeds until its sweep did"
+        out = {}
+        for m in self.rows(study):
+            if self.followed(study, m.name):
+                if study.chosen_lr(self.follow, m.name) is None: out[m.name] = tuple(study.sf.seeds.base)
+            elif study.chosen_lr(self.name, m.name) is None:
+                out[m.name] = tuple(s for s in study.seeds_of(self.name, m.name) if s != study.sweep_seed)
+        return {r: s for r, s in out.items() if s}
+
 # %% ../../nbs/25a_study_cells.ipynb #a0a3bd33
 class LaterBudget(Family):
     "A longer (or shorter) budget at each shared-arm row's chosen rate of the first budget"
@@ -192,6 +204,10 @@ class LaterBudget(Family):
         return cells
 
     def round(self, study: Study, cell: Cell) -> int: return self.order
+
+    def waiting(self, study: Study) -> dict[str, tuple[int, ...]]:
+        "row -> its seeds at this budget, while the first budget has not chosen the row's rate"
+        return {r: s for r, s in self.seeds(study).items() if study.chosen_lr(self.source, r) is None}
 
 class Selection(Family):
     "Kendall τ and regret of RankMe and LiDAR against validation linear accuracy within each shared-arm sweep (from the cells)"
@@ -359,3 +375,31 @@ def _estimate_minutes(self, cell: Cell) -> float:
     return self.minutes if self.minutes is not None else self.families[cell.family].minutes
 
 Study.cells, Study.is_done, Study.state, Study.estimate_minutes = _cells, _is_done, _state, _estimate_minutes
+
+# %% ../../nbs/25a_study_cells.ipynb #d6c7dbd9
+PLAN_NOTE = ("what the runner lists from the results so far: a sweep's edge extensions and the extra seeds of the rows close to "
+             "the reference appear once the results call for them; `waiting`: seeds whose rate is not chosen yet")
+
+def _plan(self) -> dict:
+    "The study's plan now: every family's cells (family, row, seed, rate, budget, file), then the seeds that wait for a rate"
+    def entry(c: Cell) -> dict:
+        budget = getattr(self.families[c.family], "budget", self.budget).name
+        return {"family": c.family, "method": c.method, "seed": c.seed if c.seeded else None, "lr": c.lr, "budget": budget,
+                "file": str(c.path(self.out).relative_to(self.out))}
+    return {"study": self.sf.name, "budget": self.budget.name, "note": PLAN_NOTE,
+            "cells": [entry(c) for f in self.families.values() for c in f.cells(self, None)],
+            "waiting": [{"family": name, "method": row, "seeds": list(seeds)} for name, f in self.families.items()
+                        for row, seeds in f.waiting(self).items()]}
+
+Study.plan = _plan
+
+def plan_text(plan: dict) -> str:
+    "A plan as JSON with one cell (or waiting row) a line, so that a cell added to the plan is one line of its diff"
+    items = lambda xs: "[" + ",".join("\n  " + json.dumps(x, ensure_ascii=False) for x in xs) + ("\n ]" if xs else "]")
+    head = "".join(f"\n {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in plan.items() if k not in ("cells", "waiting"))
+    return "{" + head + f"\n \"cells\": {items(plan['cells'])},\n \"waiting\": {items(plan['waiting'])}\n}}\n"
+
+def write_plan(study: Study) -> Path:
+    "The study's plan as <output>/plan.json, written atomically (a reader sees the old plan or the new one)"
+    from mssl_workbench.engine.rundir import atomic_write
+    return atomic_write(study.out / PLAN_FILE, plan_text(study.plan()))

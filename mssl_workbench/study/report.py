@@ -18,8 +18,8 @@ from ..reports.spectrum import fig_information
 from .cells import LaterBudget
 
 # %% auto #0
-__all__ = ['GENERATOR', 'PAGE', 'md_table', 'fig_html', 'chosen_cells', 'chosen_records', 'report_sections', 'machinery',
-           'is_report', 'write_report']
+__all__ = ['GENERATOR', 'PAGE', 'md_table', 'fig_html', 'chosen_cells', 'chosen_records', 'study_plan', 'report_sections',
+           'machinery', 'is_report', 'write_report']
 
 # %% ../../nbs/25c_study_report.ipynb #45c793d4
 def _inline(text: str) -> str:
@@ -66,32 +66,36 @@ def _verdicts(study, cells: list[dict]) -> str:
             "The interval is the 95% Student-t interval of the per-seed differences; an interval that contains 0 is <i>not resolved</i>.</p>"
             f"<ul>{''.join(lines)}</ul>" + md_table(R.ordering_lines(rows)))
 
-def _budget_sections(study, cells: list[dict]) -> list[tuple[str, str]]:
+def _budget_sections(study, cells: list[dict], plan: dict) -> list[tuple[str, str]]:
     out = []
     for name, fam in study.families.items():
         if not isinstance(fam, LaterBudget): continue
         steps = lambda f, default: max([c.get("steps") or 0 for c in R.of_family(cells, f)] or [0]) or default
         budgets = ((steps("ssl", study.budget.epochs), "ssl"), (steps(name, fam.budget.epochs), name))
         if budgets[0][0] == budgets[1][0]: budgets = ((study.budget.epochs, "ssl"), (fam.budget.epochs, name))
-        plan = {r: len(s) for r, s in fam.seeds(study).items()}
         if not R.of_family(cells, name):
             out.append((f"Budget {name}", f"<p>Waiting for the cells of budget {html.escape(name)} (they follow the chosen rates).</p>"))
             continue
-        fig = R.fig_budget(cells, "linear", plan, budgets, xtitle="optimiser steps per run")
+        fig = R.fig_budget(cells, "linear", R.plan_seeds(plan, name), budgets, xtitle="optimiser steps per run")
         out.append((f"Accuracy against budget ({study.budget.name} → {name})", fig_html(fig, f"budget-{name}")))
     return out
 
 # %% ../../nbs/25c_study_report.ipynb #78dc7730
+def study_plan(study) -> dict:
+    "The plan the study's last run or dry run wrote (<output>/plan.json, what the results chapter reads), else the plan computed now"
+    path = study.out / R.PLAN_FILE
+    return R.load_plan(study.out) if path.is_file() else study.plan()
+
 def report_sections(study, cells: list[dict]) -> list[tuple[str, str]]:
     "(title, html) of every section of a study's report, findings first"
     summary, sections = R.ssl_summary(cells), []
     if not summary: return [("No results yet", f"<p>No finished cell in {html.escape(str(study.out))} yet: run <code>mssl-study run</code>.</p>")]
+    plan = study_plan(study)
     sections.append(("Verdicts", _verdicts(study, cells)))
     sections.append(("Methods", md_table(R.ssl_table(summary, R.baseline_summary(cells))) + fig_html(R.fig_linear_by_method(cells), "methods")))
-    published = tuple(m.name for m in study.sf.rows("published"))
-    if published:
-        sections.append(("Shared and published arm", md_table(R.arm_table(cells, published, tuple(study.sf.seeds.base)))))
-    sections += _budget_sections(study, cells)
+    if study.sf.rows("published"):
+        sections.append(("Shared and published arm", md_table(R.arm_table(cells, R.plan_seeds(plan, "published")))))
+    sections += _budget_sections(study, cells, plan)
     if "selection" in study.families and R.of_family(cells, "selection"):
         sections.append(("Label-free selection (RankMe, LiDAR)", md_table(R.selection_table(cells))))
     sections.append(("Rate sweeps", fig_html(R.fig_sweep(cells), "sweep")))
