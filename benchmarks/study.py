@@ -336,7 +336,20 @@ LEVERS += [
     ("matrix_ssl-byolaug", "matrix_ssl", ["data.augment=byol"],
      "the registry's own asymmetric BYOL views (blur 1.0 / 0.1, solarize 0 / 0.2) instead of the shared one"),
 ]
-AT_CHOSEN_RATE = {n for n, b, *_ in LEVERS if b == "matrix_ssl"}    # levers on the base row's chosen rate, not its preset's
+# The as-published arm's Barlow Twins collapses at the shared arm's chosen rate (erank 3-10, linear 47-71 %): one
+# change at a time between the shared cell and the published one, and the published cell at 0.5x and 2x the rate
+LEVERS += [
+    ("barlow_twins-byolaug", "barlow_twins", ["data.augment=byol"],
+     "the published arm's augmentation alone (the registry's BYOL views), λ = 0.005 as in the shared arm"),
+    ("barlow_twins-lambd0.04", "barlow_twins", ["model.loss.lambd=0.04"],
+     "the published arm's off-diagonal weight alone (λ = 0.04, scaled to 1,024-d), the shared augmentation"),
+    ("barlow_twins-published-lr0.5x", "barlow_twins", ["data.augment=byol", "model.loss.lambd=0.04", "optim.base_lr=0.0015625"],
+     "the published cell (BYOL views, λ = 0.04) at half the shared arm's chosen rate"),
+    ("barlow_twins-published-lr2x", "barlow_twins", ["data.augment=byol", "model.loss.lambd=0.04", "optim.base_lr=0.00625"],
+     "the published cell (BYOL views, λ = 0.04) at twice the shared arm's chosen rate"),
+]
+AT_CHOSEN_RATE = {n for n, b, *_ in LEVERS if b == "matrix_ssl" or n.startswith(("barlow_twins-byolaug", "barlow_twins-lambd", "barlow_twins-published"))}
+"Levers on the base row's chosen rate, not its preset's"
 LEVER_MOVES = 0.01        # a lever that moves seed-0 validation linear accuracy this much gets a second seed
 # Levers whose seed-0 cell moved a row past its baseline get a second seed (the base row's seed-1 cell + the overrides)
 LEVER_SEEDS = {"matrix_ssl_paper-clip": (0, 1), "mmae-lamda1.25e-3": (0, 1), "barlow_twins-lastbn": (0, 1)}
