@@ -30,8 +30,9 @@ import yaml
 __all__ = ['FORMAT', 'RUN_FILES', 'LOGS', 'SPACES', 'MONITOR_KEYS', 'RunDirError', 'CheckpointError', 'jsonable', 'atomic_write',
            'append_jsonl', 'read_jsonl', 'OutputError', 'written_as', 'check_output', 'fresh_folder', 'checkpoint_name',
            'save_checkpoint', 'load_checkpoint', 'read_manifest', 'checkpoint_paths', 'latest_checkpoint',
-           'checkpoint_damage', 'RunWriter', 'stray_files', 'checkpoint_run_id', 'final_summary', 'resume_checkpoint',
-           'check_run_dir', 'read_config', 'RunRecord', 'read_run', 'as_run', 'load_trained']
+           'checkpoint_damage', 'newest_checkpoint', 'RunWriter', 'stray_files', 'checkpoint_run_id', 'final_summary',
+           'resume_checkpoint', 'check_run_dir', 'read_config', 'run_dir_of', 'RunRecord', 'read_run', 'as_run',
+           'load_trained']
 
 # %% ../../nbs/10_engine_rundir.ipynb #d88c4f81
 FORMAT = 2
@@ -243,6 +244,20 @@ def checkpoint_damage(
             except CheckpointError as err: out.append(str(err).split(";")[0])
     return out
 
+def newest_checkpoint(
+    run_dir: str | Path,          # a run directory
+    *,
+    label: str | None=None,       # how the message names it (default: the path), e.g. "--resume runs/x"
+    error: type=CheckpointError,  # the caller's one-line error class
+) -> tuple[Path, dict]:           # the newest intact checkpoint that loads, and its state
+    "The one lookup of a run directory's checkpoint — `--resume DIR`, `load_trained`, `mssl-eval gsm8k` — or one line saying why there is none: which recorded checkpoints are damaged, or that the run wrote none"
+    found = latest_checkpoint(run_dir)
+    if found is not None: return found
+    label = label or str(run_dir)
+    if damage := checkpoint_damage(run_dir):
+        raise error(f"{label}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact checkpoint file of the run")
+    raise error(f"{label}: no checkpoints/step_*.pt in {run_dir}: train first (mssl-train) or pass a checkpoint file")
+
 # %% ../../nbs/10_engine_rundir.ipynb #5bb4b33a
 class RunWriter:
     "The one writer of a run directory (use it on rank 0 only)"
@@ -374,11 +389,7 @@ def resume_checkpoint(
     "The checkpoint a run continues from, for every command that resumes (image and LM runs): a damaged newest one is skipped for the previous intact one; a folder whose every checkpoint is damaged, or that holds a run that wrote none, is refused naming why"
     if not resume: return None
     if resume != "auto" and Path(resume).is_dir():     # a run directory: its newest intact checkpoint
-        found = latest_checkpoint(resume)
-        if found is None and (damage := checkpoint_damage(resume)):
-            raise CheckpointError(f"--resume {resume}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact step_*.pt file")
-        if found is None: raise CheckpointError(f"--resume {resume}: no intact checkpoint in {Path(resume) / 'checkpoints'}; pass a step_*.pt file")
-        return found
+        return newest_checkpoint(resume, label=f"--resume {resume}")
     if resume != "auto": return Path(resume), load_checkpoint(resume)
     out_dir = Path(out_dir)
     found = latest_checkpoint(out_dir)
@@ -417,6 +428,14 @@ def read_config(run_dir: str | Path) -> dict:
         raise RunDirError(f"{path}: run-directory format {found}, this workbench reads format {FORMAT}; re-run the training "
                           "(or convert: add `format: 2` and `method: <name>` at the top of config.yaml)")
     return config
+
+def run_dir_of(
+    path: str | Path, # a run directory, or a checkpoint file in one (RUN/checkpoints/step_*.pt)
+) -> Path | None:     # the run directory (it holds config.yaml); None for anything else (a model directory, a loose file)
+    "The run a path names, for every reader that takes 'a run directory or one of its checkpoints' (mssl-eval's protocols and gsm8k)"
+    p = Path(path).expanduser()
+    d = p if p.is_dir() else (p.parent.parent if p.parent.name == "checkpoints" else None)
+    return d if d is not None and (d / "config.yaml").is_file() else None
 
 # %% ../../nbs/10_engine_rundir.ipynb #0c47a37d
 def _epoch_series(rows: list, value) -> tuple[list[int], list[float]]:
@@ -564,12 +583,7 @@ def load_trained(
     from mssl_workbench.config.schema import config_from_dict
     from mssl_workbench.methods.registry import model_from_config
     path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None and (damage := checkpoint_damage(path)):
-            raise CheckpointError(f"{path}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact step_*.pt file of the run")
-        if found is None: raise CheckpointError(f"{path}: no intact checkpoint in {path / 'checkpoints'}; train first or pass a step_*.pt file")
-        ckpt, state = found
+    if path.is_dir(): ckpt, state = newest_checkpoint(path)
     else: ckpt, state = path, load_checkpoint(path)
     if "model" not in state or "config" not in state:
         raise CheckpointError(f"{ckpt}: not a training checkpoint (needs 'model' and 'config'); pass a file written by mssl-train")
