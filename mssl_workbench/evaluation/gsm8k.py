@@ -138,16 +138,21 @@ def gsm8k_run(
     import torch
     from mssl_workbench.lm.config import lm_config_from_dict
     try:
+        for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
+            if value is not None and value < 1: raise LMInputError(f"{flag} must be at least 1, got {value}")   # 0 is not "the default"
         if args.dry_run:
             run_dir = _runs.run_dir_of(args.model) if args.model else None    # a run directory or one of its checkpoints
             if run_dir is not None: _refuse_image_run(Path(args.model), run_dir)
-            cfg = lm_config_from_dict(_runs.read_config(run_dir)) if run_dir is not None else None
+            if run_dir is not None: cfg = lm_config_from_dict(_runs.read_config(run_dir))
+            elif args.model and Path(args.model).is_file():      # a checkpoint outside its run: the config it carries, as scoring reads it
+                state = _runs.load_checkpoint(args.model)
+                if state.get("kind") != "lm": raise LMInputError(f"{args.model}: not a language-model checkpoint (kind={state.get('kind')!r})")
+                cfg = lm_config_from_dict(state["config"])
+            else: cfg = None
             print(yaml.safe_dump(gsm8k_protocol(cfg, protocol=args.protocol, template=args.template, max_new_tokens=args.max_new_tokens,
                                                 batch_size=args.batch_size, model=args.model, data=args.data), sort_keys=False), end="")
             return 0
         if not args.model or not args.data: raise LMInputError("give MODEL and DATA (or --dry-run to print the protocol)")
-        if args.limit is not None and args.limit < 1: raise LMInputError(f"--limit must be at least 1, got {args.limit}")
-        if args.batch_size < 1: raise LMInputError(f"--batch-size must be at least 1, got {args.batch_size}")
         if not Path(args.model).exists(): raise LMInputError(f"{args.model}: no such run directory, checkpoint or model directory")
         run_dir = _runs.run_dir_of(args.model)
         out = Path(args.out) if args.out else (run_dir / "eval" / f"generations_{Path(args.data).stem}.jsonl" if run_dir else None)
