@@ -38,6 +38,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -736,6 +737,11 @@ def classify(case: Case, rc, out: str, err: str, lost: list, litter: list, check
     return "clear error", "" if len(lines) == 1 else f"after {len(lines) - 1} note line(s)"
 
 
+def _terminal_signals():
+    "A command's signals as a terminal leaves them (the probe may run in the background, where the shell ignores SIGINT)"
+    for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM): signal.signal(s, signal.SIG_DFL)
+
+
 def run_case(case: Case, work: Path, base: Base, cache: Path) -> dict:
     w = work / "cases" / case.name
     w.mkdir(parents=True)
@@ -747,7 +753,7 @@ def run_case(case: Case, work: Path, base: Base, cache: Path) -> dict:
     before, base_before = digest(w), digest(base.root)
     t0, hung = time.monotonic(), False
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
-                         cwd=w / case.cwd if case.cwd else work, start_new_session=True)
+                         cwd=w / case.cwd if case.cwd else work, start_new_session=True, preexec_fn=_terminal_signals)
     if case.sig:
         sig, started, after = case.sig
         deadline = time.monotonic() + case.timeout
@@ -775,12 +781,14 @@ def run_case(case: Case, work: Path, base: Base, cache: Path) -> dict:
         try: check_msg = case.check(subprocess.CompletedProcess(cmd, p.returncode, out, err), w, base)
         except Exception as e: check_msg = f"check failed: {type(e).__name__}: {e}"
     if case.expect == "ok" and p.returncode == 0 and litter and check_msg is None: check_msg = f"wrote unexpected files: {litter[:5]}"
-    if case.sig and p.returncode == case.code and not hung:       # a stopped run: its checkpoint resumes
-        pass
+    last = next((l for l in reversed(err.splitlines()) if l.strip()), "")
+    named = re.search(r"checkpoint (/\S+\.pt)", last) if case.sig else None
+    if named and not Path(named[1]).is_file():                    # a stopped run names the checkpoint it wrote: it must be there
+        check_msg = f"the stop line names {named[1]}, which does not exist"
     outcome, note = classify(case, p.returncode, out, err, lost, litter if case.expect == "error" else [], check_msg, hung)
+    if named and check_msg and outcome == "clear error": outcome, note = "silent", check_msg
     if case.expect == "error" and (w / "N").exists() and outcome == "clear error":
         outcome, note = "unclear", "a refused run left its output folder N"
-    last = next((l for l in reversed(err.splitlines()) if l.strip()), "")
     return {"name": case.name, "class": case.cls, "command": " ".join(argv), "cwd": str(case.cwd or "."), "expect": case.expect,
             "words": list(case.words), "outcome": outcome, "exit": p.returncode, "last_stderr": last[:500], "note": note,
             "seconds": round(secs, 1), "stdout_tail": out[-300:]}

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                "$MSSL_DATA, /usr/share/datasets/fashion-mnist, else the embedded sample.")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted config overrides, values in YAML syntax")
     p.add_argument("--preset", help="start from this preset (see --list-presets)")
-    p.add_argument("--config", help="YAML file merged over the preset")
+    p.add_argument("--config", help="YAML file merged over the preset (an empty mapping, e.g. backbone_kwargs: {}, clears the preset's)")
     p.add_argument("--output", help="run directory (default: runs/<preset>)")
     p.add_argument("--resume", help="'auto' (newest valid checkpoint of the run directory) or a checkpoint path")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
