@@ -830,15 +830,44 @@ def by_tool(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def by_class(rows: list[dict]) -> str:
+    names = {"1": "a run mixed into another", "2": "generators that overwrite", "3": "a finished run rewritten", "4": "protocols that read the run",
+             "5": "options that change meaning", "6": "signals", "7": "edges: tracebacks and unclear errors", "new": "kinds the issue does not name"}
+    lines = ["| class | cases | " + " | ".join(OUTCOMES) + " |", "|" + "---|" * (len(OUTCOMES) + 2)]
+    for c in names:
+        got = [r["outcome"] for r in rows if r["class"] == c]
+        lines.append(f"| {c}: {names[c]} | {len(got)} | " + " | ".join(str(got.count(o)) for o in OUTCOMES) + " |")
+    return "\n".join(lines)
+
+
+def write_readme(rows: list[dict], load0, load1, minutes: float):
+    (RESULTS / "README.md").write_text(
+        "# Reliability probe (issue 30's acceptance check)\n\n"
+        f"{len(rows)} cases over `mssl-train` (image and LM), every `mssl-eval` subcommand, `mssl-spectrum`, the dashboard's reader "
+        "and `mssl-study`, each in its own folder, classified automatically (see the docstring of `tools/probe.py`).\n\n"
+        f"{count_table(rows)}\n\nBy class of issue 30:\n\n{by_class(rows)}\n\nBy entry point:\n\n{by_tool(rows)}\n\n"
+        "Command (from the repository root):\n\n"
+        "    flock /tmp/mssl-test.lock env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python tools/probe.py\n\n"
+        f"Load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in load0)}; at the end: "
+        f"{', '.join(f'{x:.2f}' for x in load1)} (2 cores, shared with a background study at one thread). "
+        f"Wall time {minutes:.1f} minutes.\n\nEvery case (command, expectation, outcome, exit code, last stderr line) "
+        "is in `probe.json`.\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="run the cases whose name holds one of these")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     ap.add_argument("--no-write", action="store_true", help="do not write results/probe/")
     ap.add_argument("--base", help="reuse (or make once) the base artefacts in this folder (while developing cases)")
+    ap.add_argument("--readme", action="store_true", help="rewrite results/probe/README.md from results/probe/probe.json and exit")
     ap.add_argument("--dashboard", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.dashboard: return dashboard_main(args.dashboard)
+    if args.readme:
+        d = json.loads((RESULTS / "probe.json").read_text())
+        write_readme(d["cases"], d["load_start"], d["load_end"], d["minutes"])
+        return 0
     load0, t0 = os.getloadavg(), time.monotonic()
     todo = [c for c in cases() if not args.only or any(o in c.name for o in args.only)]
     assert len({c.name for c in todo}) == len(todo), "case names must be unique"
@@ -864,17 +893,7 @@ def main(argv=None) -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "probe.json").write_text(json.dumps({"cases": rows, "load_start": load0, "load_end": load1,
                                                          "minutes": round((time.monotonic() - t0) / 60, 1)}, indent=1) + "\n")
-        (RESULTS / "README.md").write_text(
-            "# Reliability probe (issue 30's acceptance check)\n\n"
-            f"{len(rows)} cases over `mssl-train` (image and LM), every `mssl-eval` subcommand, `mssl-spectrum`, the dashboard's reader "
-            "and `mssl-study`, each in its own folder, classified automatically (see the docstring of `tools/probe.py`).\n\n"
-            f"{table}\n\nBy entry point:\n\n{by_tool(rows)}\n\n"
-            "Command (from the repository root):\n\n"
-            "    flock /tmp/mssl-test.lock env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python tools/probe.py\n\n"
-            f"Load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in load0)}; at the end: "
-            f"{', '.join(f'{x:.2f}' for x in load1)} (2 cores, shared with a background study at one thread). "
-            f"Wall time {(time.monotonic() - t0) / 60:.1f} minutes.\n\nEvery case (command, expectation, outcome, exit code, last stderr line) "
-            "is in `probe.json`.\n")
+        write_readme(rows, load0, load1, (time.monotonic() - t0) / 60)
     if not args.keep: shutil.rmtree(work, ignore_errors=True)
     else: print(f"kept {work}")
     return 0

@@ -249,6 +249,7 @@ def checkpoint_damage(
             except CheckpointError as err: out.append(str(err).split(";")[0])
     return out
 
+# %% ../../nbs/10_engine_rundir.ipynb #7c7f787a
 def newest_checkpoint(
     run_dir: str | Path,          # a run directory
     *,
