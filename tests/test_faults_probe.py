@@ -134,7 +134,8 @@ def test_a_signal_stops_an_evaluation_with_one_line_and_no_result(quick, copy_of
     run = copy_of(quick)
     before = digest(run)
     p = subprocess.Popen([str(BIN / "mssl-eval"), "linear", str(run), f"root={SAMPLE_FASHION_MNIST}", "--preset", "fmnist-sample", "epochs=3000",
-                          "--no-cache", "device=cpu", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                          "--no-cache", "device=cpu", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # as at a terminal (a background job ignores it)
     time.sleep(12)                                   # past the imports and the features: in the head's epochs
     assert p.poll() is None, p.communicate()
     p.send_signal(sig)
