@@ -146,7 +146,7 @@ def _check_output(args, runs: Sequence[str] = ()):
         raise EvalError(f"--output {args.output}: inside the run directory {host}, whose readers (mssl-eval select, the dashboard) "
                         f"would take it for that run's result: write it outside {host} (the evaluated run's results go to its own eval/)")
 
-# %% ../../nbs/24_cli_evaluate.ipynb #9d69ece1
+# %% ../../nbs/24_cli_evaluate.ipynb #c2976a1c
 def _trained_on(target: str) -> str | None:
     "The data set a run directory (or a checkpoint) was trained on, from its config.yaml (else the checkpoint's config); None: unknown"
     d = run_config_of(target)

@@ -249,7 +249,7 @@ def checkpoint_damage(
             except CheckpointError as err: out.append(str(err).split(";")[0])
     return out
 
-# %% ../../nbs/10_engine_rundir.ipynb #7c7f787a
+# %% ../../nbs/10_engine_rundir.ipynb #f915174c
 def newest_checkpoint(
     run_dir: str | Path,          # a run directory
     *,
@@ -265,7 +265,7 @@ def newest_checkpoint(
     if loose := sorted(Path(run_dir).glob("checkpoints/step_*.pt")):     # files, but no manifest records them: never guessed
         raise error(f"{label}: {len(loose)} step_*.pt file(s) in {Path(run_dir) / 'checkpoints'} but no manifest.jsonl records them "
                     f"(deleted, or copied in by hand); pass one as a checkpoint file, e.g. {loose[-1]}")
-    raise error(f"{label}: no checkpoints/step_*.pt in {run_dir}: train first (mssl-train) or pass a checkpoint file")
+    raise error(f"{label}: no checkpoints/step_*.pt in this run directory: train first (mssl-train) or pass a checkpoint file")
 
 # %% ../../nbs/10_engine_rundir.ipynb #5bb4b33a
 class RunWriter:
