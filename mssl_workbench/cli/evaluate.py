@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 
 from ..config.presets import describe_presets, preset_table, register_presets
 from ..engine.contract import stop_report
-from ..engine.rundir import OutputError, atomic_write, check_output, written_as
+from ..engine.rundir import OutputError, atomic_write, check_output, load_checkpoint, run_dir_of, written_as
 from ..evaluation.common import (
     FEATURE_CACHE_VERSION, EvalError, resolve_checkpoint, random_init_run, write_eval, check_options, build_config,
     LabelledSplit, load_split, tensor_prepare, classification_transforms, split_loader, split_features, file_sha256,
@@ -135,24 +136,32 @@ def _emit(args, out: dict, lines: list[str]):
     for l in lines: print(l)
     if getattr(args, "output", None): atomic_write(args.output, json.dumps(out, indent=1))
 
-def _check_output(args):
-    "Refuse --output before any work: see `check_output` (issue 22: never over a file this command did not write)"
-    if getattr(args, "output", None):
-        check_output(args.output, flag="--output", owned=lambda p: written_as(p, args.command), overwrite=args.overwrite)
+def _check_output(args, runs: Sequence[str] = ()):
+    "Refuse --output before any work: see `check_output` (issue 22: never over a file this command did not write), and never inside a run other than `runs`"
+    if not getattr(args, "output", None): return
+    check_output(args.output, flag="--output", owned=lambda p: written_as(p, args.command), overwrite=args.overwrite)
+    own = {d.resolve() for r in runs if (d := run_dir_of(r) or (Path(r) if Path(r).is_dir() else None)) is not None}
+    host = next((d for d in Path(args.output).resolve().parents if (d / "config.yaml").is_file()), None)
+    if host is not None and host not in own:      # eval/<kind>.json there would be read as that run's own result
+        raise EvalError(f"--output {args.output}: inside the run directory {host}, whose readers (mssl-eval select, the dashboard) "
+                        f"would take it for that run's result: write it outside {host} (the evaluated run's results go to its own eval/)")
 
+# %% ../../nbs/24_cli_evaluate.ipynb #c2976a1c
 def _trained_on(target: str) -> str | None:
-    "The data set a run directory (or a checkpoint in one) was trained on, from its config.yaml without torch; None: unknown"
+    "The data set a run directory (or a checkpoint) was trained on, from its config.yaml (else the checkpoint's config); None: unknown"
     d = run_config_of(target)
-    if not d or d.get("kind", "image") != "image": return None
+    if not d:        # a loose checkpoint, or a run whose config.yaml is gone or damaged: the checkpoint's own config
+        try: d = load_checkpoint(resolve_checkpoint(target)[0]).get("config") or {}
+        except (ValueError, OSError): return None          # EvalError, CheckpointError: the evaluation names them itself
+    if not isinstance(d, dict) or d.get("kind", "image") != "image": return None
     return (d.get("data") if isinstance(d.get("data"), dict) else {}).get("dataset", "fashion_mnist")
 
-def _own_data(cmd: str, preset: str | None, targets: Sequence[str]) -> str | None:
-    "A default Fashion-MNIST preset on a run trained on other data gives way to the protocol's defaults (the run's own data), with a note"
+def _own_data(cmd: str, preset: str | None, targets: Sequence[str]) -> tuple[str | None, str | None]:
+    "A default Fashion-MNIST preset on a run trained on other data gives way to the protocol's defaults (the run's own data): (preset, the note to print once the options are valid)"
     other = [(t, ds) for t in targets if (ds := _trained_on(t)) not in (None, "fashion_mnist")]
-    if not (preset or "").startswith("fmnist") or not other: return preset
-    print(f"mssl-eval {cmd}: {other[0][0]} was trained on {other[0][1]} data: evaluating on its own data (its data.root and splits), "
-          f"not with the default preset {preset} (Fashion-MNIST); pass --preset to choose one", file=sys.stderr)
-    return None
+    if not (preset or "").startswith("fmnist") or not other: return preset, None
+    return None, (f"mssl-eval {cmd}: {other[0][0]} was trained on {other[0][1]} data: evaluating on its own data (its data.root and splits), "
+                  f"not with the default preset {preset} (Fashion-MNIST); pass --preset to choose one")
 
 def option_runner(
     execute: Callable,            # (args, targets, conf, preset, log) -> (results dict, lines to print)
@@ -168,13 +177,15 @@ def option_runner(
         targets = [a for a in positional if "=" not in a]
         overrides = [a for a in positional if "=" in a]
         preset = args.preset
+        if not args.dry_run: _check_output(args, targets)       # before any note or work
         if preset_for is not None: preset, overrides = preset_for(args, preset, overrides)
-        if args.preset is None: preset = _own_data(cmd, preset or protocol.default_preset, targets)
+        note = None
+        if args.preset is None: preset, note = _own_data(cmd, preset or protocol.default_preset, targets)
         conf = build_config(protocol.options, preset_table(protocol.name), preset, overrides)
+        if note: print(note, file=sys.stderr)    # after the options are checked: a refusal is one line
         if args.dry_run:
             print(yaml.safe_dump(protocol_config(cmd, preset, conf, overrides), sort_keys=False), end=""); return 0
         if not targets: raise EvalError(f"{cmd}: give a RUN_DIR or checkpoint (see mssl-eval {cmd} --help)")
-        _check_output(args)
         log = None if args.quiet else (lambda s: print(s, file=sys.stderr))
         if not many and len(targets) > 1: raise EvalError(f"{cmd}: one RUN_OR_CKPT expected, got {len(targets)}: {' '.join(targets)}")
         out, lines = execute(args, targets, conf, preset, log)
@@ -286,7 +297,7 @@ def _coco_score(args) -> int:
     if not args.gt or not args.detections: raise EvalError("coco-score needs --gt GT.json and --detections DETS.json")
     if args.run and not (Path(args.run) / "config.yaml").is_file():      # never a folder made for it: results go into a run
         raise EvalError(f"--run {args.run}: not a run directory (no {Path(args.run) / 'config.yaml'}): pass a run directory, or drop --run")
-    _check_output(args)
+    _check_output(args, [args.run] if args.run else [])
     scores = coco_score(args.gt, args.detections)
     out = {"kind": "coco-score", "gt": str(args.gt), "detections": str(args.detections), "scores": scores}
     lines = format_coco(scores)
@@ -374,6 +385,22 @@ def _standalone(protocol: Protocol, argv: list[str]) -> int:
     args.command = protocol.name
     return protocol.run(args)
 
+class _Stopped(BaseException):
+    "SIGTERM or SIGHUP outside a protocol's training (whose engine checkpoints on them): the command stops as on Ctrl-C"
+    def __init__(self, signum: int): self.signum = signum
+
+def _stop_signals():
+    "SIGTERM and SIGHUP (a closed terminal) raise `_Stopped` where they would end the command without a word; nohup's SIG_IGN is kept"
+    def stop(signum, frame): raise _Stopped(signum)
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(s) is signal.SIG_DFL: signal.signal(s, stop)
+
+def _stopped_line(cmd: str, e: BaseException) -> tuple[str, int]:
+    "One line and 128 + the signal for an evaluation a signal ended before its result (results are written whole, at the end)"
+    signum = getattr(e, "signum", signal.SIGINT)
+    return (f"mssl-eval {cmd}: stopped by {signal.Signals(signum).name} before it finished; no result was written "
+            f"(run the command again)"), 128 + signum
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `mssl-eval`"
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -381,14 +408,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)          # key=value overrides may follow --options
     if args.list_all_presets and args.command is None: print(preset_listing()); return 0
-    if args.command is None: parser.print_help(); return 2
+    if args.command is None:                     # a CI log shows why: usage and one error line on stderr
+        parser.print_usage(sys.stderr)
+        print("mssl-eval: error: give a COMMAND, e.g. mssl-eval knn runs/quickstart (mssl-eval --help lists them)", file=sys.stderr)
+        return 2
     unknown = [a for a in extra if "=" not in a or a.startswith("-")]
     if unknown: parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         if not hasattr(args, "overrides") and not hasattr(args, "runs"): parser.error(f"{args.command} takes no key=value options: {' '.join(extra)}")
         if hasattr(args, "runs"): args.runs = list(args.runs) + extra
         else: args.overrides = list(args.overrides) + extra
+    _stop_signals()
     try: return PROTOCOLS[args.command].run(args)
+    except (KeyboardInterrupt, _Stopped) as e:
+        line, code = _stopped_line(args.command, e)
+        print(line, file=sys.stderr, flush=True)
+        return code
     except (EvalError, OutputError, FileNotFoundError) as e:
         print(f"mssl-eval {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2

@@ -181,8 +181,10 @@ def load(path: str):
 
 def init(args) -> int:
     "mssl-study init: write a commented study file (never over an existing file)"
-    from mssl_workbench.engine.rundir import atomic_write
+    from mssl_workbench.engine.rundir import atomic_write, nearest_existing
     if Path(args.path).exists(): raise StudyError(f"mssl-study init {args.path}: the file exists; give another file name (init never replaces a file)")
+    if not (there := nearest_existing(Path(args.path).parent)).is_dir():
+        raise StudyError(f"mssl-study init {args.path}: {there} is a file, not a folder; give another file name")
     root = None
     if args.data:
         root = Path(args.data).expanduser().resolve()
@@ -209,7 +211,10 @@ def report(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `mssl-study` console script"
     args = build_parser().parse_args(_argv(sys.argv[1:] if argv is None else list(argv)))
-    if args.command is None: build_parser().print_help(); return 2
+    if args.command is None:                     # a CI log shows why: usage and one error line on stderr
+        build_parser().print_usage(sys.stderr)
+        print("mssl-study: error: give a command, e.g. mssl-study init study.yaml (mssl-study --help lists them)", file=sys.stderr)
+        return 2
     from mssl_workbench.engine.rundir import OutputError
     try:
         _check_options(args)

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                "$MSSL_DATA, /usr/share/datasets/fashion-mnist, else the embedded sample.")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted config overrides, values in YAML syntax")
     p.add_argument("--preset", help="start from this preset (see --list-presets)")
-    p.add_argument("--config", help="YAML file merged over the preset")
+    p.add_argument("--config", help="YAML file merged over the preset (an empty mapping, e.g. backbone_kwargs: {}, clears the preset's)")
     p.add_argument("--output", help="run directory (default: runs/<preset>)")
     p.add_argument("--resume", help="'auto' (newest valid checkpoint of the run directory) or a checkpoint path")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -114,9 +114,21 @@ def load_plugins(
     for name in names:
         try: importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name is None or not (name == e.name or name.startswith(e.name + ".")): raise   # inside the plug-in: a real error
-            raise ConfigError(f"--plugin {name}: no module named {e.name!r}; run from the folder that holds it or add that "
-                              f"folder to PYTHONPATH, and pass its import name (my_methods for my_methods.py)") from None
+            if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
+                raise ConfigError(f"--plugin {name}: no module named {e.name!r}; run from the folder that holds it or add that "
+                                  f"folder to PYTHONPATH, and pass its import name (my_methods for my_methods.py)") from None
+            raise ConfigError(_plugin_failure(name, e)) from None
+        except Exception as e: raise ConfigError(_plugin_failure(name, e)) from None     # the plug-in's own error: where, and how to see it
+
+def _plugin_failure(name: str, e: Exception) -> str:
+    "One line for a plug-in whose import fails inside its own code: the error, its file and line, and the command that shows the traceback"
+    import traceback
+    if isinstance(e, SyntaxError): where = f"{e.filename}, line {e.lineno}"
+    else:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if "importlib" not in f.filename]
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else "its import"
+    return (f"--plugin {name}: importing it failed with {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} ({where}); "
+            f"fix the module (python -c 'import {name}' shows the traceback)")
 
 # %% ../../nbs/23_cli_train.ipynb #2007d70a
 def _read_config_file(path: Path, flag: str="--config") -> dict:
@@ -166,7 +178,8 @@ def assemble_config(
     d = apply_overrides(merge_dicts(preset, given), args.overrides)
     d = _preset_backbone_kwargs(preset, merge_dicts(given, apply_overrides({}, args.overrides)), d)
     if args.output: d = merge_dicts(d, {"output": args.output})
-    if args.quiet or os.environ.get("CI"): d = merge_dicts(d, {"train": {"quiet": True}})
+    if (args.quiet or os.environ.get("CI")) and isinstance(d.get("train", {}), dict):   # train=3 stays 3: the schema names it, not replaced by {quiet: true}
+        d = merge_dicts(d, {"train": {"quiet": True}})
     return d
 
 def numbered_output(args: argparse.Namespace, output: str) -> str:

@@ -390,10 +390,10 @@ def config_to_dict(cfg) -> dict:
 
 # %% ../../nbs/08_config_schema.ipynb #7ede7075
 def merge_dicts(base: dict, update: dict) -> dict:
-    "Recursive dictionary update, returning a new dictionary"
+    "Recursive dictionary update, returning a new dictionary; an explicit empty mapping in `update` replaces (clears) the base's"
     out = dict(base)
     for k, v in update.items():
-        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and v and isinstance(out.get(k), dict) else v
     return out
 
 def parse_value(raw: str, item: str = ""):

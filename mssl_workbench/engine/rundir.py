@@ -28,10 +28,11 @@ import yaml
 
 # %% auto #0
 __all__ = ['FORMAT', 'RUN_FILES', 'LOGS', 'SPACES', 'MONITOR_KEYS', 'RunDirError', 'CheckpointError', 'jsonable', 'atomic_write',
-           'append_jsonl', 'read_jsonl', 'OutputError', 'written_as', 'check_output', 'fresh_folder', 'checkpoint_name',
-           'save_checkpoint', 'load_checkpoint', 'read_manifest', 'checkpoint_paths', 'latest_checkpoint',
-           'checkpoint_damage', 'RunWriter', 'stray_files', 'checkpoint_run_id', 'final_summary', 'resume_checkpoint',
-           'check_run_dir', 'read_config', 'RunRecord', 'read_run', 'as_run', 'load_trained']
+           'append_jsonl', 'read_jsonl', 'OutputError', 'written_as', 'nearest_existing', 'check_output',
+           'fresh_folder', 'checkpoint_name', 'save_checkpoint', 'load_checkpoint', 'read_manifest', 'checkpoint_paths',
+           'latest_checkpoint', 'checkpoint_damage', 'newest_checkpoint', 'RunWriter', 'stray_files',
+           'checkpoint_run_id', 'final_summary', 'resume_checkpoint', 'check_run_dir', 'read_config', 'run_dir_of',
+           'RunRecord', 'read_run', 'as_run', 'load_trained']
 
 # %% ../../nbs/10_engine_rundir.ipynb #d88c4f81
 FORMAT = 2
@@ -119,6 +120,12 @@ def written_as(
     k = data.get("kind") if isinstance(data, dict) else None
     return isinstance(k, str) and (k == kind or k.startswith(kind + "-"))
 
+def nearest_existing(path: str | Path) -> Path:
+    "`path` itself if it exists, else its nearest ancestor that does: a regular file there blocks every folder below it"
+    path = Path(path)
+    while not path.exists() and path != path.parent: path = path.parent
+    return path
+
 def check_output(
     path: str | Path,              # the file a command will write
     *,
@@ -129,8 +136,7 @@ def check_output(
     "Refuse an output path before any work: a folder, a path under a regular file, a folder that cannot be written, a file the command did not write"
     p = Path(path)
     if p.is_dir(): raise OutputError(f"{flag} {p}: is a folder: give a file name")
-    folder = p.parent
-    while not folder.exists() and folder != folder.parent: folder = folder.parent
+    folder = nearest_existing(p.parent)
     if not folder.is_dir(): raise OutputError(f"{flag} {p}: {folder} is a file, not a folder: choose another {flag}")
     if not os.access(folder, os.W_OK | os.X_OK): raise OutputError(f"{flag} {p}: cannot write in {folder} (permission denied): choose another {flag}")
     if p.exists() and not overwrite and not owned(p):
@@ -148,7 +154,7 @@ def fresh_folder(
 ):                           # yields the hidden sibling folder to write into
     "Write a generated folder whole or not at all: refuse a `dest` that is a file or holds anything, write into a hidden sibling, rename it into place at the end"
     dest = Path(dest)
-    if dest.exists() and not dest.is_dir(): raise OutputError(f"{who}: {dest} is a file, not a folder: choose another {name}")
+    if not (there := nearest_existing(dest)).is_dir(): raise OutputError(f"{who}: {there} is a file, not a folder: choose another {name}")
     if dest.is_dir() and any(dest.iterdir()):
         raise OutputError(f"{who}: {dest} exists and is not empty: refusing to write over its files; choose a new or empty {name}")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +249,24 @@ def checkpoint_damage(
             except CheckpointError as err: out.append(str(err).split(";")[0])
     return out
 
+# %% ../../nbs/10_engine_rundir.ipynb #f915174c
+def newest_checkpoint(
+    run_dir: str | Path,          # a run directory
+    *,
+    label: str | None=None,       # how the message names it (default: the path), e.g. "--resume runs/x"
+    error: type=CheckpointError,  # the caller's one-line error class
+) -> tuple[Path, dict]:           # the newest intact checkpoint that loads, and its state
+    "The one lookup of a run directory's checkpoint — `--resume DIR`, `load_trained`, `mssl-eval gsm8k` — or one line saying why there is none: which recorded checkpoints are damaged, or that the run wrote none"
+    found = latest_checkpoint(run_dir)
+    if found is not None: return found
+    label = label or str(run_dir)
+    if damage := checkpoint_damage(run_dir):
+        raise error(f"{label}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact checkpoint file of the run")
+    if loose := sorted(Path(run_dir).glob("checkpoints/step_*.pt")):     # files, but no manifest records them: never guessed
+        raise error(f"{label}: {len(loose)} step_*.pt file(s) in {Path(run_dir) / 'checkpoints'} but no manifest.jsonl records them "
+                    f"(deleted, or copied in by hand); pass one as a checkpoint file, e.g. {loose[-1]}")
+    raise error(f"{label}: no checkpoints/step_*.pt in this run directory: train first (mssl-train) or pass a checkpoint file")
+
 # %% ../../nbs/10_engine_rundir.ipynb #5bb4b33a
 class RunWriter:
     "The one writer of a run directory (use it on rank 0 only)"
@@ -259,10 +283,8 @@ class RunWriter:
               checkpoint: tuple[Path, dict] | None=None, # (path, state) it continues: must be of the run the folder holds
              ) -> dict | None:
         "Refuse, before anything is built, an output that is a file, lies under a file, holds files no run recorded, holds another run, or holds a run `checkpoint` is not of; returns its config"
-        for parent in (self.dir, *self.dir.parents):
-            if parent.exists() and not parent.is_dir():
-                raise RunDirError(f"{self.dir}: {parent} is a file, not a folder; pick another --output")
-            if parent.exists(): break
+        if not (parent := nearest_existing(self.dir)).is_dir():
+            raise RunDirError(f"{self.dir}: {parent} is a file, not a folder; pick another --output")
         if not self.holds_run():
             if stray := stray_files(self.dir):
                 raise RunDirError(f"{self.dir}: {stray[0]} was not written by a run (the folder has no config.yaml nor checkpoint "
@@ -374,11 +396,7 @@ def resume_checkpoint(
     "The checkpoint a run continues from, for every command that resumes (image and LM runs): a damaged newest one is skipped for the previous intact one; a folder whose every checkpoint is damaged, or that holds a run that wrote none, is refused naming why"
     if not resume: return None
     if resume != "auto" and Path(resume).is_dir():     # a run directory: its newest intact checkpoint
-        found = latest_checkpoint(resume)
-        if found is None and (damage := checkpoint_damage(resume)):
-            raise CheckpointError(f"--resume {resume}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact step_*.pt file")
-        if found is None: raise CheckpointError(f"--resume {resume}: no intact checkpoint in {Path(resume) / 'checkpoints'}; pass a step_*.pt file")
-        return found
+        return newest_checkpoint(resume, label=f"--resume {resume}")
     if resume != "auto": return Path(resume), load_checkpoint(resume)
     out_dir = Path(out_dir)
     found = latest_checkpoint(out_dir)
@@ -417,6 +435,14 @@ def read_config(run_dir: str | Path) -> dict:
         raise RunDirError(f"{path}: run-directory format {found}, this workbench reads format {FORMAT}; re-run the training "
                           "(or convert: add `format: 2` and `method: <name>` at the top of config.yaml)")
     return config
+
+def run_dir_of(
+    path: str | Path, # a run directory, or a checkpoint file in one (RUN/checkpoints/step_*.pt)
+) -> Path | None:     # the run directory (it holds config.yaml); None for anything else (a model directory, a loose file)
+    "The run a path names, for every reader that takes 'a run directory or one of its checkpoints' (mssl-eval's protocols and gsm8k)"
+    p = Path(path).expanduser()
+    d = p if p.is_dir() else (p.parent.parent if p.parent.name == "checkpoints" else None)
+    return d if d is not None and (d / "config.yaml").is_file() else None
 
 # %% ../../nbs/10_engine_rundir.ipynb #0c47a37d
 def _epoch_series(rows: list, value) -> tuple[list[int], list[float]]:
@@ -468,6 +494,9 @@ class RunRecord:
     def spectrum(self, epoch: int | None=None, space: str="embedding") -> np.ndarray:
         "Descending eigenvalues at `epoch` (None: the last one) in `space`"
         epochs = self.spectrum_epochs(space)
+        if not epochs and self.skipped.get("spectra"):      # lines there, none usable: damaged, not "not yet"
+            raise RunDirError(f"{self.where('spectra.jsonl')}: damaged: {self.skipped['spectra']} line(s) are not spectrum records and "
+                              f"none is a '{space}' spectrum; fix or remove the damaged lines")
         if not epochs:
             raise RunDirError(f"{self.where('spectra.jsonl')}: no '{space}' spectra yet; wait for the first epoch to finish "
                               f"or pick another space ({', '.join(SPACES)})")
@@ -564,12 +593,7 @@ def load_trained(
     from mssl_workbench.config.schema import config_from_dict
     from mssl_workbench.methods.registry import model_from_config
     path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None and (damage := checkpoint_damage(path)):
-            raise CheckpointError(f"{path}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact step_*.pt file of the run")
-        if found is None: raise CheckpointError(f"{path}: no intact checkpoint in {path / 'checkpoints'}; train first or pass a step_*.pt file")
-        ckpt, state = found
+    if path.is_dir(): ckpt, state = newest_checkpoint(path)
     else: ckpt, state = path, load_checkpoint(path)
     if "model" not in state or "config" not in state:
         raise CheckpointError(f"{ckpt}: not a training checkpoint (needs 'model' and 'config'); pass a file written by mssl-train")

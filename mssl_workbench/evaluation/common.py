@@ -23,7 +23,7 @@ from pydantic import Field
 
 from ..config.schema import (ConfigError, Float, Tuple, apply_overrides, check, config_from_dict, config_to_dict,
                                           merge_dicts, schema)
-from ..engine.rundir import RunDirError, RunWriter, checkpoint_damage, checkpoint_paths, load_trained, read_config
+from ..engine.rundir import RunDirError, RunWriter, load_trained, newest_checkpoint, read_config, run_dir_of
 # torch, and data, eval, matrix and methods (which import it), are imported inside the functions that compute, so that
 # `mssl-eval --help` and every subcommand's --help and --list-presets start without torch (tests/test_light_imports.py)
 if typing.TYPE_CHECKING: from torch import Tensor, nn
@@ -47,25 +47,17 @@ def _no_grad(fn: Callable) -> Callable:
 class EvalError(ValueError):
     "An input `mssl-eval` cannot use (missing checkpoint, wrong backbone, malformed file); one line, exit 2"
 
-def _checkpoints_of(run_dir: Path) -> list[Path]:
-    "Newest first: the run's intact checkpoints, from its manifest (runs.checkpoint_paths)"
-    return checkpoint_paths(run_dir)
-
-def _run_dir_of(p: Path) -> Path:
-    "The run directory of a run directory, or of a checkpoint in it (RUN/checkpoints/step_*.pt)"
-    return p if p.is_dir() else (p.parent.parent if p.parent.name == "checkpoints" else p.parent)
-
 def run_config_of(p: str | Path) -> dict:
-    "The config.yaml of the run `p` is (or holds the checkpoint `p`), read without torch; {} when there is none or it is damaged"
-    run_dir = _run_dir_of(Path(p).expanduser())
-    try: d = read_config(run_dir) if (run_dir / "config.yaml").is_file() else {}
+    "The config.yaml of the run `p` is (or holds the checkpoint `p`: the shared `run_dir_of`), read without torch; {} when there is none or it is damaged"
+    run_dir = run_dir_of(p)
+    try: d = read_config(run_dir) if run_dir is not None else {}
     except RunDirError: return {}
     return d if isinstance(d, dict) else {}
 
 def _refuse_lm_run(p: Path):
     "A language-model run given to an image evaluation: name the command that scores it"
     if run_config_of(p).get("kind") == "lm":
-        run_dir = _run_dir_of(p)
+        run_dir = run_dir_of(p)
         raise EvalError(f"{p}: a language-model run (kind: lm in {run_dir / 'config.yaml'}); this command evaluates "
                         f"image runs: score it with mssl-eval gsm8k {run_dir}")
 
@@ -76,12 +68,7 @@ def resolve_checkpoint(
     "The checkpoint to evaluate and the run directory that receives eval/<kind>.json"
     p = Path(run_or_ckpt).expanduser()
     _refuse_lm_run(p)
-    if p.is_dir():
-        found = _checkpoints_of(p)
-        if not found and (damage := checkpoint_damage(p)):
-            raise EvalError(f"{p}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact checkpoint file of the run")
-        if not found: raise EvalError(f"{p}: no checkpoints/step_*.pt in this run directory: train first (mssl-train) or pass a checkpoint file")
-        return found[0], p
+    if p.is_dir(): return newest_checkpoint(p, error=EvalError)[0], p    # the one lookup (runs.newest_checkpoint): a damaged newest is skipped
     if not p.is_file(): raise EvalError(f"{p}: no such run directory or checkpoint: pass a run directory (runs/<preset>) or a .pt file")
     run_dir = p.parent.parent if p.parent.name == "checkpoints" else p.parent
     return p, run_dir

@@ -45,21 +45,13 @@ def load_lm(
     from mssl_workbench.lm.config import lm_config_from_dict
     from mssl_workbench.lm.train import build_lm
     p = Path(target)
-    ckpt, state = None, None
-    if p.is_dir() and (p / "config.yaml").is_file():
-        _refuse_image_run(p, p)
-        found = _runs.latest_checkpoint(p)             # the newest intact one, as image evaluations take (manifest sizes)
-        if found is None and (damage := _runs.checkpoint_damage(p)):
-            raise LMInputError(f"{p}: no usable checkpoint: {'; '.join(damage[:3])}; pass an intact checkpoint file of the run")
-        if found is None: raise LMInputError(f"run directory {p} has no checkpoints/step_*.pt: train it first or pass a checkpoint")
-        ckpt, state = found
-    elif p.is_file(): ckpt = p
-    if ckpt is None:
+    run_dir = _runs.run_dir_of(p)                  # the one run reader's rule: a run directory, or a checkpoint in its checkpoints/
+    if run_dir is not None: _refuse_image_run(p, run_dir)
+    if p.is_dir() and run_dir is not None: ckpt, state = _runs.newest_checkpoint(p, error=LMInputError)   # as the image evaluations take
+    elif p.is_file(): ckpt, state = p, _runs.load_checkpoint(p)
+    else:
         model, tok = load_causal_lm(p)
         return model.to(device).eval(), tok, None, None
-    if state is None:
-        _refuse_image_run(ckpt, ckpt.parent.parent)
-        state = _runs.load_checkpoint(ckpt)
     if state.get("kind") != "lm":
         raise LMInputError(f"{ckpt}: not a language-model checkpoint (kind={state.get('kind')!r}): mssl-eval gsm8k scores LM runs; "
                            "evaluate an image run with mssl-eval knn or linear")
@@ -88,11 +80,6 @@ def is_generations_file(
         row = json.loads(first)
     except (OSError, ValueError): return False
     return isinstance(row, dict) and {"i", "generation", "prediction", "reference", "correct"} <= set(row)
-
-def _run_dir_of(target: Path) -> Path | None:
-    "The run directory a run directory or checkpoint belongs to (None: a model directory or a loose file)"
-    if target.is_dir(): return target if (target / "config.yaml").is_file() else None
-    return target.parent.parent if (target.parent.parent / "config.yaml").is_file() else None
 
 # %% ../../nbs/15a_evaluation_gsm8k.ipynb #e2de50ce
 def gsm8k_protocol(
@@ -151,18 +138,23 @@ def gsm8k_run(
     import torch
     from mssl_workbench.lm.config import lm_config_from_dict
     try:
+        for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
+            if value is not None and value < 1: raise LMInputError(f"{flag} must be at least 1, got {value}")   # 0 is not "the default"
         if args.dry_run:
-            run_dir = _run_dir_of(Path(args.model)) if args.model else None    # a run directory or one of its checkpoints
+            run_dir = _runs.run_dir_of(args.model) if args.model else None    # a run directory or one of its checkpoints
             if run_dir is not None: _refuse_image_run(Path(args.model), run_dir)
-            cfg = lm_config_from_dict(_runs.read_config(run_dir)) if run_dir is not None else None
+            if run_dir is not None: cfg = lm_config_from_dict(_runs.read_config(run_dir))
+            elif args.model and Path(args.model).is_file():      # a checkpoint outside its run: the config it carries, as scoring reads it
+                state = _runs.load_checkpoint(args.model)
+                if state.get("kind") != "lm": raise LMInputError(f"{args.model}: not a language-model checkpoint (kind={state.get('kind')!r})")
+                cfg = lm_config_from_dict(state["config"])
+            else: cfg = None
             print(yaml.safe_dump(gsm8k_protocol(cfg, protocol=args.protocol, template=args.template, max_new_tokens=args.max_new_tokens,
                                                 batch_size=args.batch_size, model=args.model, data=args.data), sort_keys=False), end="")
             return 0
         if not args.model or not args.data: raise LMInputError("give MODEL and DATA (or --dry-run to print the protocol)")
-        if args.limit is not None and args.limit < 1: raise LMInputError(f"--limit must be at least 1, got {args.limit}")
-        if args.batch_size < 1: raise LMInputError(f"--batch-size must be at least 1, got {args.batch_size}")
         if not Path(args.model).exists(): raise LMInputError(f"{args.model}: no such run directory, checkpoint or model directory")
-        run_dir = _run_dir_of(Path(args.model))
+        run_dir = _runs.run_dir_of(args.model)
         out = Path(args.out) if args.out else (run_dir / "eval" / f"generations_{Path(args.data).stem}.jsonl" if run_dir else None)
         if out is not None:               # before any work: never over a file this command did not write (issue 22)
             _runs.check_output(out, flag="--out", owned=is_generations_file, overwrite=args.overwrite)
