@@ -450,10 +450,14 @@ def main(argv=None) -> int:
     study = project_study(args.budget, Path(args.out))
     if not (args.dry_run or args.table):
         import torch
-        torch.set_num_threads(min(2, os.cpu_count() or 1))       # the baselines compute in this process
-    return run_command(study, families=args.family, rows=args.only, dry=args.dry_run, table=args.table, table_text=table,
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))   # the baselines compute here
+    rc = run_command(study, families=args.family, rows=args.only, dry=args.dry_run, table=args.table, table_text=table,
                        verify_n=args.verify, parallel=args.parallel, rerun=args.rerun, max_minutes=args.max_minutes, workdir=args.workdir,
                        pause=None if args.ignore_pause else PAUSE, on_written=commit if args.commit else None, log=lambda s: print(s, flush=True))
+    plan = Path(args.out) / "plan.json"               # rewritten when the run stops: the seeds its cells decided
+    changed = lambda p: subprocess.run(["git", "status", "--porcelain", "--", str(p)], cwd=p.parent, capture_output=True, text=True).stdout.strip()
+    if args.commit and plan.exists() and not (args.dry_run or args.table) and changed(plan): commit(plan, f"study {args.budget}: the plan")
+    return rc
 
 
 if __name__ == "__main__":
