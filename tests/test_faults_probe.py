@@ -144,3 +144,14 @@ def test_a_signal_stops_an_evaluation_with_one_line_and_no_result(quick, copy_of
     assert p.returncode == 128 + sig and len(lines) == 1 and "Traceback" not in err, (p.returncode, err[-3000:])
     assert f"mssl-eval linear: stopped by {sig.name} before it finished; no result was written" in lines[0]
     assert digest(run) == before
+
+
+def test_a_missing_data_root_under_torchrun_is_one_line_before_any_process_starts(tmp_path):
+    "The README's own torchrun line with its placeholder root: one refusal from the launcher, not one per process and a ChildFailedError"
+    r = mssl("mssl-train", "--preset", "imagenet-matrixssl-r50-100ep", f"data.root={tmp_path / 'imagenet'}", "--nproc_per_node", "4",
+             "--output", str(tmp_path / "run"), timeout=120)
+    one_line(r, 2, "does not exist", "pass the folder that holds the images")
+    assert "ChildFailedError" not in r.stderr and not (tmp_path / "run").exists()
+    (tmp_path / "imagenet").write_text("not a folder")
+    one_line(mssl("mssl-train", "--preset", "imagenet-matrixssl-r50-100ep", f"data.root={tmp_path / 'imagenet'}", "--nproc_per_node", "2",
+                  "--output", str(tmp_path / "run"), timeout=120), 2, "is a file")

@@ -522,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     from mssl_workbench.engine.hooks import STOP, NonFiniteError
     from mssl_workbench.engine.rundir import check_run_dir
     from mssl_workbench.engine.image import check_world_size, fit
+    from mssl_workbench.data.folders import check_root
     worker = "LOCAL_RANK" in os.environ
     if worker and set_parent_death_signal(signal.SIGTERM) and os.getppid() == 1: return 143   # torchrun already gone
     owner = False
@@ -544,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         if slurm is not None: return submit_slurm(cfg, slurm, resume=args.resume)
         if launch:
             check_run_dir(cfg.output, args.resume, announce=False)   # one refusal here, not one per process
+            if cfg.data.root is not None: check_root(cfg.data.root)
             if (world := launch_world_size(args)) is not None: check_world_size(cfg.train.batch_size, world)
             return launch_torchrun(_torchrun_command(args, [*argv, "--output", cfg.output]))
         owner = STOP.install()          # a signal while data and model are built is kept for the first step

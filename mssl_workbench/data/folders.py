@@ -28,7 +28,7 @@ from ..engine.rundir import fresh_folder
 # %% auto #0
 __all__ = ['IMG_EXTENSIONS', 'ImageFolderError', 'NoReadableImageError', 'SingleClassWarning', 'scan_image_folder',
            'UnreadableImageWarning', 'decode_image_file', 'worker_transform', 'FileImageDataset', 'make_imagefolder',
-           'folder_dataset']
+           'check_root', 'folder_dataset']
 
 # %% ../../nbs/03b_data_folders.ipynb #ccf0370d
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -316,6 +316,13 @@ def make_imagefolder(
     return dest
 
 # %% ../../nbs/03b_data_folders.ipynb #bacaedf1
+def check_root(root: str | Path) -> Path:
+    "The data set's root folder, expanded; one line naming the fix when it is a file or missing (the launcher checks it once, before its processes start)"
+    root = Path(root).expanduser()
+    if root.is_file(): raise FileNotFoundError(f"dataset root {root} is a file: pass the folder that holds the images")
+    if not root.is_dir(): raise FileNotFoundError(f"dataset root {root} does not exist: pass the folder that holds the images")
+    return root
+
 def folder_dataset(
     root: str | Path | None,          # an ImageNet-layout root (`labeled`), or any folder of images
     split: str="train",               # `labeled`: the sub-folder to read (ignored otherwise)
@@ -331,9 +338,7 @@ def folder_dataset(
 ) -> FileImageDataset:
     "A split of an image-folder root as a FileImageDataset, labelled with the training split's class index"
     if root is None: raise ValueError("root is required for file-backed data sets: pass root=<folder>")
-    root = Path(root).expanduser()
-    if root.is_file(): raise FileNotFoundError(f"dataset root {root} is a file: pass the folder that holds the images")
-    if not root.is_dir(): raise FileNotFoundError(f"dataset root {root} does not exist: pass the folder that holds the images")
+    root = check_root(root)
     if labeled and (not isinstance(split, str) or not split or Path(split).name != split):
         raise ValueError(f"split must be the name of a sub-folder of {root} (e.g. 'train', 'val'), got {split!r}")
     folder = root / split if labeled else root
