@@ -338,7 +338,7 @@ LEVERS += [
 ]
 # The as-published arm's Barlow Twins collapses at the shared arm's chosen rate (erank 3-10, linear 47-71 %): one
 # change at a time between the shared cell and the published one, and the published cell at 0.5x and 2x the rate
-LEVERS += [
+BARLOW_PUBLISHED_LEVERS = [
     ("barlow_twins-byolaug", "barlow_twins", ["data.augment=byol"],
      "the published arm's augmentation alone (the registry's BYOL views), λ = 0.005 as in the shared arm"),
     ("barlow_twins-lambd0.04", "barlow_twins", ["model.loss.lambd=0.04"],
@@ -348,7 +348,8 @@ LEVERS += [
     ("barlow_twins-published-lr2x", "barlow_twins", ["data.augment=byol", "model.loss.lambd=0.04", "optim.base_lr=0.00625"],
      "the published cell (BYOL views, λ = 0.04) at twice the shared arm's chosen rate"),
 ]
-AT_CHOSEN_RATE = {n for n, b, *_ in LEVERS if b == "matrix_ssl" or n.startswith(("barlow_twins-byolaug", "barlow_twins-lambd", "barlow_twins-published"))}
+LEVERS += BARLOW_PUBLISHED_LEVERS
+AT_CHOSEN_RATE = {n for n, b, *_ in LEVERS if b == "matrix_ssl"} | {n for n, *_ in BARLOW_PUBLISHED_LEVERS}
 "Levers on the base row's chosen rate, not its preset's"
 LEVER_MOVES = 0.01        # a lever that moves seed-0 validation linear accuracy this much gets a second seed
 # Levers whose seed-0 cell moved a row past its baseline get a second seed (the base row's seed-1 cell + the overrides)

@@ -16,8 +16,8 @@ from .spectrum import METHOD_COLORS
 
 # %% auto #0
 __all__ = ['SSL_ORDER', 'HEADLINE', 'MAE_COLUMNS', 'MAE_PRESET_LAMDA', 'MAE_NAMES', 'LM_COLUMNS', 'PROTOCOL_KEYS', 'T975',
-           'SETTINGS', 'LM_TASKS', 'RIVALS', 'MAE_ORDERINGS', 'MAE_SETTINGS', 'ANSWER_CE_METRICS', 'PLAN_FILE',
-           'PROGRESS_PARTS', 'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table',
+           'SETTINGS', 'LM_TASKS', 'RIVALS', 'MAE_ORDERINGS', 'MAE_SETTINGS', 'ANSWER_CE_METRICS', 'ANSWER_CE_READING',
+           'PLAN_FILE', 'PROGRESS_PARTS', 'choose_lr', 'mean_sd', 'fmt', 'ssl_summary', 'baseline_summary', 'ssl_table',
            'headline_table', 'fig_linear_by_method', 'fig_sweep', 'fig_trajectories', 'fig_accuracy_rank',
            'fig_spectra', 'family_table', 'mae_lamda', 'mae_choice', 'mae_lamda_table', 'lm_rows', 'overhead_table',
            'protocol_table', 'selection_table', 'lever_table', 'lever_base', 'lever_deltas', 'lever_delta_table',
@@ -637,6 +637,8 @@ def changes_table(cells: list[dict], before: str="20 epochs, shared", after: str
 # %% ../../nbs/22_reports_results.ipynb #144fcea8
 ANSWER_CE_METRICS = {"answer_ce": "answer CE", "digit_ce": "digit CE"}
 "The teacher-forced metrics a held-out cell records (`lm.train.answer_ce`): over every answer token, and over those holding a digit"
+ANSWER_CE_READING = {"holds": "higher with MCE", "reversed": "lower with MCE"}
+"How a CE + MCE − CE verdict on a cross-entropy reads (lower is better)"
 
 def lm_answer_ce_rows(cells: list[dict], metric: str="answer_ce") -> list[dict]:
     "Per held-out configuration (`gen-*` cells, CE first): seed -> test and training `metric`, the gaps, and CE + MCE − CE on test, seed-paired"
@@ -651,7 +653,7 @@ def lm_answer_ce_rows(cells: list[dict], metric: str="answer_ce") -> list[dict]:
 
 def lm_answer_ce_table(cells: list[dict], metric: str="answer_ce") -> str:
     "Markdown: the held-out task's `metric` (nats/token; test, training, their gap) per configuration, and CE + MCE − CE on test, seed-paired [95%]"
-    name, reading = ANSWER_CE_METRICS[metric], {"holds": "higher with MCE", "reversed": "lower with MCE"}
+    name, reading = ANSWER_CE_METRICS[metric], ANSWER_CE_READING
     head = (f"| configuration | seeds | test {name} | training {name} | test − training | test: CE + MCE − CE [95%] | seed pairs | reading |\n"
             "|---|---|---|---|---|---|---|---|\n")
     lines = []
